@@ -1,0 +1,33 @@
+"""rnnkit: recurrent neural networks from the equations up.
+
+Cells are one time step (:mod:`rnnkit.cells`); one generic layer runs any cell over time, depth and
+direction (:mod:`rnnkit.layer`); :mod:`rnnkit.rnn` offers drop-in replacements for ``torch.nn.RNN``,
+``GRU`` and ``LSTM`` plus ``PeepholeLSTM`` and ``Jordan``.
+"""
+
+from rnnkit.activations import ACTIVATIONS, get_activation
+from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RecurrentCell, RNNCell
+from rnnkit.engines import ENGINES, register_engine
+from rnnkit.layer import Recurrent
+from rnnkit.rnn import GRU, LSTM, RNN, Jordan, PeepholeLSTM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "ENGINES",
+    "GRU",
+    "GRUCell",
+    "Jordan",
+    "JordanCell",
+    "LSTM",
+    "LSTMCell",
+    "PeepholeLSTM",
+    "PeepholeLSTMCell",
+    "RNN",
+    "RNNCell",
+    "Recurrent",
+    "RecurrentCell",
+    "get_activation",
+    "register_engine",
+]

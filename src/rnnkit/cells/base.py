@@ -1,0 +1,224 @@
+"""What every cell shares: parameters with torch's names, init, input checks and the one-step API.
+
+A cell is one time step. It splits that step into two halves so that engines can run them
+differently without the cell knowing:
+
+* :meth:`RecurrentCell.input_projection` — the part that depends only on the input, ``W_ih x + b_ih``.
+  It has no recurrence, so an engine may compute it for all time steps at once.
+* :meth:`RecurrentCell.recurrence` — everything else: the recurrent matrix product and the pointwise
+  gate equations. It returns the new state and a dict of the step's gate activations.
+
+Both take the parameters as an explicit argument ``w`` (anything with attributes ``weight_ih``, …).
+A standalone cell passes itself; a layer passes a view of its own ``weight_ih_l0``-style parameters.
+That is how one set of equations serves both :class:`torch.nn.LSTMCell`-style cells and
+:class:`torch.nn.LSTM`-style layers whose ``state_dict`` matches torch's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.activations import Activation, activation_name, get_activation
+
+State = tuple[Tensor, ...]
+Gates = dict[str, Tensor]
+
+RECURRENT_INITS = ("uniform", "orthogonal")
+
+
+class RecurrentCell(nn.Module):
+    """Base class of all cells. Subclasses define the parameters and the two halves of a step."""
+
+    #: names of the per-step tensors that :meth:`recurrence` reports (``return_gates``)
+    gate_names: tuple[str, ...] = ()
+    #: names of the weight matrices whose rows are stacked gate blocks that orthogonal init treats one by one
+    recurrent_weights: tuple[str, ...] = ("weight_hh",)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        recurrent_init: str = "uniform",
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("input_size", input_size)
+        _check_positive_int("hidden_size", hidden_size)
+        if recurrent_init not in RECURRENT_INITS:
+            raise ValueError(
+                f"unknown recurrent_init {recurrent_init!r}: use one of {', '.join(RECURRENT_INITS)}"
+            )
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.recurrent_init = recurrent_init
+        factory = {"device": device, "dtype": dtype}
+        for name, shape in self.parameter_shapes().items():
+            if shape is None:
+                self.register_parameter(name, None)
+            else:
+                self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+
+    # ----------------------------------------------------------------------------------------------
+    # What a subclass defines
+    def parameter_shapes(self) -> dict[str, tuple[int, ...] | None]:
+        """Parameter name -> shape, in torch's order; ``None`` for an absent bias."""
+        raise NotImplementedError
+
+    @property
+    def state_sizes(self) -> tuple[int, ...]:
+        """Feature size of each state tensor; the first one is also the cell's output."""
+        return (self.hidden_size,)
+
+    def input_projection(self, x: Tensor, w: Any) -> Tensor:
+        """``W_ih x + b_ih`` for all gates at once: (..., F) -> (..., G*H)."""
+        return nn.functional.linear(x, w.weight_ih, w.bias_ih)
+
+    def recurrence(self, xw: Tensor, state: State, w: Any) -> tuple[State, Gates]:
+        """One step given the projected input ``xw``: returns the new state and this step's gates."""
+        raise NotImplementedError
+
+    def torch_mode(self) -> str | None:
+        """The ``torch.nn`` mode that computes exactly this cell (``"LSTM"``, ``"GRU"``, ``"RNN_TANH"``…), if any."""
+        return None
+
+    # ----------------------------------------------------------------------------------------------
+    # Shared behaviour
+    @property
+    def output_size(self) -> int:
+        return self.state_sizes[0]
+
+    def step(self, x: Tensor, state: State, w: Any = None) -> tuple[State, Gates]:
+        """One full time step: ``x`` (B, F) and ``state`` -> (new state, gates)."""
+        w = self if w is None else w
+        return self.recurrence(self.input_projection(x, w), state, w)
+
+    def reset_parameters(self) -> None:
+        """torch's default init, ``U(-1/sqrt(H), 1/sqrt(H))`` for every parameter, then the extra options."""
+        self.init_parameters(dict(self.named_parameters(recurse=False)))
+
+    def init_parameters(self, params: dict[str, Tensor]) -> None:
+        """Initialise ``params`` (cell names -> tensors) in place; layers call this with their own tensors."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for p in params.values():
+                nn.init.uniform_(p, -bound, bound)
+            if self.recurrent_init == "orthogonal":
+                for name in self.recurrent_weights:
+                    weight = params[name]
+                    for block in weight.split(self.hidden_size, dim=0):
+                        nn.init.orthogonal_(block)
+
+    def zero_state(self, batch: int, *, device: Any = None, dtype: torch.dtype | None = None) -> State:
+        ref = self.weight_ih
+        device = ref.device if device is None else device
+        dtype = ref.dtype if dtype is None else dtype
+        return tuple(torch.zeros(batch, size, device=device, dtype=dtype) for size in self.state_sizes)
+
+    def forward(self, input: Tensor, hx: Tensor | State | None = None) -> Tensor | State:
+        """Same contract as ``torch.nn.*Cell``: input (B, F) or (F,), state in, new state out."""
+        x, batched = self._check_input(input)
+        state = self._check_state(hx, x)
+        new_state, _ = self.step(x, state)
+        if not batched:
+            new_state = tuple(s.squeeze(0) for s in new_state)
+        return new_state[0] if len(new_state) == 1 else new_state
+
+    def _check_input(self, input: Tensor) -> tuple[Tensor, bool]:
+        name = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: expected input to be a torch.Tensor, got {type(input).__name__}")
+        if input.dim() not in (1, 2):
+            raise ValueError(
+                f"{name}: expected input of shape (B, {self.input_size}) or ({self.input_size},), "
+                f"got {tuple(input.shape)}"
+            )
+        if input.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{name}: expected input with {self.input_size} features (input_size), got shape "
+                f"{tuple(input.shape)}"
+            )
+        check_like(name, "input", input, self.weight_ih)
+        batched = input.dim() == 2
+        return (input if batched else input.unsqueeze(0)), batched
+
+    def _check_state(self, hx: Tensor | State | None, x: Tensor) -> State:
+        name = type(self).__name__
+        batch = x.shape[0]
+        if hx is None:
+            return self.zero_state(batch, device=x.device, dtype=x.dtype)
+        hx = (hx,) if isinstance(hx, Tensor) else tuple(hx)
+        if len(hx) != len(self.state_sizes):
+            raise ValueError(f"{name}: expected a state of {len(self.state_sizes)} tensor(s), got {len(hx)}")
+        out = []
+        for k, (s, size) in enumerate(zip(hx, self.state_sizes)):
+            what = "hx" if len(hx) == 1 else f"hx[{k}]"
+            s = s.unsqueeze(0) if s.dim() == 1 else s
+            if tuple(s.shape) != (batch, size):
+                raise ValueError(f"{name}: expected {what} of shape ({batch}, {size}), got {tuple(s.shape)}")
+            check_like(name, what, s, x)
+            out.append(s)
+        return tuple(out)
+
+    def extra_repr(self) -> str:
+        parts = [f"{self.input_size}, {self.hidden_size}"]
+        if not self.bias:
+            parts.append("bias=False")
+        for attr in ("activation", "recurrent_activation", "output_activation"):
+            fn = getattr(self, attr, None)
+            if fn is not None:
+                parts.append(f"{attr}={activation_name(fn) or fn!r}")
+        if self.recurrent_init != "uniform":
+            parts.append(f"recurrent_init={self.recurrent_init!r}")
+        return ", ".join(parts)
+
+
+class GatedCell(RecurrentCell):
+    """A cell with sigmoid-like gates (GRU, LSTM): takes ``activation`` and ``recurrent_activation``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        activation: str | Activation = "tanh",
+        recurrent_activation: str | Activation = "sigmoid",
+        recurrent_init: str = "uniform",
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, bias, recurrent_init=recurrent_init, device=device, dtype=dtype
+        )
+        self.activation = get_activation(activation)
+        self.recurrent_activation = get_activation(recurrent_activation, what="recurrent_activation")
+        self.reset_parameters()
+
+    def has_default_activations(self) -> bool:
+        return self.activation is torch.tanh and self.recurrent_activation is torch.sigmoid
+
+
+def check_like(owner: str, what: str, t: Tensor, ref: Tensor) -> None:
+    """Fail with one clear line when ``t`` does not share ``ref``'s dtype and device."""
+    if t.dtype != ref.dtype:
+        raise TypeError(
+            f"{owner}: {what} has dtype {t.dtype} but the parameters are {ref.dtype}; "
+            f"convert one of them (e.g. module.to({ref.dtype}) or {what}.to({ref.dtype}))"
+        )
+    if t.device != ref.device:
+        raise ValueError(
+            f"{owner}: {what} is on {t.device} but the parameters are on {ref.device}; move them to one device"
+        )
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

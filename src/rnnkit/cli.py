@@ -1,0 +1,50 @@
+"""The ``rnnkit`` command: ``rnnkit <command> [flags]``; each command lives in its own module.
+
+A command module exposes ``main(argv: list[str] | None) -> int``. Registering one is a line in
+:data:`COMMANDS` (module path, one-line summary); the module is imported only when its command runs,
+so ``rnnkit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+#: command name -> (module exposing ``main(argv)``, one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("rnnkit.demo", "the seed 001 worked LSTM example and a small training demo"),
+}
+
+
+def usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = [f"  {name.ljust(width)}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return (
+        "usage: rnnkit <command> [flags]   (rnnkit <command> --help for its flags)\n\ncommands:\n"
+        + "\n".join(lines)
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] == "--version":
+        from rnnkit import __version__
+
+        print(f"rnnkit {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"rnnkit: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

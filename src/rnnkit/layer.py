@@ -1,0 +1,257 @@
+"""The one generic recurrent layer: any cell × time × depth × direction, run by a chosen engine.
+
+:class:`Recurrent` owns the parameters under torch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, …)
+and keeps one parameter-less cell per (layer, direction) for its equations. Forward validates and
+normalises the input (batch_first, unbatched, ``PackedSequence``, ``lengths=``), hands a time-major
+problem to an engine (see :mod:`rnnkit.engines`) and restores the caller's layout.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnkit.activations import activation_name
+from rnnkit.cells import RecurrentCell
+from rnnkit.cells.base import check_like
+from rnnkit.engines import check_engine_name, select_engine
+
+StateIn = Tensor | tuple[Tensor, ...] | None
+
+
+class Recurrent(nn.Module):
+    """Run ``cell_class`` over time, ``num_layers`` deep, in one or both directions.
+
+    Arguments match ``torch.nn.RNNBase``; ``cell_kwargs`` go to every cell (activations, ``proj_size``…).
+    ``engine``: ``"auto"`` (fastest that fits), ``"reference"``, ``"torch"`` or any registered engine;
+    it can be changed at any time by assigning ``layer.engine``.
+    """
+
+    def __init__(
+        self,
+        cell_class: type[RecurrentCell],
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        *,
+        engine: str = "auto",
+        cell_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"dropout={dropout} has no effect with num_layers=1: it applies between stacked layers",
+                stacklevel=3,
+            )
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.engine = check_engine_name(engine)
+        self.cell_kwargs = dict(cell_kwargs or {})
+
+        cells: list[RecurrentCell] = []
+        self._flat_weights_names: list[str] = []
+        for layer in range(num_layers):
+            for direction in range(self.num_directions):
+                layer_input = input_size if layer == 0 else self.num_directions * cells[-1].output_size
+                cell = cell_class(
+                    layer_input, hidden_size, bias=bias, **self.cell_kwargs, device=device, dtype=dtype
+                )
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                # The layer, not the cell, owns the tensors (torch's names); the cell keeps only its equations.
+                for name, param in list(cell._parameters.items()):
+                    if param is not None:
+                        self.register_parameter(name + suffix, param)
+                        self._flat_weights_names.append(name + suffix)
+                    cell._parameters[name] = None
+                cells.append(cell)
+        self._cells = tuple(cells)  # a tuple, so nn.Module does not register them as children
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def cells(self) -> tuple[RecurrentCell, ...]:
+        """The parameter-less cells, one per (layer, direction), in torch's order."""
+        return self._cells
+
+    @property
+    def output_size(self) -> int:
+        """Features per direction in ``output`` (``proj_size`` or ``hidden_size``, Jordan's ``output_size``)."""
+        return self._cells[0].output_size
+
+    def weights(self, k: int) -> SimpleNamespace:
+        """The parameters of cell ``k`` under the cell's own names (``weight_ih``…), absent biases as None."""
+        suffix = f"_l{k // self.num_directions}" + ("_reverse" if k % self.num_directions else "")
+        names = self._cells[k].parameter_shapes()
+        return SimpleNamespace(**{n: getattr(self, n + suffix, None) for n in names})
+
+    def flat_weights(self) -> list[Tensor]:
+        """Every parameter in torch's flat order (what ``torch.lstm`` & co. take)."""
+        return [getattr(self, n) for n in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[Tensor]]:
+        """As ``torch.nn.RNNBase.all_weights``: one list of parameters per (layer, direction)."""
+        per_cell = len(self._flat_weights_names) // len(self._cells)
+        flat = self.flat_weights()
+        return [flat[i : i + per_cell] for i in range(0, len(flat), per_cell)]
+
+    def flatten_parameters(self) -> None:
+        """No-op kept for drop-in compatibility with ``torch.nn.RNNBase``."""
+
+    def reset_parameters(self) -> None:
+        for k, cell in enumerate(self._cells):
+            cell.init_parameters({n: t for n, t in vars(self.weights(k)).items() if t is not None})
+
+    def describe_cell(self) -> str:
+        return self._cells[0].__class__.__name__ + f"({self._cells[0].extra_repr()})"
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        for flag, default in (
+            ("bias", True),
+            ("batch_first", False),
+            ("dropout", 0.0),
+            ("bidirectional", False),
+        ):
+            if getattr(self, flag) != default:
+                s += f", {flag}={getattr(self, flag)}"
+        defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()}
+        for k, v in self.cell_kwargs.items():
+            if k in defaults and v != defaults[k] or k not in defaults:
+                s += f", {k}={activation_name(v) or v!r}" if callable(v) else f", {k}={v!r}"
+        return s + (f", engine={self.engine!r}" if self.engine != "auto" else "")
+
+    # ----------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: StateIn = None,
+        *,
+        lengths: Tensor | list[int] | None = None,
+        return_gates: bool = False,
+    ) -> tuple[Any, ...]:
+        """Run the layer; returns ``(output, h_n)`` / ``(output, (h_n, c_n))`` exactly as torch does.
+
+        ``lengths`` (B,) marks where each padded sequence ends (any order): outputs past it are zero and
+        the final states are those at each sequence's last valid step. With ``return_gates=True`` a third
+        value maps each gate name to a tensor (num_layers * num_directions, T, B, size)
+        ((…, B, T, size) when ``batch_first``), zero past each sequence's length.
+        """
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            if lengths is not None:
+                raise ValueError("pass either a PackedSequence or lengths=, not both")
+            x, lengths = pad_packed_sequence(input, batch_first=False)
+            batched = True
+        else:
+            x, batched = self._check_input(input)
+        T, B = x.shape[0], x.shape[1]
+        lengths = self._check_lengths(lengths, T, B, x.device)
+        state = self._check_state(hx, B, batched, x)
+
+        engine = select_engine(self, x, return_gates)
+        output, final, gates = engine.run(self, x, state, lengths, return_gates)
+
+        if packed:
+            output = pack_padded_sequence(output, lengths.cpu(), enforce_sorted=False)
+        elif self.batch_first and batched:
+            output = output.transpose(0, 1)
+        if gates is not None and self.batch_first:
+            gates = {n: g.transpose(1, 2) for n, g in gates.items()}
+        if not batched:
+            output = output.squeeze(1)
+            final = tuple(s.squeeze(1) for s in final)
+            gates = {n: g.squeeze(2) for n, g in gates.items()} if gates is not None else None
+        state_out = final[0] if len(final) == 1 else final
+        return (output, state_out, gates) if return_gates else (output, state_out)
+
+    # ----------------------------------------------------------------------------------------------
+    def _check_input(self, input: Tensor) -> tuple[Tensor, bool]:
+        name = type(self).__name__
+        layout = "(B, T, {F})" if self.batch_first else "(T, B, {F})"
+        expected = layout.format(F=self.input_size)
+        if not isinstance(input, Tensor):
+            raise TypeError(
+                f"{name}: expected input to be a Tensor or PackedSequence, got {type(input).__name__}"
+            )
+        if input.dim() not in (2, 3):
+            raise ValueError(
+                f"{name}: expected input of shape {expected} (batch_first={self.batch_first}) or unbatched "
+                f"(T, {self.input_size}), got {tuple(input.shape)}"
+            )
+        if input.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{name}: expected input of shape {expected} (batch_first={self.batch_first}), "
+                f"got {tuple(input.shape)}: last dimension must be input_size={self.input_size}"
+            )
+        if input.shape[0] == 0 or (input.dim() == 3 and input.shape[1] == 0):
+            raise ValueError(f"{name}: got an empty input of shape {tuple(input.shape)}")
+        check_like(name, "input", input, self.weight_ih_l0)
+        if input.dim() == 2:
+            return input.unsqueeze(1), False
+        return (input.transpose(0, 1) if self.batch_first else input), True
+
+    def _check_lengths(self, lengths: Any, T: int, B: int, device: torch.device) -> Tensor | None:
+        if lengths is None:
+            return None
+        name = type(self).__name__
+        lengths = torch.as_tensor(lengths)
+        if lengths.dim() != 1 or lengths.shape[0] != B or lengths.dtype.is_floating_point:
+            raise ValueError(
+                f"{name}: lengths must be {B} integers (one per sequence), got shape {tuple(lengths.shape)} "
+                f"dtype {lengths.dtype}"
+            )
+        if int(lengths.min()) < 1 or int(lengths.max()) > T:
+            raise ValueError(
+                f"{name}: every length must be in [1, T={T}], got min {int(lengths.min())} max {int(lengths.max())}"
+            )
+        return lengths.to(device=device, dtype=torch.int64)
+
+    def _check_state(self, hx: StateIn, B: int, batched: bool, x: Tensor) -> tuple[Tensor, ...]:
+        name = type(self).__name__
+        sizes = self._cells[0].state_sizes
+        LD = self.num_layers * self.num_directions
+        if hx is None:
+            return tuple(x.new_zeros(LD, B, s) for s in sizes)
+        hx = (hx,) if isinstance(hx, Tensor) else tuple(hx)
+        if len(hx) != len(sizes):
+            kind = "a tuple (h_0, c_0)" if len(sizes) == 2 else "one tensor h_0"
+            raise ValueError(f"{name}: expected the initial state as {kind}, got {len(hx)} tensor(s)")
+        out = []
+        for k, (s, size) in enumerate(zip(hx, sizes)):
+            what = "hx" if len(sizes) == 1 else ("h_0", "c_0")[k]
+            want = (LD, B, size) if batched else (LD, size)
+            if tuple(s.shape) != want:
+                raise ValueError(
+                    f"{name}: expected {what} of shape {want} (num_layers * num_directions, "
+                    f"{'batch, ' if batched else ''}state size), got {tuple(s.shape)}"
+                )
+            check_like(name, what, s, x)
+            out.append(s if batched else s.unsqueeze(1))
+        return tuple(out)

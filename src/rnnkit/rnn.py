@@ -1,0 +1,154 @@
+"""Drop-in ``torch.nn`` layers (``RNN``, ``GRU``, ``LSTM``) and the ones torch lacks, all on :class:`Recurrent`.
+
+Positional arguments, defaults, parameter names, state layout and return values are torch's, so
+``rnnkit.LSTM(...).load_state_dict(torch.nn.LSTM(...).state_dict())`` works and so does the reverse.
+Everything beyond torch is keyword-only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rnnkit.activations import Activation
+from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RNNCell
+from rnnkit.layer import Recurrent
+
+
+class RNN(Recurrent):
+    """Elman network, as ``torch.nn.RNN``; ``activation=`` accepts any named activation or callable."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        *,
+        activation: str | Activation | None = None,
+        recurrent_init: str = "uniform",
+        engine: str = "auto",
+    ) -> None:
+        self.nonlinearity = nonlinearity
+        kwargs = {"nonlinearity": nonlinearity, "activation": activation, "recurrent_init": recurrent_init}
+        super().__init__(
+            RNNCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            device, dtype, engine=engine, cell_kwargs=kwargs,
+        )  # fmt: skip
+
+
+class GRU(Recurrent):
+    """GRU, as ``torch.nn.GRU``; ``reset_after=False`` gives Cho et al.'s original candidate."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        *,
+        reset_after: bool = True,
+        activation: str | Activation = "tanh",
+        recurrent_activation: str | Activation = "sigmoid",
+        recurrent_init: str = "uniform",
+        engine: str = "auto",
+    ) -> None:
+        kwargs = {
+            "reset_after": reset_after,
+            "activation": activation,
+            "recurrent_activation": recurrent_activation,
+            "recurrent_init": recurrent_init,
+        }
+        super().__init__(
+            GRUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            device, dtype, engine=engine, cell_kwargs=kwargs,
+        )  # fmt: skip
+
+
+class LSTM(Recurrent):
+    """LSTM, as ``torch.nn.LSTM`` (with ``proj_size``); returns ``output, (h_n, c_n)``."""
+
+    _cell_class: type[LSTMCell] = LSTMCell
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        *,
+        forget_bias: float = 0.0,
+        activation: str | Activation = "tanh",
+        recurrent_activation: str | Activation = "sigmoid",
+        recurrent_init: str = "uniform",
+        engine: str = "auto",
+    ) -> None:
+        self.proj_size = proj_size
+        kwargs = {
+            "proj_size": proj_size,
+            "forget_bias": forget_bias,
+            "activation": activation,
+            "recurrent_activation": recurrent_activation,
+            "recurrent_init": recurrent_init,
+        }
+        super().__init__(
+            self._cell_class, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            device, dtype, engine=engine, cell_kwargs=kwargs,
+        )  # fmt: skip
+
+
+class PeepholeLSTM(LSTM):
+    """LSTM whose gates see the memory cell (Gers & Schmidhuber); same arguments as :class:`LSTM`."""
+
+    _cell_class = PeepholeLSTMCell
+
+
+class Jordan(Recurrent):
+    """Jordan network: the previous output ``y`` (``output_size`` features) is fed back; returns ``output, y_n``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        *,
+        activation: str | Activation = "tanh",
+        output_activation: str | Activation = "identity",
+        recurrent_init: str = "uniform",
+        engine: str = "auto",
+    ) -> None:
+        kwargs = {
+            "output_size": output_size,
+            "activation": activation,
+            "output_activation": output_activation,
+            "recurrent_init": recurrent_init,
+        }
+        super().__init__(
+            JordanCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            device, dtype, engine=engine, cell_kwargs=kwargs,
+        )  # fmt: skip
