@@ -21,10 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = [f"  {name.ljust(width)}  {summary}" for name, (_, summary) in COMMANDS.items()]
-    return (
-        "usage: rnnkit <command> [flags]   (rnnkit <command> --help for its flags)\n\ncommands:\n"
-        + "\n".join(lines)
-    )
+    return "usage: rnnkit <command> [flags]   (rnnkit <command> --help for its flags)\n\ncommands:\n" + "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -115,9 +115,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     groups: dict[str, argparse._ArgumentGroup] = {}
     for dotted, f, tp, doc in _walk(cls):
         section = dotted.rsplit(".", 1)[0] if "." in dotted else ""
-        group = groups.setdefault(
-            section, parser.add_argument_group(section or "options") if section else parser
-        )
+        group = groups.setdefault(section, parser.add_argument_group(section or "options") if section else parser)
         conv, choices = _converter(tp, dotted)
         default = f.default if f.default is not dataclasses.MISSING else None
         flags = [f"--{dotted}"]
@@ -153,9 +151,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             return tomllib.loads(path.read_text(encoding="utf-8"))
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(
-            f"config file {str(path)!r} is not valid {path.suffix.lstrip('.') or 'JSON'}: {e}"
-        ) from None
+        raise ValueError(f"config file {str(path)!r} is not valid {path.suffix.lstrip('.') or 'JSON'}: {e}") from None
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -205,9 +201,7 @@ def diff(a: Any, b: Any) -> list[str]:
     """Human-readable differences between two configs (or nested dicts): ``model.hidden_size: 256 -> 512``."""
     fa = flatten(to_dict(a) if dataclasses.is_dataclass(a) else a)
     fb = flatten(to_dict(b) if dataclasses.is_dataclass(b) else b)
-    return [
-        f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)
-    ]
+    return [f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
 
 
 def parse_config(

@@ -74,9 +74,7 @@ class Recurrent(nn.Module):
         for layer in range(num_layers):
             for direction in range(self.num_directions):
                 layer_input = input_size if layer == 0 else self.num_directions * cells[-1].output_size
-                cell = cell_class(
-                    layer_input, hidden_size, bias=bias, **self.cell_kwargs, device=device, dtype=dtype
-                )
+                cell = cell_class(layer_input, hidden_size, bias=bias, **self.cell_kwargs, device=device, dtype=dtype)
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 # The layer, not the cell, owns the tensors (torch's names); the cell keeps only its equations.
                 for name, param in list(cell._parameters.items()):
@@ -197,9 +195,7 @@ class Recurrent(nn.Module):
         layout = "(B, T, {F})" if self.batch_first else "(T, B, {F})"
         expected = layout.format(F=self.input_size)
         if not isinstance(input, Tensor):
-            raise TypeError(
-                f"{name}: expected input to be a Tensor or PackedSequence, got {type(input).__name__}"
-            )
+            raise TypeError(f"{name}: expected input to be a Tensor or PackedSequence, got {type(input).__name__}")
         if input.dim() not in (2, 3):
             raise ValueError(
                 f"{name}: expected input of shape {expected} (batch_first={self.batch_first}) or unbatched "

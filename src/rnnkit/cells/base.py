@@ -52,9 +52,7 @@ class RecurrentCell(nn.Module):
         _check_positive_int("input_size", input_size)
         _check_positive_int("hidden_size", hidden_size)
         if recurrent_init not in RECURRENT_INITS:
-            raise ValueError(
-                f"unknown recurrent_init {recurrent_init!r}: use one of {', '.join(RECURRENT_INITS)}"
-            )
+            raise ValueError(f"unknown recurrent_init {recurrent_init!r}: use one of {', '.join(RECURRENT_INITS)}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
@@ -142,8 +140,7 @@ class RecurrentCell(nn.Module):
             )
         if input.shape[-1] != self.input_size:
             raise ValueError(
-                f"{name}: expected input with {self.input_size} features (input_size), got shape "
-                f"{tuple(input.shape)}"
+                f"{name}: expected input with {self.input_size} features (input_size), got shape {tuple(input.shape)}"
             )
         check_like(name, "input", input, self.weight_ih)
         batched = input.dim() == 2
@@ -195,9 +192,7 @@ class GatedCell(RecurrentCell):
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(
-            input_size, hidden_size, bias, recurrent_init=recurrent_init, device=device, dtype=dtype
-        )
+        super().__init__(input_size, hidden_size, bias, recurrent_init=recurrent_init, device=device, dtype=dtype)
         self.activation = get_activation(activation)
         self.recurrent_activation = get_activation(recurrent_activation, what="recurrent_activation")
         self.reset_parameters()

@@ -36,12 +36,8 @@ class RNNCell(RecurrentCell):
         dtype: torch.dtype | None = None,
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(
-                f"unknown nonlinearity {nonlinearity!r}: use 'tanh' or 'relu' (or activation=...)"
-            )
-        super().__init__(
-            input_size, hidden_size, bias, recurrent_init=recurrent_init, device=device, dtype=dtype
-        )
+            raise ValueError(f"unknown nonlinearity {nonlinearity!r}: use 'tanh' or 'relu' (or activation=...)")
+        super().__init__(input_size, hidden_size, bias, recurrent_init=recurrent_init, device=device, dtype=dtype)
         self.nonlinearity = nonlinearity
         self.activation = get_activation(nonlinearity if activation is None else activation)
         self.reset_parameters()
@@ -57,9 +53,7 @@ class RNNCell(RecurrentCell):
 
     def recurrence(self, xw: Tensor, state: State, w: Any) -> tuple[State, Gates]:
         (h,) = state  # (B, H)
-        h = self.activation(
-            xw + F.linear(h, w.weight_hh, w.bias_hh)
-        )  # h_t = act(W_ih x + b_ih + W_hh h + b_hh)
+        h = self.activation(xw + F.linear(h, w.weight_hh, w.bias_hh))  # h_t = act(W_ih x + b_ih + W_hh h + b_hh)
         return (h,), {"h": h}
 
     def torch_mode(self) -> str | None:
@@ -100,9 +94,7 @@ class JordanCell(RecurrentCell):
         if not isinstance(output_size, int) or isinstance(output_size, bool) or output_size <= 0:
             raise ValueError(f"output_size must be a positive integer, got {output_size!r}")
         self.jordan_output_size = output_size
-        super().__init__(
-            input_size, hidden_size, bias, recurrent_init=recurrent_init, device=device, dtype=dtype
-        )
+        super().__init__(input_size, hidden_size, bias, recurrent_init=recurrent_init, device=device, dtype=dtype)
         self.activation = get_activation(activation)
         self.output_activation = get_activation(output_activation, what="output_activation")
         self.reset_parameters()
@@ -124,9 +116,7 @@ class JordanCell(RecurrentCell):
 
     def recurrence(self, xw: Tensor, state: State, w: Any) -> tuple[State, Gates]:
         (y,) = state  # (B, O)
-        h = self.activation(
-            xw + F.linear(y, w.weight_yh, w.bias_yh)
-        )  # h_t = act(W_ih x + b_ih + W_yh y + b_yh)
+        h = self.activation(xw + F.linear(y, w.weight_yh, w.bias_yh))  # h_t = act(W_ih x + b_ih + W_yh y + b_yh)
         y = self.output_activation(F.linear(h, w.weight_hy, w.bias_hy))  # y_t = out_act(W_hy h_t + b_hy)
         return (y,), {"h": h, "y": y}
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnkit.activations import Activation
-from rnnkit.cells.base import Gates, GatedCell, State
+from rnnkit.cells.base import GatedCell, Gates, State
 
 
 class GRUCell(GatedCell):

@@ -62,9 +62,7 @@ def select_engine(layer: Recurrent, x: Tensor, return_gates: bool) -> Engine:
         engine = ENGINES[check_engine_name(name)]
         reason = engine.unsupported(layer, x, return_gates)
         if reason is not None:
-            raise ValueError(
-                f"engine={name!r} cannot run this call: {reason}; use engine='auto' or 'reference'"
-            )
+            raise ValueError(f"engine={name!r} cannot run this call: {reason}; use engine='auto' or 'reference'")
         return engine
     for candidate in AUTO_ORDER:
         engine = ENGINES[candidate]

@@ -47,12 +47,8 @@ class TorchEngine:
         packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
         order, undo = packed.sorted_indices, packed.unsorted_indices
         state = tuple(s.index_select(1, order) for s in hx)
-        data, *final = kernel(
-            packed.data, packed.batch_sizes, state if mode == "LSTM" else state[0], weights, *flags
-        )
-        out, _ = pad_packed_sequence(
-            PackedSequence(data, packed.batch_sizes, order, undo), total_length=x.shape[0]
-        )
+        data, *final = kernel(packed.data, packed.batch_sizes, state if mode == "LSTM" else state[0], weights, *flags)
+        out, _ = pad_packed_sequence(PackedSequence(data, packed.batch_sizes, order, undo), total_length=x.shape[0])
         return out, tuple(s.index_select(1, undo) for s in final), None
 
 

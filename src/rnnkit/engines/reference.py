@@ -84,9 +84,7 @@ class ReferenceEngine:
                 k = l * D + d
                 state = tuple(s[k] for s in hx)
                 inp = layer_input if d == 0 else reverse_padded(layer_input, lengths)
-                out, state, g = run_direction(
-                    layer.cells[k], layer.weights(k), inp, state, mask, return_gates
-                )
+                out, state, g = run_direction(layer.cells[k], layer.weights(k), inp, state, mask, return_gates)
                 if d == 1:
                     out = reverse_padded(out, lengths)
                     g = {n: reverse_padded(v, lengths) for n, v in g.items()} if g is not None else None
