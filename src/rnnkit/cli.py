@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 #: command name -> (module exposing ``main(argv)``, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("rnnkit.demo", "the seed 001 worked LSTM example and a small training demo"),
+    "demo": ("rnnkit.demo", "seed 001's worked LSTM example, step by step, and a small training demo"),
 }
 
 

@@ -115,9 +115,11 @@ class RecurrentCell(nn.Module):
                         nn.init.orthogonal_(block)
 
     def zero_state(self, batch: int, *, device: Any = None, dtype: torch.dtype | None = None) -> State:
-        ref = self.weight_ih
-        device = ref.device if device is None else device
-        dtype = ref.dtype if dtype is None else dtype
+        """Zeros for every state tensor, (batch, size) each; device/dtype default to the parameters'."""
+        ref = self.weight_ih  # None for a layer's parameter-less cells: then torch's defaults apply
+        if ref is not None:
+            device = ref.device if device is None else device
+            dtype = ref.dtype if dtype is None else dtype
         return tuple(torch.zeros(batch, size, device=device, dtype=dtype) for size in self.state_sizes)
 
     def forward(self, input: Tensor, hx: Tensor | State | None = None) -> Tensor | State:
