@@ -1,5 +1,13 @@
+"""Shared test setup.
+
+One intra-op thread: the suite runs on small shared CPUs, where two threads per process oversubscribe
+the cores and make tiny ops many times slower.
+"""
+
 import pytest
 import torch
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
