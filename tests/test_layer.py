@@ -240,6 +240,8 @@ def test_layer_errors_name_expected_and_got():
         rnnkit.GRU(28, 8, batch_first=True)(torch.randn(2, 3, 27))
     with pytest.raises(TypeError, match="dtype torch.float64 but the parameters are torch.float32"):
         lstm(torch.randn(3, 2, 28, dtype=D))
+    with pytest.raises(ValueError, match="input is on meta but the parameters are on cpu; move them to one device"):
+        lstm(torch.randn(3, 2, 28, device="meta"))
     with pytest.raises(ValueError, match=r"expected h_0 of shape \(1, 2, 8\)"):
         lstm(torch.randn(3, 2, 28), (torch.zeros(2, 2, 8), torch.zeros(1, 2, 8)))
     with pytest.raises(ValueError, match=r"expected the initial state as a tuple \(h_0, c_0\)"):
