@@ -103,6 +103,9 @@ def test_determinism_per_seed_and_fast_forward(make):
     for _ in range(150):
         next(it)
     assert all(torch.equal(next(it)[0], x) for x in a[150:])
+    # skip(k) draws the same randomness as k next() calls without building batches
+    it = make(IDS, 4, 7, gen(5)).skip(150)
+    assert all(torch.equal(next(it)[0], x) for x in a[150:])
 
 
 @pytest.mark.parametrize(("make", "need"), [(random_batches, 4 * 7 + 7), (sequential_batches, 4 * 7 + 7 + 1)])

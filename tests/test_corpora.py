@@ -181,3 +181,5 @@ def test_missing_file_unknown_name_and_directory(tmp_path):
         load_corpus("shakespear")
     with pytest.raises(ValueError, match="is not a regular file"):
         load_corpus(tmp_path)
+    with pytest.raises(ValueError, match=r"built in memory and has no file; load it with load_corpus\('stdlib'\)"):
+        resolve_corpus_path("stdlib")

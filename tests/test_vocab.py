@@ -103,5 +103,6 @@ def test_d2l_time_machine_char_vocab_has_28_tokens():
     counts = dict(v.token_freqs)
     normalised = normalize_text(text, "d2l")
     assert counts[" "] == normalised.count(" ") and sum(counts.values()) == len(normalised)
+    assert len(normalised) == 173_428  # d2l prints (173428, 28) for len(corpus), len(vocab)
     # word level with d2l's normalisation: d2l reports 4580 entries including <unk>
     assert len(Vocab.from_text(text, "word", "d2l")) == 4580

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 #: command name -> (module exposing ``main(argv)``, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("rnnkit.demo", "seed 001's worked LSTM example, step by step, and a small training demo"),
+    "data": ("rnnkit.data.command", "list the named corpora, fetch one, or describe a corpus (size, sha1, vocabulary)"),
 }
 
 

@@ -58,7 +58,9 @@ class BatchIterator:
 
     kind = "batches"
 
-    def __init__(self, ids: Sequence[int] | Tensor, batch_size: int, num_steps: int, generator: torch.Generator):
+    def __init__(
+        self, ids: Sequence[int] | Tensor, batch_size: int, num_steps: int, generator: torch.Generator | None = None
+    ):
         if batch_size < 1 or num_steps < 1:
             raise ValueError(f"batch_size and num_steps must be >= 1, got {batch_size} and {num_steps}")
         self.ids = as_ids(ids)
@@ -92,13 +94,22 @@ class BatchIterator:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self
 
-    def __next__(self) -> tuple[Tensor, Tensor]:
+    def _advance(self) -> None:
         self.index += 1
         if self.epoch == 0 or self.index >= self.batches_per_epoch:
             self.epoch += 1
             self.index = 0
             self._new_epoch()
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        self._advance()
         return self._batch(self.index)
+
+    def skip(self, k: int) -> BatchIterator:
+        """Advance as ``k`` calls of ``next()`` would (same generator draws) without building the batches."""
+        for _ in range(k):
+            self._advance()
+        return self
 
 
 class _RandomBatches(BatchIterator):
@@ -144,7 +155,7 @@ class _SequentialBatches(BatchIterator):
 
 
 def random_batches(
-    ids: Sequence[int] | Tensor, batch_size: int, num_steps: int, generator: torch.Generator
+    ids: Sequence[int] | Tensor, batch_size: int, num_steps: int, generator: torch.Generator | None = None
 ) -> BatchIterator:
     """d2l's random sampling: each epoch drops a random 0..T-1 prefix, cuts the rest into T-token
     subsequences and serves them in random order, B per batch. Neighbouring batches are unrelated, so the
@@ -153,7 +164,7 @@ def random_batches(
 
 
 def sequential_batches(
-    ids: Sequence[int] | Tensor, batch_size: int, num_steps: int, generator: torch.Generator
+    ids: Sequence[int] | Tensor, batch_size: int, num_steps: int, generator: torch.Generator | None = None
 ) -> BatchIterator:
     """d2l's sequential partitioning: each epoch drops a random 0..T prefix and splits the rest into B
     contiguous streams; batch k holds tokens k*T..(k+1)*T-1 of every stream, so the final state of one
