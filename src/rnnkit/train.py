@@ -3,8 +3,9 @@
 Contract (stable; every task plugs in here, see :class:`rnnkit.tasks.base.Task`):
 
 * ``task.train_batches(generator)`` — endless iterator; the loop draws one batch per optimisation step and,
-  on resume, fast-forwards a fresh iterator (same seed) by the number of steps already taken, so a batch
-  stream must depend only on ``generator``. A batch is a tensor or (nested) tuple/list/dict of tensors with
+  on resume, fast-forwards a fresh iterator (same seed) by the number of steps already taken (with its
+  ``skip(k)`` method if it has one, else ``k`` calls of ``next``), so a batch stream must depend only on
+  ``generator``. A batch is a tensor or (nested) tuple/list/dict of tensors with
   the batch on dim 0; the loop moves it to the model's device and, under ``torchrun``, gives each process
   its slice (rows ``rank::world_size``) of the same global batch.
 * ``task.loss(model, batch, state) -> (mean loss, state to carry or None, units)`` — ``state`` is what the
@@ -206,6 +207,20 @@ def describe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
     return out
 
 
+def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Why a checkpoint cannot continue with this model and task: config and metadata differences, else shapes."""
+
+    def view(sig: dict[str, Any], shapes: bool) -> dict[str, Any]:
+        model = {"class": sig["model"]["class"], **(sig["model"]["config"] or {})}
+        if shapes:
+            model["parameters"] = sig["model"]["parameters"]
+        return {"model": model, "task": sig["task"]}
+
+    return describe_differences(view(saved, False), view(current, False)) or describe_differences(
+        view(saved, True), view(current, True)
+    )
+
+
 def _distributed() -> tuple[int, int]:
     """(rank, world size); initialises the process group under ``torchrun`` (gloo on CPU, nccl on GPU)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -269,7 +284,7 @@ def train(
     last_eval: dict[str, Any] = {}
     if resume:
         saved = ckpt.load_checkpoint(out, prefer="last")
-        diffs = describe_differences(saved.state["signature"], signature)
+        diffs = resume_differences(saved.state["signature"], signature)
         if diffs:
             raise ValueError(f"cannot resume {str(out)!r}: the model or data changed: " + "; ".join(diffs))
         changed = describe_differences(saved.state.get("config", {}), record)
@@ -302,8 +317,11 @@ def train(
     # The batch stream depends only on the seed: a resume replays it up to where the run stopped.
     generator = torch.Generator().manual_seed(cfg.seed)
     batches = task.train_batches(generator)
-    for _ in range(step):
-        next(batches)
+    if hasattr(batches, "skip"):
+        batches.skip(step)  # same generator draws as `step` next() calls, without building the batches
+    else:
+        for _ in range(step):
+            next(batches)
 
     def checkpoint(name: str) -> None:
         if not main_process:
@@ -328,8 +346,9 @@ def train(
         from tqdm import tqdm
 
         total = cfg.max_time if cfg.max_time else cfg.steps
-        bar = tqdm(total=total, initial=min(train_time if cfg.max_time else step, total),
-                   unit="s" if cfg.max_time else "step", dynamic_ncols=True, leave=False)  # fmt: skip
+        fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if cfg.max_time else None
+        bar = tqdm(total=total, initial=min(train_time if cfg.max_time else step, total), bar_format=fmt,
+                   unit="step", dynamic_ncols=True, leave=False)  # fmt: skip
 
     run_units, run_time = 0, 0.0
     window_units, window_time, window_loss, window_steps = 0, 0.0, torch.zeros((), device=device), 0
@@ -425,7 +444,7 @@ def train(
                     best = dict(last_eval)
                 if main_process:
                     msg = (f"step {step} | {train_time:.1f}s | train loss {train_loss:.4f} | val "
-                           f"{_fmt({k: v for k, v in last_eval.items() if k != 'step'})} | "
+                           f"{_fmt({k: v for k, v in last_eval.items() if k not in ('step', 'tokens')})} | "
                            f"{speed:,.0f} units/s | lr {lr:.2e}{' | best' if is_best else ''}")  # fmt: skip
                     (bar.write if bar is not None else log.info)(msg)
                 metrics.write_csv()
@@ -440,7 +459,13 @@ def train(
         plot_curves(metrics.rows, out / "curves.png")
     result = TrainResult(step, train_time, run_units / max(run_time, 1e-9), stop_reason, best, last_eval, out)
     if main_process:
-        log.info("done: %d steps (%s) in %.1fs of training, %s units/s; best val %s at step %s", step, stop_reason,
-                 train_time, f"{result.units_per_s:,.0f}", _fmt({k: v for k, v in best.items() if k != "step"}),
-                 best.get("step"))  # fmt: skip
+        log.info(
+            "done: %d steps (%s) in %.1fs of training, %s units/s; best val %s at step %s",
+            step,
+            stop_reason,
+            train_time,
+            f"{result.units_per_s:,.0f}",
+            _fmt({k: v for k, v in best.items() if k not in ("step", "tokens")}),
+            best.get("step"),
+        )
     return result

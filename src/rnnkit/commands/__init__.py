@@ -1,0 +1,1 @@
+"""``rnnkit`` command modules, one per command (registered in :data:`rnnkit.cli.COMMANDS`)."""

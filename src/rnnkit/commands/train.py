@@ -1,0 +1,191 @@
+"""``rnnkit train``: train a character- or word-level language model; the same function from Python.
+
+    rnnkit train                                   # quick start: embedded stdlib corpus, recommended preset
+    rnnkit train --data timemachine --lm.normalize d2l --preset d2l --max-time 180 --out runs/d2l
+    rnnkit train --data my.txt --model.cell gru --model.hidden_size 512 --out runs/mine
+    rnnkit train --out runs/d2l --resume            # continue exactly where it stopped
+
+In Python: ``train_language_model(LMTrainConfig(data="timemachine", max_time=60, out="runs/x"))``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rnnkit.commands.generate import SampleConfig
+from rnnkit.config import parse_config, to_dict
+from rnnkit.models import ModelConfig
+from rnnkit.tasks.lm import LMConfig
+from rnnkit.train import TrainConfig
+
+log = logging.getLogger("rnnkit.train")
+
+
+@dataclass
+class LMTrainConfig(TrainConfig):
+    """Everything ``rnnkit train`` needs: data, model, optimisation, the loop, the closing sample."""
+
+    steps: int = 1_000_000
+    """optimisation steps in total (also the cosine horizon); max_time usually ends the run first"""
+    max_time: float = 150.0
+    """training-time budget in seconds, evaluation excluded (0 = none); stops at steps or max_time"""
+    eval_every: int = 250
+    """evaluate on the validation split (and checkpoint) every N steps, and at the end"""
+    data: str = "stdlib"
+    """corpus: stdlib (embedded Python source), timemachine, tinyshakespeare, or a UTF-8 text file"""
+    out: str = "runs/lm"
+    """run directory: checkpoints (last/, best/), metrics.jsonl/.csv, curves.png"""
+    device: str = "cpu"
+    """cpu, cuda or auto"""
+    dtype: Literal["float32", "float64"] = "float32"
+    """parameter precision"""
+    threads: int = 0
+    """torch intra-op threads (0 = torch's default)"""
+    lm: LMConfig = field(default_factory=LMConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+
+
+#: named starting points; flags and --config override them
+PRESETS: dict[str, dict[str, Any]] = {
+    # d2l seed 003 exactly: one-hot input, 1×256 LSTM, random sampling, batch 32 × 35 steps, SGD lr 1, clip 1
+    "d2l": {
+        "lm": {"normalize": "d2l", "batch_size": 32, "num_steps": 35, "sampling": "random"},
+        "model": {
+            "cell": "lstm",
+            "hidden_size": 256,
+            "num_layers": 1,
+            "dropout": 0.0,
+            "input": "onehot",
+            "embed_size": 0,
+            "tie_weights": False,
+        },
+        "optim": {
+            "name": "sgd",
+            "lr": 1.0,
+            "momentum": 0.0,
+            "weight_decay": 0.0,
+            "warmup": 0,
+            "schedule": "constant",
+            "min_lr": 0.0,
+            "clip_norm": 1.0,
+            "clip_value": 0.0,
+        },
+    },  # fmt: skip
+    # tuned for quality per second on a 2-core CPU (see docs/results.md); rnnkit train's default
+    "recommended": {
+        "lm": {"batch_size": 32, "num_steps": 128, "sampling": "sequential"},
+        "model": {
+            "cell": "lstm",
+            "hidden_size": 256,
+            "num_layers": 2,
+            "dropout": 0.2,
+            "input": "embedding",
+            "embed_size": 0,
+            "tie_weights": False,
+        },
+        "optim": {
+            "name": "adamw",
+            "lr": 3e-3,
+            "betas": (0.9, 0.99),
+            "weight_decay": 0.1,
+            "warmup": 20,
+            "schedule": "cosine",
+            "min_lr": 1e-4,
+            "clip_norm": 1.0,
+            "clip_value": 0.0,
+        },
+    },  # fmt: skip
+}
+
+
+def train_language_model(
+    cfg: LMTrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = False
+) -> dict[str, Any]:
+    """Train, then score the best checkpoint on the held-out split and sample from it; returns the summary."""
+    import torch
+
+    from rnnkit import checkpoint as ckpt
+    from rnnkit.commands.generate import sample_text
+    from rnnkit.tasks.lm import LanguageModelTask
+    from rnnkit.train import train
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    dtype = getattr(torch, cfg.dtype)
+    # On resume the vocabulary is rebuilt from the corpus: train() refuses if it differs from the saved one.
+    task = LanguageModelTask(cfg.data, cfg.lm)
+    torch.manual_seed(cfg.seed)
+    model = cfg.model.build(len(task.vocab), device=device, dtype=dtype)
+    log.info("%s: %d tokens (train %d, val %d, test %d), vocabulary %d; model %s, %s parameters", task.corpus.name,
+             sum(len(task.split(s)) for s in ("train", "val", "test")), len(task.train_ids), len(task.val_ids),
+             len(task.test_ids), len(task.vocab), model.rnn.describe_cell(),
+             f"{sum(p.numel() for p in model.parameters()):,}")  # fmt: skip
+    result = train(model, task, cfg, out_dir=cfg.out, resume=resume, overwrite=overwrite, progress=progress,
+                   record=to_dict(cfg))  # fmt: skip
+
+    # Held-out score of the best checkpoint (by validation loss), then a sample from it.
+    best = ckpt.load_checkpoint(cfg.out, prefer="best")
+    ckpt.load_model_weights(model, best)
+    model.eval()
+    held_out = "test" if len(task.test_ids) > 1 else "val"
+    with torch.no_grad():
+        scores = task.score(model, held_out)
+    summary = {"steps": result.step, "train_time": result.train_time, "units_per_s": result.units_per_s,
+               "best_step": best.step, "best_val": result.best, "split": held_out, **scores}  # fmt: skip
+    if cfg.sample.num_tokens:
+        stream = sys.stdout if progress else None
+        if stream is not None:
+            print(f"sample (best checkpoint, step {best.step}):")
+        summary["sample"] = sample_text(model, task.vocab, cfg.sample, task.prompt(), stream=stream)
+    return summary
+
+
+def format_scores(scores: dict[str, Any]) -> str:
+    """``loss 1.482 | ppl 4.40 | bpc 2.138``."""
+    bits = next(k for k in ("bpc", "bits_per_word") if k in scores)
+    return f"loss {scores['loss']:.3f} | ppl {scores['ppl']:.2f} | {bits} {scores[bits]:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    def extra(p: Any) -> None:
+        p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+        p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = ["--preset", "recommended", *argv]  # the default preset; a --preset flag given later wins
+    cfg, ns = parse_config(
+        LMTrainConfig,
+        argv,
+        prog="rnnkit train",
+        presets=PRESETS,
+        extra=extra,
+        description="Train a language model with truncated BPTT; every setting is a flag.",
+    )
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            summary = train_language_model(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True)
+    except KeyboardInterrupt:
+        print(f"rnnkit train: interrupted; the last checkpoint is in {cfg.out}/last (continue with --resume)",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
+        print(f"rnnkit train: error: {e}", file=sys.stderr)
+        return 1
+    print(f"{summary['split']} ({summary['tokens']:,} tokens, best checkpoint of step {summary['best_step']}): "
+          f"{format_scores(summary)} | {summary['units_per_s']:,.0f} tokens/s | {summary['train_time']:.0f}s "
+          f"training | {cfg.out}")  # fmt: skip
+    return 0
