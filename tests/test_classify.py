@@ -92,3 +92,34 @@ def test_bad_config():
         ClassifyDataConfig(val_frac=0.6, test_frac=0.5)
     with pytest.raises(ValueError, match="unknown cell"):
         ClassifyModelConfig(cell="transformer")  # type: ignore[arg-type]
+
+
+# --- end to end through the one training loop, and the command line ---------------------------------
+@pytest.mark.parametrize("preset,model", [("variable", {"bidirectional": True, "readout": "mean"}), (None, {})])
+def test_tiny_run_far_above_chance(tmp_path, preset, model):
+    from rnnkit.commands.classify import PRESETS, ClassifyRunConfig, run_classify
+    from rnnkit.config import from_dict
+
+    cfg = {"out": str(tmp_path / "run"), "steps": 300, "max_time": 0.0, "eval_every": 100, "log_every": 100,
+           "plot": False, "model": {"hidden_size": 16, **model}, "data": {}}  # fmt: skip
+    if preset:
+        cfg["data"].update(PRESETS[preset]["data"])
+    s = run_classify(from_dict(ClassifyRunConfig, cfg))
+    assert s["accuracy"] > 0.7 and s["accuracy"] > 5 * s["baselines"]["majority class"]
+    assert sum(map(sum, s["confusion"])) == 360 and (tmp_path / "run" / "confusion.png").is_file()
+
+
+def test_cli_bad_flag_and_existing_run(tmp_path, capsys):
+    from rnnkit.commands.classify import main
+
+    for args, message in ((["--data.read", "diagonal"], "invalid choice: 'diagonal'"),
+                          (["--data.val_frac", "0.9"], "rnnkit classify: error: val_frac and test_frac")):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1]
+    out = tmp_path / "run"
+    (out / "last").mkdir(parents=True)
+    (out / "last" / "keep.txt").write_text("mine")
+    assert main(["--out", str(out), "--steps", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a run" in err[0] and (out / "last" / "keep.txt").read_text() == "mine"

@@ -204,3 +204,69 @@ def test_series_too_short():
         ForecastTask(small_series(40), 4, 6, val_frac=0.3, test_frac=0.1)
     with pytest.raises(ValueError, match="unknown dataset"):
         load_series("nope")
+
+
+# --- end to end through the one training loop, and the command line ---------------------------------
+def _tiny_run(out, **over):
+    from rnnkit.commands.forecast import ForecastRunConfig
+    from rnnkit.config import from_dict
+
+    base = {"out": str(out), "steps": 300, "max_time": 0.0, "eval_every": 100, "log_every": 100, "plot": False,
+            "baselines": ("naive", "seasonal-naive"), "data": {"dataset": "synthetic", "window": 24, "horizon": 6},
+            "model": {"hidden_size": 16}}  # fmt: skip
+    for k, v in over.items():
+        base.setdefault(k, {}).update(v) if isinstance(v, dict) else base.__setitem__(k, v)
+    return from_dict(ForecastRunConfig, base)
+
+
+@pytest.mark.parametrize("strategy", ["direct", "recursive"])
+def test_tiny_run_beats_the_naive_forecast(tmp_path, strategy):
+    from rnnkit.commands.forecast import run_forecast
+
+    s = run_forecast(_tiny_run(tmp_path / strategy, model={"strategy": strategy}))
+    m = s["metrics"]
+    assert m["rnn"]["rmse"] < 0.5 * m["naive"]["rmse"]
+    assert (tmp_path / strategy / "report.json").is_file() and (tmp_path / strategy / "forecast.png").is_file()
+    assert s["test_points"] == s["test_origins"] * 6 and s["best_step"] in (100, 200, 300)
+
+
+def _cli(*args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "rnnkit", "forecast", *args], capture_output=True, text=True, env=env)
+
+
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys):
+    from rnnkit.commands.forecast import main
+
+    p = tmp_path / "s.csv"
+    p.write_text("t,v,w\n" + "".join(f"{i},{i % 7},x\n" for i in range(30)))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    cases = [
+        (["--data.csv", str(p), "--data.columns", "price"], "has no column 'price'"),
+        (["--data.csv", str(p), "--data.columns", "w"], "is not numeric"),
+        (["--data.csv", str(p), "--data.columns", "v", "--data.window", "28"], "fewer than window + horizon"),
+        (["--data.csv", str(tmp_path / "nope.csv"), "--data.columns", "v"], "does not exist"),
+    ]
+    for args, message in cases:
+        assert main([*args, "--out", str(out)]) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("rnnkit forecast: error:") and message in lines[0], lines
+    with pytest.raises(SystemExit) as e:  # a failed validation: argparse's usage, then one error line, exit 2
+        main(["--data.csv", str(p), "--out", str(out)])
+    assert e.value.code == 2 and "needs --data.columns" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert (out / "keep.txt").read_text() == "mine" and sorted(x.name for x in out.iterdir()) == ["keep.txt"]
+
+
+def test_cli_help_lists_the_flags():
+    r = _cli("--help")
+    assert r.returncode == 0
+    for flag in ("--max-time", "--out", "--data.csv", "--data.columns", "--model.strategy", "--resume", "--preset"):
+        assert flag in r.stdout

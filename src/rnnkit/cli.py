@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("rnnkit.commands.generate", "continue a prefix with a trained language model, streamed"),
     "gradflow": ("rnnkit.diagnostics.gradflow", "measure ‖∂L_T/∂h_t‖ vs distance: vanishing/exploding gradients"),
     "longrange": ("rnnkit.diagnostics.longrange", "adding problem and copy memory at growing T for each cell"),
+    "forecast": ("rnnkit.commands.forecast", "forecast a time series vs naive, seasonal-naive, Holt-Winters, ARIMA"),
+    "classify": ("rnnkit.commands.classify", "classify sequences (8x8 digits read as glimpses, variable lengths)"),
 }
 
 

@@ -92,9 +92,11 @@ def classical(
     At each origin t the fitted model is filtered over y[:t] with its parameters fixed and forecasts H
     steps (``dynamic`` prediction from t), exactly the information the RNN gets.
     """
+    from threadpoolctl import threadpool_limits
+
     out = np.empty((len(at), horizon, y.shape[1]))
     for f in range(y.shape[1]):
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), threadpool_limits(1):  # tiny matrices: BLAS threads only contend
             # statsmodels warns about convergence and frequency on plain arrays; the numbers speak for the fit
             warnings.simplefilter("ignore")
             fit = _classical(kind, y[:train_end, f], season, order).fit(disp=False)
