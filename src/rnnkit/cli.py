@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "longrange": ("rnnkit.diagnostics.longrange", "adding problem and copy memory at growing T for each cell"),
     "forecast": ("rnnkit.commands.forecast", "forecast a time series vs naive, seasonal-naive, Holt-Winters, ARIMA"),
     "classify": ("rnnkit.commands.classify", "classify sequences (8x8 digits read as glimpses, variable lengths)"),
+    "bench": ("rnnkit.bench", "time every cell on every engine against torch.nn and a from-scratch loop"),
 }
 
 
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rnnkit: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from rnnkit.allocator import tune_malloc
+
+    tune_malloc()  # keep freed buffers instead of page-faulting them back every step (docs/benchmarks.md)
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
 

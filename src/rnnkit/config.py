@@ -123,6 +123,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             flags.append("--" + dotted.rsplit(".", 1)[0] + "." + dotted.rsplit(".", 1)[-1].replace("_", "-")
                          if "." in dotted else "--" + dotted.replace("_", "-"))  # fmt: skip
         shown = default if not isinstance(default, tuple) else ",".join(map(str, default))
+        # a bare boolean flag (``--quick``) means true; ``--quick false`` still works
+        bare = {"nargs": "?", "const": True} if _unwrap_optional(tp)[0] is bool else {}
         group.add_argument(
             *flags,
             dest=dotted,
@@ -131,6 +133,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             default=argparse.SUPPRESS,
             metavar=None if choices else _metavar(tp),
             help=f"{doc} (default: {shown})",
+            **bare,
         )
 
 
