@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "forecast": ("rnnkit.commands.forecast", "forecast a time series vs naive, seasonal-naive, Holt-Winters, ARIMA"),
     "classify": ("rnnkit.commands.classify", "classify sequences (8x8 digits read as glimpses, variable lengths)"),
     "bench": ("rnnkit.bench", "time every cell on every engine against torch.nn and a from-scratch loop"),
+    "sweep": ("rnnkit.commands.sweep", "hyper-parameter grid of language models: table + plot of time vs perplexity"),
 }
 
 
