@@ -72,4 +72,4 @@ def select_engine(layer: Recurrent, x: Tensor, return_gates: bool) -> Engine:
 
 
 # Built-in engines register themselves on import.
-from rnnkit.engines import native, reference  # noqa: E402,F401
+from rnnkit.engines import fused, native, reference  # noqa: E402,F401

@@ -1,0 +1,137 @@
+"""The ``"fused"`` engine: every cell, whole sequences, a hand-written backward.
+
+What it does differently from the reference loop (same numbers, see ``tests/test_fused.py``):
+
+* the input projections of all T steps are one GEMM (``F.linear`` over (T, B, F)); the purely additive part
+  of the recurrent bias is folded into it, so a step is one ``addmm`` (``h @ W_hhᵀ`` into a preallocated
+  gate buffer) plus in-place pointwise work — no per-step allocation, ``chunk`` or ``torch.stack``;
+* one ``torch.autograd.Function`` per (layer, direction) replaces T steps of autograd graph: its backward
+  (:mod:`rnnkit.engines._fused_kernels`) walks the steps in reverse writing every pre-activation gradient
+  into one (T, B, G) buffer, and the weight gradients are then a single large GEMM
+  (``dW_hh = Σ_t dPre_t h_{t-1}ᵀ``) instead of T small ones;
+* it saves only the activated gates and the state sequences (``tanh(c_t)`` is recomputed), and without
+  autograd (inference) it keeps a single step's gate buffer.
+
+It runs every built-in cell (Elman tanh/relu, Jordan, GRU in both reset forms, LSTM with ``proj_size``,
+peephole LSTM) with the named activations of :mod:`rnnkit.activations`; an arbitrary callable activation
+or a user subclass of a cell (whose equations it cannot know) is reported by :meth:`FusedEngine.unsupported`
+and ``"auto"`` falls back to the reference loop.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RNNCell
+from rnnkit.engines import RunResult, register_engine
+from rnnkit.engines._fused_kernels import ElmanKernel, GRUKernel, JordanKernel, Kernel, LSTMKernel, act_name
+from rnnkit.engines.reference import reverse_padded, step_mask
+
+if TYPE_CHECKING:
+    from rnnkit.layer import Recurrent
+
+#: exact cell type -> kernel (a subclass may change the equations, so it is not matched)
+KERNELS: dict[type, type[Kernel]] = {
+    RNNCell: ElmanKernel,
+    JordanCell: JordanKernel,
+    GRUCell: GRUKernel,
+    LSTMCell: LSTMKernel,
+    PeepholeLSTMCell: LSTMKernel,
+}
+
+_ACTIVATION_ATTRS = ("activation", "recurrent_activation", "output_activation")
+
+
+class _FusedSequence(torch.autograd.Function):
+    """One direction of one layer over the whole sequence, as a single autograd node."""
+
+    @staticmethod
+    def forward(ctx: Any, kernel: Kernel, n_state: int, xw: Tensor, *tensors: Tensor | None) -> tuple[Tensor, ...]:
+        state, weights = tensors[:n_state], list(tensors[n_state:])
+        out, finals, gates, saved = kernel.forward(xw, state, weights, save=True)
+        ctx.kernel, ctx.n_state, ctx.n_gates = kernel, n_state, len(gates)
+        ctx.none = [s is None for s in saved]
+        ctx.save_for_backward(*[s for s in saved if s is not None])
+        return (out, *finals, *gates)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g_out: Tensor, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        it = iter(ctx.saved_tensors)
+        saved = [None if none else next(it) for none in ctx.none]
+        g_final, g_gates = grads[: ctx.n_state], grads[ctx.n_state :]
+        if g_gates and all(not g.any() for g in g_gates):
+            g_gates = ()  # the gates were returned but not used in the loss
+        dxw, dstate, dweights = ctx.kernel.backward(saved, g_out, g_final, g_gates)
+        return (None, None, dxw, *dstate, *dweights)
+
+
+def run_sequence(kernel: Kernel, xw: Tensor, state: tuple[Tensor, ...], weights: list[Tensor | None]):
+    """Run ``kernel`` over ``xw`` (T, B, G): through the autograd node when a gradient is needed."""
+    tensors = [*state, *weights]
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in [xw, *tensors]):
+        res = _FusedSequence.apply(kernel, len(state), xw, *tensors)
+        n = len(state)
+        return res[0], tuple(res[1 : 1 + n]), tuple(res[1 + n :])
+    with torch.no_grad():
+        out, finals, gates, _ = kernel.forward(xw, state, weights, save=False)
+    return out, finals, gates
+
+
+def make_kernel(cell: Any, mask: Tensor | None, return_gates: bool) -> Kernel:
+    return KERNELS[type(cell)](cell, mask, return_gates)
+
+
+class FusedEngine:
+    name = "fused"
+
+    def unsupported(self, layer: Recurrent, x: Tensor, return_gates: bool) -> str | None:
+        cell = layer.cells[0]
+        if type(cell) not in KERNELS:
+            return f"no fused kernel for {type(cell).__name__} (only the built-in cells, not subclasses)"
+        for attr in _ACTIVATION_ATTRS:
+            fn = getattr(cell, attr, None)
+            if fn is not None and act_name(fn) is None:
+                return f"{attr}={fn!r} is not a named activation, so it has no hand-written derivative"
+        return None
+
+    def run(
+        self, layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None, return_gates: bool
+    ) -> RunResult:
+        D = layer.num_directions
+        mask = step_mask(lengths, x.shape[0])
+        finals: list[tuple[Tensor, ...]] = []
+        gates: list[tuple[Tensor, ...]] = []
+        layer_input = x
+        for l in range(layer.num_layers):
+            if l > 0 and layer.dropout and layer.training:
+                layer_input = F.dropout(layer_input, layer.dropout, training=True)
+            outputs = []
+            for d in range(D):
+                k = l * D + d
+                cell, w = layer.cells[k], layer.weights(k)
+                kernel = make_kernel(cell, mask, return_gates)
+                inp = layer_input if d == 0 else reverse_padded(layer_input, lengths)
+                xw = F.linear(inp, w.weight_ih, kernel.input_bias(w))  # (T, B, G): all steps in one GEMM
+                out, state, g = run_sequence(kernel, xw, tuple(s[k] for s in hx), kernel.weights(w))
+                if d == 1:
+                    out = reverse_padded(out, lengths)
+                    g = tuple(reverse_padded(v, lengths) for v in g)
+                outputs.append(out)
+                finals.append(state)
+                gates.append(g)
+            layer_input = outputs[0] if D == 1 else torch.cat(outputs, dim=-1)
+        final = tuple(torch.stack(s) for s in zip(*finals))
+        stacked = None
+        if return_gates:
+            names = layer.cells[0].gate_names
+            stacked = {n: torch.stack([g[j] for g in gates]) for j, n in enumerate(names)}
+        return layer_input, final, stacked
+
+
+register_engine(FusedEngine(), auto_priority=1)  # after "torch" where torch has a kernel; before the reference
