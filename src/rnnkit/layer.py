@@ -124,6 +124,12 @@ class Recurrent(nn.Module):
         for k, cell in enumerate(self._cells):
             cell.init_parameters({n: t for n, t in vars(self.weights(k)).items() if t is not None})
 
+    def stepper(self) -> Any:
+        """A :class:`~rnnkit.stepper.Stepper` that runs this layer one token at a time with little overhead."""
+        from rnnkit.stepper import Stepper  # lazy: the stepper builds on the fused engine's kernels
+
+        return Stepper(self)
+
     def describe_cell(self) -> str:
         return self._cells[0].__class__.__name__ + f"({self._cells[0].extra_repr()})"
 

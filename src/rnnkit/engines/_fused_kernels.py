@@ -130,6 +130,10 @@ class ElmanKernel(Kernel):
         gates = (_masked(self.mask, Hs[1:]),) if self.return_gates else ()
         return out, (Hs[T].clone(),), gates, (Hs, W)
 
+    def step(self, xw: Tensor, state: tuple[Tensor, ...], weights: list) -> tuple[Tensor, ...]:
+        """One step without autograd bookkeeping (the generation loop): ``xw`` (B, G) -> new state."""
+        return (self.act.inplace(torch.addmm(xw, state[0], weights[0].t())),)
+
     def backward(self, saved, g_out: Tensor, g_final: tuple[Tensor, ...], g_gates: tuple[Tensor, ...]):
         Hs, W = saved
         T = g_out.shape[0]
@@ -185,6 +189,12 @@ class JordanKernel(Kernel):
         out = Ys[1:] if self.mask is None else torch.where(self.mask, Ys[1:], 0.0)
         gates = (_masked(self.mask, Hh), _masked(self.mask, Ys[1:])) if self.return_gates else ()
         return out, (Ys[T].clone(),), gates, (Ys, Hh, W_yh, W_hy)
+
+    def step(self, xw: Tensor, state: tuple[Tensor, ...], weights: list) -> tuple[Tensor, ...]:
+        W_yh, W_hy, b_hy = weights
+        h = self.act.inplace(torch.addmm(xw, state[0], W_yh.t()))
+        y = torch.mm(h, W_hy.t()) if b_hy is None else torch.addmm(b_hy, h, W_hy.t())
+        return (self.out_act.inplace(y),)
 
     def backward(self, saved, g_out: Tensor, g_final: tuple[Tensor, ...], g_gates: tuple[Tensor, ...]):
         Ys, Hh, W_yh, W_hy = saved
@@ -275,6 +285,18 @@ class GRUKernel(Kernel):
         out = Hs[1:] if self.mask is None else torch.where(self.mask, Hs[1:], 0.0)
         gates = tuple(_masked(self.mask, G[..., k * H : (k + 1) * H]) for k in range(3)) if self.return_gates else ()
         return out, (Hs[T].clone(),), gates, (Hs, G, HN, W)
+
+    def step(self, xw: Tensor, state: tuple[Tensor, ...], weights: list) -> tuple[Tensor, ...]:
+        H, W, (h,) = self.H, weights[0], state
+        if self.after:
+            b = weights[1]
+            hh = torch.mm(h, W.t()) if b is None else torch.addmm(b, h, W.t())  # (B, 3H)
+            rz = self.sig.inplace(xw[:, : 2 * H].add_(hh[:, : 2 * H]))
+            n = self.act.inplace(torch.addcmul(xw[:, 2 * H :], rz[:, :H], hh[:, 2 * H :]))
+        else:
+            rz = self.sig.inplace(torch.addmm(xw[:, : 2 * H], h, W[: 2 * H].t()))
+            n = self.act.inplace(torch.addmm(xw[:, 2 * H :], rz[:, :H] * h, W[2 * H :].t()))
+        return (torch.sub(h, n).mul_(rz[:, H:]).add_(n),)
 
     def backward(self, saved, g_out: Tensor, g_final: tuple[Tensor, ...], g_gates: tuple[Tensor, ...]):
         Hs, G, HN, W = saved
@@ -389,6 +411,22 @@ class LSTMKernel(Kernel):
         if self.return_gates:
             gates = (*(_masked(self.mask, G[..., k * H : (k + 1) * H]) for k in range(4)), _masked(self.mask, Cs[1:]))
         return out, (Hs[T].clone(), Cs[T].clone()), gates, (Hs, Cs, G, *weights)
+
+    def step(self, xw: Tensor, state: tuple[Tensor, ...], weights: list) -> tuple[Tensor, ...]:
+        W, W_hr, peep = self._unpack(weights)
+        H, (h, c_prev) = self.H, state
+        g_all = xw.addmm_(h, W.t())  # (B, 4H)
+        i, f, g, o = g_all.split(H, dim=-1)
+        if peep is not None:
+            i.addcmul_(peep[0], c_prev)
+            f.addcmul_(peep[1], c_prev)
+        self.sig.inplace(g_all[:, : 2 * H])
+        self.act.inplace(g)
+        c = torch.addcmul(f * c_prev, i, g)
+        if peep is not None:
+            o.addcmul_(peep[2], c)
+        h = self.sig.inplace(o).mul_(self.act(c))
+        return (h if W_hr is None else torch.mm(h, W_hr.t()), c)
 
     def backward(self, saved, g_out: Tensor, g_final: tuple[Tensor, ...], g_gates: tuple[Tensor, ...]):
         Hs, Cs, G, *weights = saved

@@ -1,0 +1,74 @@
+"""Stepper: one token at a time gives exactly what the layer gives on the whole sequence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnkit
+
+F64 = torch.float64
+
+
+def build(kind: str) -> rnnkit.Recurrent:
+    kw = {"num_layers": 2, "dtype": F64}
+    return {
+        "rnn": lambda: rnnkit.RNN(3, 5, nonlinearity="relu", **kw),
+        "gru": lambda: rnnkit.GRU(3, 5, **kw),
+        "gru_reset_before": lambda: rnnkit.GRU(3, 5, reset_after=False, **kw),
+        "lstm": lambda: rnnkit.LSTM(3, 5, **kw),
+        "lstm_proj": lambda: rnnkit.LSTM(3, 5, proj_size=2, **kw),
+        "peephole": lambda: rnnkit.PeepholeLSTM(3, 5, **kw),
+        "jordan": lambda: rnnkit.Jordan(3, 5, 4, **kw),
+        "jordan_nobias": lambda: rnnkit.Jordan(3, 5, 4, bias=False, **kw),
+    }[kind]()
+
+
+@pytest.mark.parametrize(
+    "kind", ["rnn", "gru", "gru_reset_before", "lstm", "lstm_proj", "peephole", "jordan", "jordan_nobias"]
+)
+def test_steps_equal_the_sequence(kind: str) -> None:
+    torch.manual_seed(0)
+    layer = build(kind)
+    layer.engine = "reference"
+    x = torch.randn(6, 2, 3, dtype=F64)
+    hx = tuple(torch.randn(2, 2, s, dtype=F64) for s in layer.cells[0].state_sizes)
+    hx = hx if len(hx) > 1 else hx[0]
+    with torch.no_grad():
+        expected, expected_state = layer(x, hx)
+    stepper = layer.stepper()
+    state = hx
+    for t in range(6):
+        y, state = stepper(x[t], state)
+        torch.testing.assert_close(y, expected[t], rtol=0, atol=1e-12)
+    for got, exp in zip(
+        state if isinstance(state, tuple) else (state,),
+        expected_state if isinstance(state, tuple) else (expected_state,),
+    ):
+        torch.testing.assert_close(got, exp, rtol=0, atol=1e-12)
+
+
+def test_unbatched_zero_state_and_parameter_updates() -> None:
+    torch.manual_seed(1)
+    layer = rnnkit.LSTM(3, 4, dtype=F64)
+    stepper = layer.stepper()
+    x = torch.randn(3, dtype=F64)
+    y, (h, c) = stepper(x)
+    with torch.no_grad():
+        out, (h_ref, c_ref) = layer(x.unsqueeze(0))
+    assert y.shape == (4,) and h.shape == (1, 4)
+    torch.testing.assert_close(y, out[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(c, c_ref, rtol=0, atol=1e-12)
+    with torch.no_grad():  # training changes the weights in place: the stepper must follow
+        layer.bias_hh_l0.add_(0.5)
+        out, _ = layer(x.unsqueeze(0))
+    torch.testing.assert_close(stepper(x)[0], out[0], rtol=0, atol=1e-12)
+
+
+def test_refuses_what_it_cannot_step() -> None:
+    with pytest.raises(ValueError, match="bidirectional"):
+        rnnkit.GRU(3, 4, bidirectional=True).stepper()
+    with pytest.raises(ValueError, match="activation"):
+        rnnkit.RNN(3, 4, activation=lambda v: v * 2).stepper()
+    with pytest.raises(ValueError, match="shape"):
+        rnnkit.RNN(3, 4).stepper()(torch.randn(2, 5))
