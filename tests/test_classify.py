@@ -123,3 +123,12 @@ def test_cli_bad_flag_and_existing_run(tmp_path, capsys):
     assert main(["--out", str(out), "--steps", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already holds a run" in err[0] and (out / "last" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("name", ["classify_digits.py", "classify_variable_length.py"])
+def test_examples_run_and_beat_their_baseline(name):
+    """The examples assert their own result (far above the majority class); run them in-process."""
+    import runpy
+    from pathlib import Path
+
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / name), run_name="__main__")

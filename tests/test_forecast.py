@@ -270,3 +270,12 @@ def test_cli_help_lists_the_flags():
     assert r.returncode == 0
     for flag in ("--max-time", "--out", "--data.csv", "--data.columns", "--model.strategy", "--resume", "--preset"):
         assert flag in r.stdout
+
+
+@pytest.mark.parametrize("name", ["forecast_direct.py", "forecast_recursive_co2.py"])
+def test_examples_run_and_beat_their_baseline(name):
+    """The examples assert their own result (better than the baseline they name); run them in-process."""
+    import runpy
+    from pathlib import Path
+
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / name), run_name="__main__")
