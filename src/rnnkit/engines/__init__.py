@@ -34,6 +34,9 @@ class Engine(Protocol):
         self, layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None, return_gates: bool
     ) -> RunResult: ...
 
+    # Optional: ``declines_auto(layer, x, return_gates) -> bool`` — True where the engine can run the call but
+    # was measured slower than a later engine in AUTO_ORDER, so ``"auto"`` should pass it over.
+
 
 ENGINES: dict[str, Engine] = {}
 #: the order in which ``engine="auto"`` tries engines, fastest first; the reference loop is the fallback
@@ -66,6 +69,9 @@ def select_engine(layer: Recurrent, x: Tensor, return_gates: bool) -> Engine:
         return engine
     for candidate in AUTO_ORDER:
         engine = ENGINES[candidate]
+        declines = getattr(engine, "declines_auto", None)
+        if declines is not None and declines(layer, x, return_gates):
+            continue
         if engine.unsupported(layer, x, return_gates) is None:
             return engine
     return ENGINES["reference"]

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from rnnkit.activations import activation_name
 from rnnkit.cells import PeepholeLSTMCell
+from rnnkit.engines import _fused_c as cext
 
 aten = torch.ops.aten
 
@@ -104,6 +105,11 @@ class Kernel:
 
     def weights(self, w: Any) -> list[Tensor | None]:
         return [getattr(w, n) for n in self.weight_names]
+
+    def c_kernel(self, name: str, x: Tensor):
+        """The C pointwise step ``name`` if it applies here (default activations, CPU float), else ``None``."""
+        default = self.act.fn is torch.tanh and self.sig.fn is torch.sigmoid
+        return cext.fn(name, x) if default and cext.usable(x) else None
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -259,9 +265,17 @@ class GRUKernel(Kernel):
         rh = xw.new_empty(B, H)
         Hs[0] = state[0]
         Wt, W_rz_t, W_n_t = W.t(), W[: 2 * H].t(), W[2 * H :].t()
+        ck = self.c_kernel("gru_fwd", xw) if self.after else None
         for t in range(T):
             h, g, x = Hs[t], G[t if full else 0], xw[t]
             rz, n = g[:, : 2 * H], g[:, 2 * H :]
+            if ck is not None:  # the same equations as below, in one C loop
+                torch.mm(h, Wt, out=hh) if b is None else torch.addmm(b, h, Wt, out=hh)
+                ck(x.data_ptr(), hh.data_ptr(), h.data_ptr(), g.data_ptr(), Hs[t + 1].data_ptr(), B, H)
+                if save:
+                    HN[t] = hh[:, 2 * H :]
+                _freeze(self.mask, t, Hs[t + 1], h)
+                continue
             if self.after:
                 if b is None:
                     torch.mm(h, Wt, out=hh)
@@ -309,7 +323,17 @@ class GRUKernel(Kernel):
         dHH = torch.empty_like(G) if self.after else None  # gradient of W_hh h + b_hh
         W_rz, W_n = W[: 2 * H], W[2 * H :]
         dh = g_final[0]
-        for t in range(T - 1, -1, -1):
+        ck = self.c_kernel("gru_bwd", G) if self.after and gg is None else None
+        dhp = torch.empty_like(Hs[0])
+        for t in range(T - 1 if ck is not None else -1, -1, -1):  # C path: one pointwise call per step
+            dh_in, dh_skip = _split(self.mask, t, dh)
+            dh_new = (dh_in + g_out[t]).contiguous()
+            ck(G[t].data_ptr(), HN[t].data_ptr(), Hs[t].data_ptr(), dh_new.data_ptr(), dPre[t].data_ptr(),
+               dHH[t].data_ptr(), dhp.data_ptr(), G.shape[1], H)  # fmt: skip
+            dh = torch.addmm(dhp, dHH[t], W)
+            if dh_skip is not None:
+                dh += dh_skip
+        for t in range(T - 1 if ck is None else -1, -1, -1):
             r, z, n = G[t].split(H, dim=-1)
             h = Hs[t]
             dh_in, dh_skip = _split(self.mask, t, dh)
@@ -375,6 +399,13 @@ class LSTMKernel(Kernel):
         peep = tuple(rest) if self.peephole else None
         return W, W_hr, peep
 
+    def _peep_ptrs(self, peep: tuple[Tensor, ...] | None, like: Tensor) -> list[int]:
+        """Pointers to the peephole vectors for the C kernels (zeros without peepholes: no branch per element)."""
+        if peep is None:
+            self._zeros = like.new_zeros(self.H)  # kept alive on self while the C code reads it
+            return [self._zeros.data_ptr()] * 3
+        return [p.data_ptr() for p in peep]
+
     def forward(self, xw: Tensor, state: tuple[Tensor, ...], weights: list, save: bool):
         W, W_hr, peep = self._unpack(weights)
         T, B, _ = xw.shape
@@ -387,7 +418,18 @@ class LSTMKernel(Kernel):
         Hs[0], Cs[0] = state
         Wt = W.t()
         W_hr_t = W_hr.t() if self.proj else None
+        ck = self.c_kernel("lstm_fwd", xw)
+        pp = self._peep_ptrs(peep, xw)
         for t in range(T):
+            if ck is not None:  # the same equations as below, in one C loop (which also adds xw_t)
+                g_all = torch.mm(Hs[t], Wt, out=G[t if full else 0])
+                mt = m if self.proj else Hs[t + 1]
+                ck(xw[t].data_ptr(), g_all.data_ptr(), Cs[t].data_ptr(), Cs[t + 1].data_ptr(), mt.data_ptr(), *pp, B, H)
+                if self.proj:
+                    torch.mm(m, W_hr_t, out=Hs[t + 1])
+                _freeze(self.mask, t, Hs[t + 1], Hs[t])
+                _freeze(self.mask, t, Cs[t + 1], Cs[t])
+                continue
             g_all = torch.addmm(xw[t], Hs[t], Wt, out=G[t if full else 0])  # (B, 4H) pre-activations
             i, f, g, o = g_all.split(H, dim=-1)
             c_prev, c = Cs[t], Cs[t + 1]
@@ -439,7 +481,27 @@ class LSTMKernel(Kernel):
         dPre = torch.empty_like(G)  # (T, B, 4H): gradient of every gate pre-activation (= of xw)
         dHn = torch.empty_like(g_out) if self.proj else None  # gradient of h_t = W_hr m_t
         dh, dc = g_final
-        for t in range(T - 1, -1, -1):
+        ck = self.c_kernel("lstm_bwd", G) if gg is None else None
+        if ck is not None:
+            pp = self._peep_ptrs(peep, G)
+            dc_buf = torch.empty_like(Cs[0])
+        for t in range(T - 1 if ck is not None else -1, -1, -1):  # C path: one pointwise call per step
+            dh_in, dh_skip = _split(self.mask, t, dh)
+            dc_in, dc_skip = _split(self.mask, t, dc)
+            dm = dh_in + g_out[t]
+            if self.proj:
+                dHn[t] = dm
+                dm = dm @ W_hr
+            dm = dm.contiguous()
+            dc_buf.copy_(dc_in)
+            ck(G[t].data_ptr(), Cs[t].data_ptr(), Cs[t + 1].data_ptr(), dm.data_ptr(), dc_buf.data_ptr(),
+               dPre[t].data_ptr(), *pp, G.shape[1], H)  # fmt: skip
+            dh = dPre[t] @ W
+            dc = dc_buf
+            if dh_skip is not None:
+                dh += dh_skip
+                dc = dc_buf + dc_skip
+        for t in range(T - 1 if ck is None else -1, -1, -1):
             i, f, g, o = G[t].split(H, dim=-1)
             dpi, dpf, dpg, dpo = dPre[t].split(H, dim=-1)
             c_prev, c = Cs[t], Cs[t + 1]

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RNNCell
-from rnnkit.engines import RunResult, register_engine
+from rnnkit.engines import RunResult, _fused_c, native, register_engine
 from rnnkit.engines._fused_kernels import ElmanKernel, GRUKernel, JordanKernel, Kernel, LSTMKernel, act_name
 from rnnkit.engines.reference import reverse_padded, step_mask
 
@@ -100,6 +100,13 @@ class FusedEngine:
                 return f"{attr}={fn!r} is not a named activation, so it has no hand-written derivative"
         return None
 
+    def declines_auto(self, layer: Recurrent, x: Tensor, return_gates: bool) -> bool:
+        """Leave to torch's kernels what they were measured faster at (see the module docstring)."""
+        mode = layer.cells[0].torch_mode()
+        if mode is None or return_gates:
+            return False  # torch cannot run it: fused is the fast path
+        return not (mode == "GRU" and x.device.type == "cpu" and _fused_c.usable(x))
+
     def run(
         self, layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None, return_gates: bool
     ) -> RunResult:
@@ -134,4 +141,5 @@ class FusedEngine:
         return layer_input, final, stacked
 
 
-register_engine(FusedEngine(), auto_priority=1)  # after "torch" where torch has a kernel; before the reference
+assert native  # imported first so that "torch" is registered before "fused" goes ahead of it
+register_engine(FusedEngine(), auto_priority=0)  # first, but declines_auto() defers to "torch" where it is faster
