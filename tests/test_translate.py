@@ -1,0 +1,170 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnkit.tasks.translate import (
+    SPECIALS,
+    TranslateData,
+    TranslationTask,
+    Vocab,
+    make_batch,
+    pad_batch,
+    padding_mask,
+    prepare,
+    preprocess,
+    read_pairs,
+    tokenize,
+)
+
+DATA_DIR = Path(os.environ.get("RNNKIT_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+FRA_ENG = DATA_DIR / "fra-eng.txt"
+needs_corpus = pytest.mark.skipif(not FRA_ENG.is_file(), reason="fra-eng.txt not found (set RNNKIT_DATA_DIR)")
+
+PAIRS = [
+    ("Go.", "Va !"),
+    ("I lost.", "J'ai perdu."),
+    ("He's calm.", "Il est calme."),
+    ("I'm home.", "Je suis chez moi."),
+    ("I'm home.", "Je suis à la maison."),
+    ("Go away!", "Va-t'en !"),
+    ("I'm calm.", "Je suis calme."),
+    ("He lost.", "Il a perdu."),
+    ("Hello, Tom.", "Bonjour, Tom."),
+    ("Stop!", "Arrête !"),
+]
+
+
+def write_pairs(path: Path, pairs=PAIRS) -> Path:
+    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in pairs), encoding="utf-8")
+    return path
+
+
+def test_preprocess_follows_d2l():
+    assert preprocess("Go.") == "go ."
+    assert preprocess("Run!") == "run !"
+    assert preprocess("Cours\u202f!") == "cours !"  # narrow no-break space (as in the corpus)
+    assert preprocess("Quoi\xa0?") == "quoi ?"  # ordinary no-break space
+    assert preprocess("Hello,Tom.") == "hello ,tom ."
+    assert preprocess("I'm home.") == "i'm home ."
+    assert preprocess("Wait !") == "wait !"  # already spaced: no double space
+    assert tokenize(preprocess("He's calm.")) == ["he's", "calm", "."]
+
+
+@needs_corpus
+def test_real_corpus_first_pairs():
+    pairs = read_pairs(FRA_ENG, max_pairs=3)
+    assert [(preprocess(e), preprocess(f)) for e, f in pairs] == [
+        ("go .", "va !"),
+        ("hi .", "salut !"),
+        ("run !", "cours !"),
+    ]
+
+
+def test_read_pairs_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        read_pairs(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no sentence pairs"):
+        read_pairs(tmp_path / "empty.txt")
+    (tmp_path / "one.txt").write_text("Go.\tVa !\nHello there\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"one.txt:2: .*got 1 column"):
+        read_pairs(tmp_path / "one.txt")
+    (tmp_path / "four.txt").write_text("a\tb\tc\td\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="got 4 column"):
+        read_pairs(tmp_path / "four.txt")
+    # the newer manythings.org format has a third, attribution column: accepted and ignored
+    (tmp_path / "three.txt").write_text("Go.\tVa !\tCC-BY 2.0 (France) Attribution: tatoeba.org #2877272\n")
+    assert read_pairs(tmp_path / "three.txt") == [("Go.", "Va !")]
+
+
+def test_vocab_specials_min_freq_unknown():
+    v = Vocab.build([["a", "b", "a"], ["c", "a", "b"]], min_freq=2)
+    assert v.itos[:4] == list(SPECIALS) and (v.pad, v.bos, v.eos, v.unk) == (0, 1, 2, 3)
+    assert v.itos[4:] == ["a", "b"]  # by frequency; "c" (seen once) is dropped
+    assert v.encode(["a", "c", "b"]) == [4, 3, 5]
+    assert v.unknown(["a", "zz"]) == ["zz"]
+    assert v.decode([4, 5]) == ["a", "b"]
+    assert Vocab(v.itos).itos == v.itos  # rebuilt from metadata
+    with pytest.raises(ValueError, match="start with"):
+        Vocab(["a", "b", "c", "d"])
+
+
+def test_padding_and_masks():
+    padded, lengths = pad_batch([[5, 6, 7], [8]])
+    assert padded.tolist() == [[5, 6, 7], [8, 0, 0]] and lengths.tolist() == [3, 1]
+    assert padding_mask(lengths).tolist() == [[True, True, True], [True, False, False]]
+    src_v = Vocab.build([["go", "."]])
+    tgt_v = Vocab.build([["va", "!"]])
+    b = make_batch([(["go", "."], ["va", "!"]), (["go"], ["va"])], src_v, tgt_v)
+    va, bang = tgt_v.stoi["va"], tgt_v.stoi["!"]
+    assert b.tgt_in.tolist() == [[1, va, bang], [1, va, 0]]  # <bos> + target
+    assert b.tgt_out.tolist() == [[va, bang, 2], [va, 2, 0]]  # target + <eos>
+    assert b.src_len.tolist() == [2, 1]
+
+
+def test_split_by_source_sentence_without_leakage(tmp_path):
+    pairs = [(f"Sentence {i}.", f"Phrase {i} {j}.") for i in range(60) for j in range(i % 3 + 1)]
+    cfg = TranslateData(path=str(write_pairs(tmp_path / "p.txt", pairs)), val_fraction=0.2, test_fraction=0.2)
+    train, val, test = prepare(cfg)
+    seen = {tuple(s) for s, _ in train.pairs}
+    for split in (val, test):
+        assert not seen & {tuple(s) for s in split.sources}
+        for s, refs in zip(split.sources, split.references):
+            i = int(s[1])
+            assert sorted(refs) == sorted(f"phrase {i} {j} ." for j in range(i % 3 + 1))  # all references kept
+    assert len(train.pairs) + len(val.pairs) + len(test.pairs) == len(pairs)
+    assert (len(val.sources), len(test.sources)) == (12, 12)
+
+
+def test_length_filter_and_truncation(tmp_path):
+    pairs = [("a b c d e f.", "x."), *[(f"w{i}.", f"v{i}.") for i in range(20)]]
+    path = str(write_pairs(tmp_path / "p.txt", pairs))
+    train, val, test = prepare(TranslateData(path=path, max_len=4, val_fraction=0.1, test_fraction=0.1))
+    everything = train.pairs + val.pairs + test.pairs
+    assert len(everything) == 20 and max(len(s) for s, _ in everything) == 2
+    train, val, test = prepare(
+        TranslateData(path=path, max_len=4, long_pairs="truncate", val_fraction=0.1, test_fraction=0.1)
+    )
+    everything = train.pairs + val.pairs + test.pairs
+    assert len(everything) == 21 and ["a", "b", "c", "d"] in [s for s, _ in everything]
+    with pytest.raises(ValueError, match="max_len"):
+        TranslateData(max_len=0)
+    with pytest.raises(ValueError, match="fraction"):
+        TranslateData(val_fraction=0.6, test_fraction=0.5)
+
+
+def fit(task, model, steps):
+    # TODO: rnnkit.train.train once it lands
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batches = task.train_batches(torch.Generator().manual_seed(0))
+    for _ in range(steps):
+        loss, _, _ = task.loss(model, next(batches), None)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_tiny_end_to_end_overfit(tmp_path):
+    """A small attention model memorises ten pairs: greedy and beam outputs equal the references."""
+    from rnnkit.tasks.seq2seq import Seq2Seq
+
+    torch.manual_seed(0)
+    path = str(write_pairs(tmp_path / "p.txt", PAIRS * 3))
+    cfg = TranslateData(path=path, min_freq=1, batch_size=10, val_fraction=0.1, test_fraction=0.1)
+    train, val, test = prepare(cfg)
+    # train on everything (the point is memorisation, not generalisation)
+    everything = type(train)(train.pairs + val.pairs + test.pairs, train.sources + val.sources + test.sources,
+                             train.references + val.references + test.references)  # fmt: skip
+    task = TranslationTask(cfg, (everything, val, test))
+    model = Seq2Seq(len(task.src_vocab), len(task.tgt_vocab), embed_size=16, hidden_size=32, num_layers=1, dropout=0.0)
+    before = task.evaluate(model, split="train", max_sentences=0)
+    fit(task, model, steps=150)
+    after = task.evaluate(model, split="train", max_sentences=0)
+    assert after["loss"] < 0.1 * before["loss"]
+    assert after["bleu"] > 90 and before["bleu"] < 10
+    hyps = task.translate_tokens(
+        model, [tokenize(preprocess(e)) for e in ("Go.", "I lost.", "He's calm.")], beam_size=3
+    )
+    assert hyps == ["va !", "j'ai perdu .", "il est calme ."]
