@@ -71,15 +71,16 @@ def test_initial_state_comes_from_the_image(cell, layers):
         assert choice[: len(w)] == encode_name(w)
 
 
-def test_learns_to_caption_better_than_chance_and_close_to_a_classifier():
-    """Short training (CPU seconds): exact-match accuracy far above chance (10 %)."""
-    from test_translate import fit  # the same stand-in for the training loop
+def test_learns_to_caption_better_than_chance_and_close_to_a_classifier(tmp_path):
+    """Short training with the one loop (CPU seconds): exact-match accuracy far above chance (10 %)."""
+    from rnnkit.train import OptimConfig, TrainConfig, train
 
     torch.manual_seed(0)
     task = CaptionTask(CaptionData(batch_size=64))
     model = Captioner(cfg=CaptionModel(hidden_size=48))
     before = task.evaluate(model, "test")
-    fit(task, model, steps=150)
+    cfg = TrainConfig(steps=150, eval_every=150, log_every=50, plot=False, optim=OptimConfig(lr=1e-2))
+    train(model, task, cfg, out_dir=tmp_path)
     after = task.evaluate(model, "test")
     base = task.baselines()
     assert before["exact_match"] < 0.2
@@ -93,3 +94,29 @@ def test_bad_config():
         CaptionData(val_fraction=0.0)
     with pytest.raises(ValueError, match="hidden_size"):
         CaptionModel(hidden_size=0)
+
+
+def test_cli_train_and_eval(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "rnnkit", "caption", *args], capture_output=True, text=True,
+                              env=env, timeout=600)  # fmt: skip
+
+    out = tmp_path / "run"
+    r = cli("train", "--out", str(out), "--steps", "120", "--eval-every", "60", "--optim.lr", "0.01", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert "exact match" in r.stdout and "logistic regression" in r.stdout
+    r = cli("eval", "--checkpoint", str(out), "--show", "2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("(truth '") == 2
+    r = cli("eval", "--checkpoint", str(tmp_path / "missing"))
+    assert r.returncode == 1 and r.stderr.startswith("rnnkit caption: error:") and "Traceback" not in r.stderr
+    r = cli("train", "--data.val_fraction", "0")
+    assert r.returncode == 2 and "fraction" in r.stderr

@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -99,9 +100,9 @@ def test_padding_and_masks():
     tgt_v = Vocab.build([["va", "!"]])
     b = make_batch([(["go", "."], ["va", "!"]), (["go"], ["va"])], src_v, tgt_v)
     va, bang = tgt_v.stoi["va"], tgt_v.stoi["!"]
-    assert b.tgt_in.tolist() == [[1, va, bang], [1, va, 0]]  # <bos> + target
-    assert b.tgt_out.tolist() == [[va, bang, 2], [va, 2, 0]]  # target + <eos>
-    assert b.src_len.tolist() == [2, 1]
+    assert b["tgt_in"].tolist() == [[1, va, bang], [1, va, 0]]  # <bos> + target
+    assert b["tgt_out"].tolist() == [[va, bang, 2], [va, 2, 0]]  # target + <eos>
+    assert b["src_len"].tolist() == [2, 1]
 
 
 def test_split_by_source_sentence_without_leakage(tmp_path):
@@ -135,15 +136,12 @@ def test_length_filter_and_truncation(tmp_path):
         TranslateData(val_fraction=0.6, test_fraction=0.5)
 
 
-def fit(task, model, steps):
-    # TODO: rnnkit.train.train once it lands
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    batches = task.train_batches(torch.Generator().manual_seed(0))
-    for _ in range(steps):
-        loss, _, _ = task.loss(model, next(batches), None)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+def fit(task, model, steps, out_dir, lr=1e-2):
+    """The one training loop, briefly (evaluation only at the end)."""
+    from rnnkit.train import OptimConfig, TrainConfig, train
+
+    cfg = TrainConfig(steps=steps, eval_every=steps, log_every=steps, plot=False, optim=OptimConfig(lr=lr))
+    return train(model, task, cfg, out_dir=out_dir)
 
 
 def test_tiny_end_to_end_overfit(tmp_path):
@@ -160,7 +158,8 @@ def test_tiny_end_to_end_overfit(tmp_path):
     task = TranslationTask(cfg, (everything, val, test))
     model = Seq2Seq(len(task.src_vocab), len(task.tgt_vocab), embed_size=16, hidden_size=32, num_layers=1, dropout=0.0)
     before = task.evaluate(model, split="train", max_sentences=0)
-    fit(task, model, steps=150)
+    result = fit(task, model, steps=150, out_dir=tmp_path / "run")
+    assert result.step == 150
     after = task.evaluate(model, split="train", max_sentences=0)
     assert after["loss"] < 0.1 * before["loss"]
     assert after["bleu"] > 90 and before["bleu"] < 10
@@ -168,3 +167,72 @@ def test_tiny_end_to_end_overfit(tmp_path):
         model, [tokenize(preprocess(e)) for e in ("Go.", "I lost.", "He's calm.")], beam_size=3
     )
     assert hyps == ["va !", "j'ai perdu .", "il est calme ."]
+
+
+# ------------------------------------------------------------------------------------------------
+# the command line
+def rnnkit_cli(*args, stdin=None):
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "rnnkit", *args], input=stdin, capture_output=True, text=True,
+                          env=env, timeout=600)  # fmt: skip
+
+
+def test_cli_train_eval_predict_and_bad_input(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.txt", PAIRS * 3)
+    out = tmp_path / "run"
+    tiny = ["--data.path", str(pairs), "--data.min_freq", "1", "--data.batch_size", "10", "--data.val_fraction",
+            "0.1", "--data.test_fraction", "0.1", "--model.hidden_size", "16", "--model.embed_size", "8",
+            "--model.num_layers", "1", "--steps", "60", "--eval-every", "60", "--threads", "1"]  # fmt: skip
+    r = rnnkit_cli("translate", "train", "--out", str(out), *tiny)
+    assert r.returncode == 0, r.stderr
+    assert "tatoeba.org" in r.stderr + r.stdout  # the CC BY attribution is shown
+    assert "corpus BLEU greedy" in r.stdout and "go . =>" in r.stdout
+    report = json.loads((out / "test.json").read_text())
+    assert report["steps"] == 60 and 0 <= report["bleu_greedy"] <= 100 and len(report["examples"]) == 4
+
+    r = rnnkit_cli("translate", "predict", "--checkpoint", str(out), "--decode.beam_size", "1", "Go.", "Zebra!")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip().splitlines()) == 2
+    assert "zebra" in r.stderr and "<unk>" in r.stderr  # unknown word: warned about, translated as <unk>
+    r = rnnkit_cli("translate", "predict", "--checkpoint", str(out), stdin="I lost.\n\nHe's calm.\n")
+    assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 2
+    r = rnnkit_cli("translate", "predict", "--checkpoint", str(out), "--strict", "true", "Zebra!")
+    assert r.returncode == 1 and "zebra" in r.stderr and "Traceback" not in r.stderr
+
+    # bad input: one clear line, non-zero exit, the existing run untouched
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Go.\tVa !\nno tab here\n", encoding="utf-8")
+    before = sorted(p.name for p in out.iterdir())
+    r = rnnkit_cli("translate", "train", "--out", str(out), "--data.path", str(bad), "--overwrite")
+    assert r.returncode == 1 and "bad.txt:2" in r.stderr and "column" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == before
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    r = rnnkit_cli("translate", "train", "--out", str(tmp_path / "e"), "--data.path", str(empty))
+    assert r.returncode == 1 and "no sentence pairs" in r.stderr
+    r = rnnkit_cli("translate", "eval", "--checkpoint", str(tmp_path / "nowhere"))
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    r = rnnkit_cli("translate", "train", "--model.cell", "rnn")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_cli_eval_in_process(tmp_path, capsys):
+    """eval rebuilds the split from the run's settings and the vocabulary from the checkpoint."""
+    from rnnkit.commands.translate import TranslateTrainConfig, main, train_translator
+    from rnnkit.tasks.seq2seq import Seq2SeqConfig
+
+    pairs = write_pairs(tmp_path / "pairs.txt", PAIRS * 3)
+    cfg = TranslateTrainConfig(
+        steps=80, eval_every=80, out=str(tmp_path / "run"), plot=False,
+        data=TranslateData(path=str(pairs), min_freq=1, batch_size=10, val_fraction=0.1, test_fraction=0.1),
+        model=Seq2SeqConfig(embed_size=8, hidden_size=16, num_layers=1, dropout=0.0, attention=False),
+    )  # fmt: skip
+    report = train_translator(cfg)
+    assert main(["eval", "--checkpoint", cfg.out, "--json", "--decode.beam_size", "2"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["bleu_greedy"] == pytest.approx(report["bleu_greedy"])
+    assert scores["loss"] == pytest.approx(report["loss"])

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("rnnkit.commands.classify", "classify sequences (8x8 digits read as glimpses, variable lengths)"),
     "bench": ("rnnkit.bench", "time every cell on every engine against torch.nn and a from-scratch loop"),
     "sweep": ("rnnkit.commands.sweep", "hyper-parameter grid of language models: table + plot of time vs perplexity"),
+    "translate": ("rnnkit.commands.translate", "English→French encoder–decoder: train, eval (BLEU), predict"),
+    "caption": ("rnnkit.commands.caption", "spell a digit image's name character by character (one→many)"),
 }
 
 

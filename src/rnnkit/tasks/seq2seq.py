@@ -19,7 +19,7 @@ favours short outputs; 1: per-token average).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
@@ -82,6 +82,36 @@ def top_hidden(state: State) -> Tensor:
     return (state if isinstance(state, Tensor) else state[0])[-1]
 
 
+@dataclass
+class Seq2SeqConfig:
+    """Encoder–decoder sizes (both sides use the same cell, depth and width)."""
+
+    cell: Literal["gru", "lstm"] = "gru"
+    "recurrent cell of encoder and decoder"
+    embed_size: int = 128
+    "word embedding size (each language has its own table)"
+    hidden_size: int = 128
+    "state size of encoder and decoder"
+    num_layers: int = 2
+    "stacked layers in the encoder and in the decoder"
+    attention: bool = True
+    "Bahdanau (additive) attention over the encoder outputs; false = d2l's plain encoder–decoder"
+    dropout: float = 0.2
+    "dropout on embeddings, between stacked layers and before the output layer"
+
+    def __post_init__(self) -> None:
+        if self.cell not in ("gru", "lstm"):
+            raise ValueError(f"model.cell must be gru or lstm, got {self.cell!r}")
+        for name in ("embed_size", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+    def build(self, src_vocab_size: int, tgt_vocab_size: int, **kwargs: Any) -> Seq2Seq:
+        return Seq2Seq(src_vocab_size, tgt_vocab_size, **asdict(self), **kwargs)
+
+
 class Seq2Seq(nn.Module):
     """GRU/LSTM encoder–decoder for token sequences, with optional Bahdanau attention.
 
@@ -113,6 +143,7 @@ class Seq2Seq(nn.Module):
         layer = GRU if cell == "gru" else LSTM
         # dropout between stacked layers only makes sense with more than one
         between = dropout if num_layers > 1 else 0.0
+        self.config = Seq2SeqConfig(cell, embed_size, hidden_size, num_layers, attention, dropout)
         self.pad, self.bos, self.eos = pad, bos, eos
         self.cell, self.use_attention = cell, attention
         self.src_embed = nn.Embedding(src_vocab_size, embed_size, padding_idx=pad)
@@ -134,6 +165,10 @@ class Seq2Seq(nn.Module):
 
     def decode_step(self, y_prev: Tensor, state: State, memory: Memory) -> tuple[Tensor, State, Tensor | None]:
         """One decoder step from previous tokens ``y_prev`` (B,): logits (B, V), new state, attention (B, S)."""
+        out, state, weights = self._step(y_prev, state, memory)
+        return self.out(self.drop(out)), state, weights
+
+    def _step(self, y_prev: Tensor, state: State, memory: Memory) -> tuple[Tensor, State, Tensor | None]:
         weights = None
         if self.attention is not None:
             context, weights = self.attention(top_hidden(state), memory.keys_proj, memory.outputs, memory.mask)
@@ -141,7 +176,7 @@ class Seq2Seq(nn.Module):
             context = memory.context
         x = torch.cat([self.drop(self.tgt_embed(y_prev)), context], dim=-1).unsqueeze(1)  # (B, 1, E+H)
         out, state = self.decoder(x, state)  # (B, 1, H)
-        return self.out(self.drop(out.squeeze(1))), state, weights
+        return out.squeeze(1), state, weights
 
     def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor, return_attention: bool = False) -> Any:
         """Teacher-forced logits (B, T, V) for decoder inputs ``tgt_in`` (B, T) = ``<bos>`` + target."""
@@ -155,10 +190,10 @@ class Seq2Seq(nn.Module):
             return (logits, None) if return_attention else logits
         steps, attn = [], []
         for t in range(tgt_in.shape[1]):  # the query depends on the previous step, so step by step
-            logits_t, state, weights = self.decode_step(tgt_in[:, t], state, memory)
-            steps.append(logits_t)
+            out_t, state, weights = self._step(tgt_in[:, t], state, memory)
+            steps.append(out_t)
             attn.append(weights)
-        logits = torch.stack(steps, dim=1)
+        logits = self.out(self.drop(torch.stack(steps, dim=1)))  # one output projection for all steps
         return (logits, torch.stack(attn, dim=1)) if return_attention else logits
 
     # ----------------------------------------------------------------------------------------------

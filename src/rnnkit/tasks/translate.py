@@ -13,7 +13,6 @@ its translations (multi-reference BLEU).
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -80,16 +79,11 @@ def read_pairs(path: str | Path, max_pairs: int | None = None) -> list[tuple[str
     return pairs
 
 
-def default_corpus_path() -> Path:
-    """The fra-eng pairs: rnnkit's corpus registry if present, else ``$RNNKIT_DATA_DIR/fra-eng.txt``."""
-    try:
-        from rnnkit.data.corpora import resolve_corpus_path  # downloads d2l's zip when not found locally
-    except ImportError:
-        data_dir = os.environ.get("RNNKIT_DATA_DIR")
-        if not data_dir:
-            raise ValueError("no fra-eng corpus: set RNNKIT_DATA_DIR or pass --data.path FILE") from None
-        return Path(data_dir) / "fra-eng.txt"
-    return Path(resolve_corpus_path("fra-eng"))
+def corpus_path(path: str = "") -> Path:
+    """The pair file: ``path``, or the fra-eng corpus (``$RNNKIT_DATA_DIR``, the cache, else d2l's download)."""
+    from rnnkit.data.corpora import resolve_corpus_path
+
+    return resolve_corpus_path(path or "fra-eng")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,8 +144,8 @@ class TranslateData:
     """Which pairs, how long, how split."""
 
     path: str = ""
-    "tab-separated pair file; empty = the fra-eng corpus (RNNKIT_DATA_DIR, cache or download)"
-    max_pairs: int = 40000
+    "tab-separated English<TAB>French file; empty = the fra-eng corpus (RNNKIT_DATA_DIR, cache or download)"
+    max_pairs: int = 20000
     "read only the first N pairs of the file (it is ordered roughly by length); 0 = all"
     max_len: int = 10
     "longest sentence in words (punctuation counts), either side, before <eos>"
@@ -193,7 +187,7 @@ class Split:
 
 def prepare(cfg: TranslateData) -> tuple[Split, Split, Split]:
     """Read, preprocess, filter and split the pairs: (train, val, test)."""
-    path = Path(cfg.path) if cfg.path else default_corpus_path()
+    path = corpus_path(cfg.path)
     raw = read_pairs(path, cfg.max_pairs or None)
     pairs, dropped = [], 0
     for en, fr in raw:
@@ -234,23 +228,17 @@ def prepare(cfg: TranslateData) -> tuple[Split, Split, Split]:
     return splits[0], splits[1], splits[2]
 
 
-@dataclass
-class Batch:
-    src: Tensor  # (B, S) source ids, padded
-    src_len: Tensor  # (B,) true source lengths
-    tgt_in: Tensor  # (B, T) <bos> y_1 … y_n, padded (decoder inputs under teacher forcing)
-    tgt_out: Tensor  # (B, T) y_1 … y_n <eos>, padded (what the decoder must predict)
+def make_batch(pairs: Sequence[tuple[list[str], list[str]]], src_vocab: Vocab, tgt_vocab: Vocab) -> dict[str, Tensor]:
+    """Padded id tensors for a list of (English, French) token lists (a dict, so the loop can move it)::
 
-
-def make_batch(pairs: Sequence[tuple[list[str], list[str]]], src_vocab: Vocab, tgt_vocab: Vocab) -> Batch:
+    src (B, S) source ids · src_len (B,) true lengths · tgt_in (B, T) ``<bos> y_1 … y_n`` (decoder inputs
+    under teacher forcing) · tgt_out (B, T) ``y_1 … y_n <eos>`` (what the decoder must predict).
+    """
     src, src_len = pad_batch([src_vocab.encode(s) for s, _ in pairs])
     tgt = [tgt_vocab.encode(t) for _, t in pairs]
-    tgt_in, _ = pad_batch([[BOS_ID, *t] for t in tgt])
-    tgt_out, _ = pad_batch([[*t, EOS_ID] for t in tgt])
-    return Batch(src, src_len, tgt_in, tgt_out)
-
-
-BOS_ID, EOS_ID = Vocab.bos, Vocab.eos
+    tgt_in, _ = pad_batch([[Vocab.bos, *t] for t in tgt])
+    tgt_out, _ = pad_batch([[*t, Vocab.eos] for t in tgt])
+    return {"src": src, "src_len": src_len, "tgt_in": tgt_in, "tgt_out": tgt_out}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,26 +254,35 @@ class TranslationTask:
     name = "translate"
 
     def __init__(
-        self, cfg: TranslateData, splits: tuple[Split, Split, Split] | None = None, eval_sentences: int = 500
+        self,
+        cfg: TranslateData,
+        splits: tuple[Split, Split, Split] | None = None,
+        eval_sentences: int = 500,
+        vocabs: tuple[Vocab, Vocab] | None = None,
     ) -> None:
         self.cfg = cfg
         self.train_split, self.val_split, self.test_split = splits if splits is not None else prepare(cfg)
-        self.src_vocab = Vocab.build([s for s, _ in self.train_split.pairs], cfg.min_freq)
-        self.tgt_vocab = Vocab.build([t for _, t in self.train_split.pairs], cfg.min_freq)
+        if vocabs is None:  # built from the training split only
+            vocabs = (
+                Vocab.build([s for s, _ in self.train_split.pairs], cfg.min_freq),
+                Vocab.build([t for _, t in self.train_split.pairs], cfg.min_freq),
+            )
+        self.src_vocab, self.tgt_vocab = vocabs
         self.eval_sentences = eval_sentences
         log.info("translate: vocabularies of %d English and %d French words", len(self.src_vocab), len(self.tgt_vocab))
 
-    def train_batches(self, generator: torch.Generator) -> Iterator[Batch]:
+    def train_batches(self, generator: torch.Generator) -> Iterator[dict[str, Tensor]]:
         pairs, B = self.train_split.pairs, self.cfg.batch_size
         while True:  # endless: one fresh permutation per epoch
             order = torch.randperm(len(pairs), generator=generator).tolist()
             for i in range(0, len(order) - B + 1 if len(order) >= B else 1, B):
                 yield make_batch([pairs[j] for j in order[i : i + B]], self.src_vocab, self.tgt_vocab)
 
-    def loss(self, model: nn.Module, batch: Batch, state: Any) -> tuple[Tensor, None, int]:
+    def loss(self, model: nn.Module, batch: dict[str, Tensor], state: Any) -> tuple[Tensor, None, int]:
         device = next(model.parameters()).device
-        logits = model(batch.src.to(device), batch.src_len.to(device), batch.tgt_in.to(device))
-        loss, n = masked_cross_entropy(logits, batch.tgt_out.to(device), Vocab.pad)
+        b = {k: v.to(device) for k, v in batch.items()}
+        logits = model(b["src"], b["src_len"], b["tgt_in"])  # teacher forcing
+        loss, n = masked_cross_entropy(logits, b["tgt_out"], Vocab.pad)
         return loss, None, n
 
     @torch.no_grad()
@@ -296,11 +293,8 @@ class TranslationTask:
         try:
             total, count = 0.0, 0
             for i in range(0, len(data.pairs), 256):
-                b = make_batch(data.pairs[i : i + 256], self.src_vocab, self.tgt_vocab)
-                device = next(model.parameters()).device
-                loss, n = masked_cross_entropy(
-                    model(b.src.to(device), b.src_len.to(device), b.tgt_in.to(device)), b.tgt_out.to(device), 0
-                )
+                batch = make_batch(data.pairs[i : i + 256], self.src_vocab, self.tgt_vocab)
+                loss, _, n = self.loss(model, batch, None)
                 total, count = total + float(loss) * n, count + n
             limit = self.eval_sentences if max_sentences is None else max_sentences
             n_sent = len(data.sources) if limit <= 0 else min(limit, len(data.sources))
@@ -319,20 +313,9 @@ class TranslationTask:
     def translate_tokens(
         self, model: nn.Module, sources: Sequence[Sequence[str]], beam_size: int = 1, length_penalty: float = 0.75
     ) -> list[str]:
-        """Translations (space-separated French tokens) of tokenised English sentences; greedy at beam 1."""
-        device = next(model.parameters()).device
-        out: list[str] = []
-        for i in range(0, len(sources), 256):
-            chunk = sources[i : i + 256]
-            src, src_len = pad_batch([self.src_vocab.encode(s) for s in chunk])
-            src, src_len = src.to(device), src_len.to(device)
-            max_len = self.cfg.max_len + 5
-            if beam_size == 1:
-                ids = model.greedy(src, src_len, max_len=max_len)
-            else:
-                ids = model.beam_search(src, src_len, beam_size, max_len=max_len, length_penalty=length_penalty)
-            out.extend(" ".join(self.tgt_vocab.decode(seq)) for seq in ids)
-        return out
+        """Translations of tokenised English sentences with this task's vocabularies (greedy at beam 1)."""
+        return translate_tokens(model, sources, self.src_vocab, self.tgt_vocab, beam_size=beam_size,
+                                length_penalty=length_penalty, max_len=self.cfg.max_len + 5)  # fmt: skip
 
     def metadata(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -344,3 +327,31 @@ class TranslationTask:
             "tgt_vocab": self.tgt_vocab.itos,
             "attribution": ATTRIBUTION,
         }
+
+
+@torch.no_grad()
+def translate_tokens(
+    model: nn.Module,
+    sources: Sequence[Sequence[str]],
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    *,
+    beam_size: int = 1,
+    length_penalty: float = 0.75,
+    max_len: int = 15,
+) -> list[str]:
+    """French translations (space-separated tokens) of tokenised English sentences; greedy at ``beam_size=1``.
+
+    Unknown English words are read as ``<unk>``. Greedy decoding runs 256 sentences at a time.
+    """
+    device = next(model.parameters()).device
+    out: list[str] = []
+    for i in range(0, len(sources), 256):
+        src, src_len = pad_batch([src_vocab.encode(s) or [Vocab.unk] for s in sources[i : i + 256]])
+        src, src_len = src.to(device), src_len.to(device)
+        if beam_size == 1:
+            ids = model.greedy(src, src_len, max_len=max_len)
+        else:
+            ids = model.beam_search(src, src_len, beam_size, max_len=max_len, length_penalty=length_penalty)
+        out.extend(" ".join(tgt_vocab.decode(seq)) for seq in ids)
+    return out

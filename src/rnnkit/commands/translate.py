@@ -1,0 +1,287 @@
+"""``rnnkit translate train|eval|predict``: English→French with a GRU/LSTM encoder–decoder.
+
+    rnnkit translate train --max-time 600 --out runs/translate          # train, then test BLEU + examples
+    rnnkit translate eval --checkpoint runs/translate --decode.beam_size 4
+    rnnkit translate predict --checkpoint runs/translate "Go." "I lost." "He's calm." "I'm home."
+    echo "I'm home." | rnnkit translate predict --checkpoint runs/translate
+
+Data: English-French sentence pairs from the Tatoeba Project (CC BY 2.0 FR), www.manythings.org/anki
+and tatoeba.org, as packaged in d2l's fra-eng.zip.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from rnnkit.config import from_dict, parse_config, to_dict
+from rnnkit.tasks.seq2seq import Seq2SeqConfig
+from rnnkit.tasks.translate import ATTRIBUTION, TranslateData
+from rnnkit.train import TrainConfig
+
+log = logging.getLogger("rnnkit.translate")
+
+#: d2l's example sentences (its seq2seq and attention chapters)
+D2L_EXAMPLES = ("go .", "i lost .", "he's calm .", "i'm home .")
+D2L_REFERENCES = ("va !", "j'ai perdu .", "il est calme .", "je suis chez moi .")
+
+
+@dataclass
+class DecodeConfig:
+    """How translations are searched for."""
+
+    beam_size: int = 4
+    "beam width (1 = greedy)"
+    length_penalty: float = 0.75
+    "rank finished beams by log-probability / length ** this (0 = raw log-probability)"
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError(f"decode.beam_size must be >= 1, got {self.beam_size}")
+        if self.length_penalty < 0:
+            raise ValueError(f"decode.length_penalty must be >= 0, got {self.length_penalty}")
+
+
+@dataclass
+class TranslateTrainConfig(TrainConfig):
+    """Everything ``rnnkit translate train`` needs."""
+
+    steps: int = 1_000_000
+    "optimisation steps in total; max_time usually ends the run first"
+    max_time: float = 600.0
+    "training-time budget in seconds, evaluation excluded (0 = none)"
+    eval_every: int = 500
+    "evaluate (validation loss and greedy BLEU) and checkpoint every N steps, and at the end"
+    out: str = "runs/translate"
+    "run directory: checkpoints (last/, best/), metrics, curves.png, test.json"
+    device: str = "cpu"
+    "cpu, cuda or auto"
+    threads: int = 0
+    "torch intra-op threads (0 = torch's default; 1 is often faster on a busy CPU)"
+    eval_sentences: int = 500
+    "distinct validation sentences decoded for BLEU at each evaluation (0 = all)"
+    data: TranslateData = field(default_factory=TranslateData)
+    model: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.threads < 0 or self.eval_sentences < 0:
+            raise ValueError("threads and eval_sentences must be >= 0")
+        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def load_translator(checkpoint: str, prefer: str = "best", device: str = "cpu") -> tuple[Any, Any, Any]:
+    """(model, task, checkpoint) rebuilt from a run directory or checkpoint folder of ``translate train``.
+
+    The task is rebuilt lazily: its splits are read only when :meth:`TranslationTask.evaluate` needs them.
+    """
+    from rnnkit import checkpoint as ckpt
+    from rnnkit.tasks.translate import Vocab
+
+    saved = ckpt.load_checkpoint(checkpoint, prefer=prefer)
+    meta = saved.state.get("task", {})
+    if meta.get("name") != "translate":
+        raise ValueError(f"{saved.path} is not a translation checkpoint (task {meta.get('name')!r})")
+    cfg = from_dict(TranslateTrainConfig, saved.state["config"])
+    src_vocab, tgt_vocab = Vocab(meta["src_vocab"]), Vocab(meta["tgt_vocab"])
+    model = cfg.model.build(len(src_vocab), len(tgt_vocab)).to(_device(device))
+    ckpt.load_model_weights(model, saved)
+    model.eval()
+    return model, (cfg, src_vocab, tgt_vocab), saved
+
+
+def test_report(model: Any, task: Any, decode: DecodeConfig, split: str = "test", limit: int = 0) -> dict[str, Any]:
+    """Held-out loss, BLEU greedy and with beam search, and d2l's four example translations."""
+    from rnnkit.tasks.bleu import corpus_bleu, d2l_bleu, mean_d2l_bleu
+
+    greedy = task.evaluate(model, split=split, max_sentences=limit)
+    data = {"val": task.val_split, "test": task.test_split}[split]
+    n = len(data.sources) if limit <= 0 else min(limit, len(data.sources))
+    beam = task.translate_tokens(model, data.sources[:n], decode.beam_size, decode.length_penalty)
+    examples = task.translate_tokens(model, [s.split() for s in D2L_EXAMPLES], decode.beam_size, decode.length_penalty)
+    return {
+        "split": split,
+        "sentences": n,
+        "loss": greedy["loss"],
+        "ppl": greedy["ppl"],
+        "bleu_greedy": greedy["bleu"],
+        "d2l_bleu_greedy": greedy["d2l_bleu"],
+        f"bleu_beam{decode.beam_size}": corpus_bleu(beam, data.references[:n]),
+        f"d2l_bleu_beam{decode.beam_size}": mean_d2l_bleu(beam, data.references[:n], k=2),
+        "examples": [
+            {"en": en, "fr": fr, "d2l_bleu": d2l_bleu(fr, ref, k=2)}
+            for en, fr, ref in zip(D2L_EXAMPLES, examples, D2L_REFERENCES)
+        ],
+    }
+
+
+def print_report(r: dict[str, Any]) -> None:
+    beam = next(k for k in r if k.startswith("bleu_beam"))
+    print(f"{r['split']} ({r['sentences']} English sentences, all their references): loss {r['loss']:.3f} | "
+          f"ppl {r['ppl']:.2f} | corpus BLEU greedy {r['bleu_greedy']:.1f}, {beam.split('_')[1]} {r[beam]:.1f} | "
+          f"d2l BLEU greedy {r['d2l_bleu_greedy']:.3f}, {beam.split('_')[1]} {r['d2l_' + beam]:.3f}")  # fmt: skip
+    for ex in r["examples"]:
+        print(f"  {ex['en']} => {ex['fr']}, bleu {ex['d2l_bleu']:.3f}")
+
+
+# ------------------------------------------------------------------------------------------------
+def train_translator(cfg: TranslateTrainConfig, *, resume: bool = False, overwrite: bool = False,
+                     progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Train on the pairs, then score the best checkpoint on the test split; also writes ``out/test.json``."""
+    from pathlib import Path
+
+    import torch
+
+    from rnnkit import checkpoint as ckpt
+    from rnnkit.tasks.translate import TranslationTask
+    from rnnkit.train import train
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    log.info(ATTRIBUTION)
+    task = TranslationTask(cfg.data, eval_sentences=cfg.eval_sentences)
+    torch.manual_seed(cfg.seed)
+    model = cfg.model.build(len(task.src_vocab), len(task.tgt_vocab)).to(_device(cfg.device))
+    log.info("model: %s %d×%d%s, %s parameters", cfg.model.cell.upper(), cfg.model.num_layers, cfg.model.hidden_size,
+             " with Bahdanau attention" if cfg.model.attention else "",
+             f"{sum(p.numel() for p in model.parameters()):,}")  # fmt: skip
+    result = train(model, task, cfg, out_dir=cfg.out, resume=resume, overwrite=overwrite, progress=progress,
+                   record=to_dict(cfg))  # fmt: skip
+    best = ckpt.load_checkpoint(cfg.out, prefer="best")
+    ckpt.load_model_weights(model, best)
+    model.eval()
+    report = {"steps": result.step, "train_time": result.train_time, "best_step": best.step,
+              "units_per_s": result.units_per_s, **test_report(model, task, cfg.decode)}  # fmt: skip
+    (Path(cfg.out) / "test.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return report
+
+
+def _train(argv: list[str]) -> int:
+    def extra(p: Any) -> None:
+        p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+        p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
+
+    cfg, ns = parse_config(TranslateTrainConfig, argv, prog="rnnkit translate train", extra=extra,
+                           description=f"Train an English→French encoder–decoder. {ATTRIBUTION}.")  # fmt: skip
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            r = train_translator(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True)
+    except KeyboardInterrupt:
+        print(f"rnnkit translate: interrupted; the last checkpoint is in {cfg.out}/last (--resume)", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
+        print(f"rnnkit translate: error: {e}", file=sys.stderr)
+        return 1
+    print(f"{r['steps']} steps, {r['train_time']:.0f}s of training, best checkpoint of step {r['best_step']} | "
+          f"{cfg.out}")  # fmt: skip
+    print_report(r)
+    return 0
+
+
+@dataclass
+class EvalCommand:
+    checkpoint: str = "runs/translate"
+    "a run directory of rnnkit translate train, or a checkpoint folder"
+    which: str = "best"
+    "in a run directory: best (by validation loss) or last"
+    split: str = "test"
+    "val or test (the split is rebuilt from the run's data settings)"
+    limit: int = 0
+    "score only the first N distinct sentences (0 = all)"
+    device: str = "cpu"
+    "cpu, cuda or auto"
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        if self.split not in ("val", "test") or self.which not in ("best", "last") or self.limit < 0:
+            raise ValueError("split must be val or test, which best or last, limit >= 0")
+
+
+def _eval(argv: list[str]) -> int:
+    def extra(p: Any) -> None:
+        p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+
+    cfg, ns = parse_config(EvalCommand, argv, prog="rnnkit translate eval", extra=extra,
+                           description=f"BLEU of a translation checkpoint on held-out data. {ATTRIBUTION}")  # fmt: skip
+    try:
+        from rnnkit.tasks.translate import TranslationTask
+
+        model, (run, src_vocab, tgt_vocab), saved = load_translator(cfg.checkpoint, cfg.which, cfg.device)
+        task = TranslationTask(run.data, vocabs=(src_vocab, tgt_vocab))
+        r = test_report(model, task, cfg.decode, cfg.split, cfg.limit)
+    except (ValueError, TypeError, OSError) as e:
+        print(f"rnnkit translate: error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(r)) if ns.json else print_report(r)
+    return 0
+
+
+@dataclass
+class PredictCommand:
+    checkpoint: str = "runs/translate"
+    "a run directory of rnnkit translate train, or a checkpoint folder"
+    device: str = "cpu"
+    "cpu, cuda or auto"
+    strict: bool = False
+    "refuse sentences with words the model never saw (default: translate them as <unk> with a warning)"
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+def _predict(argv: list[str]) -> int:
+    def extra(p: Any) -> None:
+        p.add_argument("sentences", nargs="*", help="English sentences (none: one per line from stdin)")
+
+    cfg, ns = parse_config(PredictCommand, argv, prog="rnnkit translate predict", extra=extra,
+                           description="Translate English sentences to French (d2l's preprocessing).")  # fmt: skip
+    try:
+        from rnnkit.tasks.translate import preprocess, tokenize
+
+        sentences = ns.sentences or [line for line in sys.stdin.read().splitlines() if line.strip()]
+        if not sentences:
+            raise ValueError("no sentence to translate: pass sentences as arguments or one per line on stdin")
+        model, (run, src_vocab, tgt_vocab), _ = load_translator(cfg.checkpoint, device=cfg.device)
+        tokens = [tokenize(preprocess(s)) for s in sentences]
+        for s, t in zip(sentences, tokens):
+            unknown = src_vocab.unknown(t)
+            if unknown and cfg.strict:
+                raise ValueError(f"{s!r} has words the model never saw: {', '.join(unknown)} (drop --strict to "
+                                 "translate them as <unk>)")  # fmt: skip
+            if unknown:
+                log.warning("%r: unknown word(s) %s translated as <unk>", s, ", ".join(unknown))
+        from rnnkit.tasks.translate import translate_tokens
+
+        out = translate_tokens(model, tokens, src_vocab, tgt_vocab, beam_size=cfg.decode.beam_size,
+                               length_penalty=cfg.decode.length_penalty, max_len=run.data.max_len + 5)  # fmt: skip
+    except (ValueError, TypeError, OSError) as e:
+        print(f"rnnkit translate: error: {e}", file=sys.stderr)
+        return 1
+    for line in out:
+        print(line)
+    return 0
+
+
+SUBCOMMANDS = {"train": _train, "eval": _eval, "predict": _predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    if argv[0] not in SUBCOMMANDS:
+        print(f"rnnkit translate: error: unknown subcommand {argv[0]!r}: use train, eval or predict", file=sys.stderr)
+        return 2
+    return SUBCOMMANDS[argv[0]](argv[1:])
