@@ -120,3 +120,18 @@ def test_cli_train_and_eval(tmp_path):
     assert r.returncode == 1 and r.stderr.startswith("rnnkit caption: error:") and "Traceback" not in r.stderr
     r = cli("train", "--data.val_fraction", "0")
     assert r.returncode == 2 and "fraction" in r.stderr
+
+
+def test_example_beats_its_baselines():
+    """examples/caption_digits.py asserts its own result against chance and the majority digit."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, str(root / "examples" / "caption_digits.py")], env=env, capture_output=True,
+                       text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "test exact match" in r.stdout

@@ -44,6 +44,7 @@ def test_beam_one_equals_greedy(cell, attention):
     greedy = model.greedy(src, src_len, max_len=9)
     assert greedy == model.beam_search(src, src_len, beam_size=1, max_len=9)
     assert any(len(s) > 0 for s in greedy)
+    assert not {t for s in greedy for t in s} & {0, 1, 3}  # never <pad>, <bos> or <unk>
 
 
 @pytest.mark.parametrize("attention", [False, True])
@@ -88,15 +89,16 @@ def test_wide_beam_is_exhaustive_search(alpha):
         @torch.no_grad()
         def step(tok, state, memory=memory):
             logits, state, _ = model.decode_step(torch.tensor([tok]), state, memory)
-            return torch.log_softmax(logits[0], -1), state
+            return torch.log_softmax(model._allowed(logits[0]), -1), state
 
         lp1, state1 = step(model.bos, state0)
         best = (float(lp1[model.eos]) / 1**alpha, [])
-        for a in range(V):
+        allowed = [t for t in range(V) if t not in model.banned]  # never <pad> <bos> <unk>
+        for a in allowed:
             if a == model.eos:
                 continue
             lp2, _ = step(a, state1)
-            for b in range(V):
+            for b in allowed:
                 seq = [a] if b == model.eos else [a, b]  # both have length 2 (counting <eos>)
                 best = max(best, (float(lp1[a] + lp2[b]) / 2**alpha, seq), key=lambda x: x[0])
         assert model.beam_search(s, n, beam_size=V * V, max_len=2, length_penalty=alpha) == [best[1]]

@@ -133,6 +133,7 @@ class Seq2Seq(nn.Module):
         pad: int = 0,
         bos: int = 1,
         eos: int = 2,
+        unk: int | None = 3,
     ) -> None:
         super().__init__()
         if cell not in ("gru", "lstm"):
@@ -145,6 +146,9 @@ class Seq2Seq(nn.Module):
         between = dropout if num_layers > 1 else 0.0
         self.config = Seq2SeqConfig(cell, embed_size, hidden_size, num_layers, attention, dropout)
         self.pad, self.bos, self.eos = pad, bos, eos
+        # tokens decoding never outputs: padding, <bos>, and <unk> (a translation with <unk> in it is of no use
+        # to a reader; the best real word is shown instead; docs/results.md measures the effect on BLEU)
+        self.banned = [t for t in (pad, bos, unk) if t is not None]
         self.cell, self.use_attention = cell, attention
         self.src_embed = nn.Embedding(src_vocab_size, embed_size, padding_idx=pad)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, embed_size, padding_idx=pad)
@@ -197,6 +201,12 @@ class Seq2Seq(nn.Module):
         return (logits, torch.stack(attn, dim=1)) if return_attention else logits
 
     # ----------------------------------------------------------------------------------------------
+    def _allowed(self, logits: Tensor) -> Tensor:
+        """``logits`` with the banned tokens (``<pad> <bos> <unk>``) at -inf, so decoding never picks them."""
+        logits = logits.clone()
+        logits[..., self.banned] = float("-inf")
+        return logits
+
     @torch.no_grad()
     def greedy(self, src: Tensor, src_len: Tensor, max_len: int = 20) -> list[list[int]]:
         """Most likely token at each step, for a whole batch; each output stops before its ``<eos>``."""
@@ -207,7 +217,7 @@ class Seq2Seq(nn.Module):
         tokens = []
         for _ in range(max_len):
             logits, state, _ = self.decode_step(y, state, memory)
-            y = logits.argmax(-1)
+            y = self._allowed(logits).argmax(-1)
             tokens.append(y)
             done = done | (y == self.eos)
             if bool(done.all()):
@@ -243,7 +253,7 @@ class Seq2Seq(nn.Module):
         finished: list[tuple[float, list[int]]] = []
         for _ in range(max_len):
             logits, state, _ = self.decode_step(y, state, memory)
-            logp = scores[:, None] + F.log_softmax(logits.float(), dim=-1)  # (beam, V)
+            logp = scores[:, None] + F.log_softmax(self._allowed(logits.float()), dim=-1)  # (beam, V)
             V = logp.shape[1]
             # The best (k - finished) continuations among all (beam × V): each finished hypothesis narrows the beam.
             top, flat = logp.flatten().topk(min(k - len(finished), logp.numel()))
