@@ -236,3 +236,18 @@ def test_cli_eval_in_process(tmp_path, capsys):
     scores = json.loads(capsys.readouterr().out)
     assert scores["bleu_greedy"] == pytest.approx(report["bleu_greedy"])
     assert scores["loss"] == pytest.approx(report["loss"])
+
+
+@needs_corpus
+def test_example_beats_its_baseline():
+    """examples/translate_tiny.py asserts held-out BLEU above the constant-translation baseline."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "RNNKIT_DATA_DIR": str(DATA_DIR)}  # fmt: skip
+    r = subprocess.run([sys.executable, str(root / "examples" / "translate_tiny.py")], env=env, capture_output=True,
+                       text=True, timeout=900)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "held-out corpus BLEU" in r.stdout
