@@ -16,6 +16,9 @@ def test_time_interleaved_round_robin():
     assert all(t > 0 for s in samples for t in s)
     # one warm-up each, then rounds a b c, b c a, c a b: nobody always goes first
     assert "".join(log) == "abc" + "abc" + "bca" + "cab"
+    log.clear()
+    time_interleaved(calls, repeats=1, warmup=0, min_time=1.0)
+    assert "".join(log) == "abc"  # no warm-up: one call per sample whatever min_time says
 
 
 def test_time_interleaved_repeats_short_calls_within_a_sample():

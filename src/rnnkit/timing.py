@@ -49,21 +49,22 @@ def time_interleaved(
     """Seconds per call of each of ``calls``: ``repeats`` interleaved samples each.
 
     A sample repeats its call ``n`` times (``n`` fixed per call after warm-up, so that a sample lasts
-    about ``min_time``) and reports the mean, so that short calls are not lost in timer noise.
+    about ``min_time``) and reports the mean, so that short calls are not lost in timer noise; with
+    ``warmup=0`` every sample is a single call (for long calls, and for the first call's cost).
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
     sync = synchronizer(device)
     inner = []
     for call in calls:
-        elapsed = 0.0
-        for _ in range(max(warmup, 1)):
+        elapsed = math.inf  # no warm-up: one call per sample
+        for _ in range(warmup):
             sync()
             t0 = time.perf_counter()
             call()
             sync()
             elapsed = time.perf_counter() - t0  # the last warm-up call is the most representative
-        inner.append(max(1, math.ceil(min_time / max(elapsed, 1e-9))))
+        inner.append(max(1, math.ceil(min_time / max(elapsed, 1e-9))) if elapsed < math.inf else 1)
     samples: list[list[float]] = [[] for _ in calls]
     order = list(range(len(calls)))
     for r in range(repeats):
