@@ -40,6 +40,8 @@ def test_every_cell_runs_on_every_engine_that_supports_it(quick):
                 ]
                 assert names[1 : 1 + len(runnable)] == [f"rnnkit[{e}]" for e in runnable]
                 assert ("scratch (d2l)" in names) == (cell in ("rnn", "gru", "lstm"))
+                # the generation loop also runs through the layer's one-token stepper, and only there
+                assert ("rnnkit stepper" in names) == (mode == "generate")
 
 
 def test_every_number_is_positive_and_finite(quick):

@@ -124,7 +124,8 @@ class Contender:
     forward: Callable[[Tensor, Any], tuple[Tensor, Any]]
     params: list[Tensor]
     cost: dict[str, int]
-    step: Callable[[Tensor, Any], tuple[Tensor, Any]] | None = None  # one-token API, if faster than forward
+    step: Callable[[Tensor, Any], tuple[Tensor, Any]] | None = None  # one token (B, F) -> (output, state)
+    only: str | None = None  # the one mode this contender is for (the stepper: "generate")
 
 
 def workload_sizes(cfg: BenchConfig, name: str) -> tuple[int, int, int, int]:
@@ -172,9 +173,26 @@ def build_contenders(cfg: BenchConfig, cell: str, F: int, H: int, x: Tensor) -> 
         if reason is not None:
             notes.append(f"{cell}: engine {engine!r} skipped: {reason}")
             continue
-        step = getattr(layer, "step", None)  # a per-token API, where an engine provides one
         cost = layer_cost(layer).as_dict()
-        contenders.append(Contender(f"rnnkit[{engine}]", "rnnkit", layer, list(layer.parameters()), cost, step))
+        contenders.append(Contender(f"rnnkit[{engine}]", "rnnkit", layer, list(layer.parameters()), cost))
+    if len(contenders) > 1 and hasattr(contenders[1].forward, "stepper"):
+        layer = contenders[1].forward
+        try:
+            stepper = layer.stepper()  # the generation loop's one-token API (rnnkit.stepper)
+        except ValueError as e:
+            notes.append(f"{cell}: no stepper: {e}")
+        else:
+
+            def stepped(inp: Tensor, state: Any, stepper: Any = stepper) -> tuple[Tensor, Any]:
+                outputs = []
+                for x_t in inp:  # (B, F)
+                    y, state = stepper(x_t, state)
+                    outputs.append(y)
+                return torch.stack(outputs), state
+
+            params = list(layer.parameters())
+            cost = layer_cost(layer).as_dict()
+            contenders.append(Contender("rnnkit stepper", "rnnkit", stepped, params, cost, stepper, "generate"))
     if cfg.scratch and cell in SCRATCH:
         source = rnnkit_layer(cell, F, H, "reference", **factory)
         if cell != "gru":
@@ -210,13 +228,14 @@ def mode_call(c: Contender, mode: str, x: Tensor, grad: Tensor) -> Callable[[], 
                 c.forward(x, None)
 
         return infer
-    step = c.step or c.forward
+    # split outside the timed loop: a layer gets (1, B, F) per token, a stepper (B, F)
+    step, tokens = (c.step, list(x.unbind(0))) if c.step is not None else (c.forward, list(x.split(1)))
 
     def generate() -> None:
         with torch.no_grad():
             state = None
-            for t in range(x.shape[0]):
-                _, state = step(x[t : t + 1], state)
+            for x_t in tokens:
+                _, state = step(x_t, state)
 
     return generate
 
@@ -252,12 +271,14 @@ def run_workload(cfg: BenchConfig, name: str, device: torch.device, dtype: torch
         twin = 0 if cell in ("rnn", "gru", "lstm") else first_rnnkit
         for mode in modes:
             grad = torch.randn(T, B, H, device=device, dtype=dtype)
-            calls = [mode_call(c, mode, x, grad) for c in contenders]
+            active = [i for i, c in enumerate(contenders) if c.only in (None, mode)]
+            calls = [mode_call(contenders[i], mode, x, grad) for i in active]
             samples = time_interleaved(
                 calls, repeats=cfg.repeats, warmup=cfg.warmup, min_time=cfg.min_time, device=device,
                 on_sample=bar.update,
             )  # fmt: skip
-            for i, (c, call, times) in enumerate(zip(contenders, calls, samples)):
+            for i, call, times in zip(active, calls, samples):
+                c = contenders[i]
                 per_token = mode == "generate"
                 median = sorted(times)[len(times) // 2]
                 row = {
