@@ -39,6 +39,7 @@ class Stepper:
         if reason is not None:
             raise ValueError(f"Stepper needs the fused engine's kernels: {reason}")
         self.layer = layer
+        self._params = list(layer.parameters())
         self.kernels: list[Kernel] = [make_kernel(cell, None, False) for cell in layer.cells]
         self._versions: tuple[int, ...] | None = None
         self._prepare()
@@ -56,7 +57,7 @@ class Stepper:
         self._versions = self._current_versions()
 
     def _current_versions(self) -> tuple[int, ...]:
-        return tuple(p._version for p in self.layer.parameters())
+        return tuple(p._version for p in self._params)
 
     @torch.no_grad()
     def __call__(self, x: Tensor, state: Tensor | tuple[Tensor, ...] | None = None):
