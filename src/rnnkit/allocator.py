@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(probe(variant, f, h, b, t, iters, threads)))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    repeats = int(argv[0]) if argv else 5
-    print(json.dumps(compare(repeats=repeats), indent=2))
+    repeats = int(argv[0]) if argv else 5  # python -m rnnkit.allocator [repeats] [threads]
+    threads = int(argv[1]) if len(argv) > 1 else 0
+    print(json.dumps(compare(repeats=repeats, threads=threads), indent=2))
     return 0
 
 

@@ -288,6 +288,7 @@ def run_workload(cfg: BenchConfig, name: str, device: torch.device, dtype: torch
                     "us_per_token": 1e6 * median / T if per_token else None,
                     "tokens_per_s": B * T / median,
                     "speedup_vs_torch": paired_ratio(samples[0], times),
+                    "speedup_runs": [b / t for b, t in zip(samples[0], times)],  # per round, for the spread
                     "params": sum(p.numel() for p in c.params),
                     **{f"{k}_per_token": v for k, v in c.cost.items() if k != "params"},
                     "peak_bytes": None,
