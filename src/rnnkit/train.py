@@ -273,6 +273,8 @@ def train(
                          "overwrite it (--overwrite) or choose another --out")  # fmt: skip
     if resume and not existing:
         raise ValueError(f"nothing to resume in {str(out)!r}: no checkpoint there (drop --resume to start a run)")
+    if world > 1:
+        torch.distributed.barrier()  # every process has looked at out_dir before rank 0 writes there
     record = to_dict(cfg) if record is None else record
     signature = {"model": model_signature(model), "task": {"name": task.name, **task.metadata()}}
     optimizer = make_optimizer(model, cfg.optim)
@@ -328,7 +330,9 @@ def train(
             return
         opt_js, opt_t = ckpt.optimizer_to_json(optimizer)
         rng_js, rng_t = ckpt.rng_state()
-        layout, carry_t = ckpt.carry_to_tensors(carry)
+        # Under torchrun each process carries its own rows' state; only rank 0 saves, so a resume restarts
+        # the carried state from zero there (the one way a multi-process resume is not bit-exact).
+        layout, carry_t = ckpt.carry_to_tensors(carry if world == 1 else None)
         state = {"step": step, "train_time": train_time, "best": best, "last_eval": last_eval,
                  "config": record, "signature": signature, "task": signature["task"],
                  "optimizer": opt_js, "rng": rng_js, "carry": layout, "world_size": world}  # fmt: skip
@@ -351,7 +355,12 @@ def train(
                    unit="step", dynamic_ncols=True, leave=False)  # fmt: skip
 
     run_units, run_time = 0, 0.0
-    window_units, window_time, window_loss, window_steps = 0, 0.0, torch.zeros((), device=device), 0
+    window_units, window_time, window_loss, window_steps = (
+        0,
+        0.0,
+        torch.zeros((), dtype=torch.float64, device=device),
+        0,
+    )
     stop_reason, lr = "", learning_rate(o, step, 0.0)
     model.train()
     while True:

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Language-model results for docs/results.md: every number there comes from this script.
+#   RNNKIT_DATA_DIR=/path/to/shared/data bash benchmarks/lm_results.sh [OUT_DIR] [GROUP...]
+# GROUP: tm-recommended tm-d2l shakespeare word quickstart (default: all). THREADS (default 1): torch threads. One run at a time; each run's
+# scores (best checkpoint by validation loss) are appended to OUT_DIR/results.jsonl.
+set -euo pipefail
+OUT=${1:-runs/results}; shift || true
+GROUPS_=${*:-"tm-recommended tm-d2l shakespeare word quickstart"}
+RNNKIT=(python -m rnnkit)
+mkdir -p "$OUT"
+
+run() {  # NAME EVAL_ARGS -- TRAIN_ARGS...
+  local name=$1 evalargs=$2; shift 2
+  echo "== $name: rnnkit train $* --out $OUT/$name" | tee -a "$OUT/log.txt"
+  "${RNNKIT[@]}" train "$@" --threads "${THREADS:-1}" --out "$OUT/$name" --overwrite --sample.num_tokens 0 2>>"$OUT/$name.stderr" | tee -a "$OUT/log.txt"
+  for split in val test; do
+    # shellcheck disable=SC2086
+    "${RNNKIT[@]}" evaluate --checkpoint "$OUT/$name" --split $split $evalargs --json \
+      | python -c "import json,sys; r=json.load(sys.stdin); r['run']='$name'; print(json.dumps(r))" >> "$OUT/results.jsonl" || true
+  done
+  python - "$OUT/$name" "$name" >> "$OUT/results.jsonl" <<'PY'
+import json, sys
+state = json.load(open(sys.argv[1] + "/last/state.json"))
+rows = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
+speed = [r["units_per_s"] for r in rows if r["split"] == "train"]
+speed = sorted(speed)[len(speed) // 2] if speed else 0
+print(json.dumps({"run": sys.argv[2], "summary": True, "steps": state["step"], "train_time": state["train_time"],
+                  "best_step": state["best"].get("step"), "median_tokens_per_s": speed}))
+PY
+}
+
+TM=(--data timemachine --lm.normalize d2l --lm.split 0.9,0.05,0.05 --max-time 180 --eval-every 50)
+for g in $GROUPS_; do case $g in
+  tm-recommended)
+    for cell in lstm gru rnn peephole; do run "tm-rec-$cell" "" --preset recommended "${TM[@]}" --model.cell $cell; done ;;
+  tm-d2l)
+    for cell in lstm gru rnn peephole; do run "tm-d2l-$cell" "" --preset d2l "${TM[@]}" --model.cell $cell; done ;;
+  shakespeare)  # nanoGPT's shakespeare_char split, scored over the whole val part in 64-token windows
+    for t in 75 180 600; do
+      run "shakespeare-rec-${t}s" "--window 64" --preset recommended --data tinyshakespeare --lm.split 0.9,0.1,0 \
+        --lm.eval_window 64 --eval-every 500 --max-time $t
+    done ;;
+  word)  # word-level Time Machine (d2l normalisation), words seen fewer than 3 times -> <unk>
+    run "tm-word-lstm" "" --preset recommended "${TM[@]}" --lm.level word --lm.min_freq 3 --lm.num_steps 32 \
+      --model.embed_size 128 --model.hidden_size 256 ;;
+  quickstart)  # README's `rnnkit train` with no arguments (embedded stdlib corpus, recommended preset)
+    run "quickstart" "" ;;
+esac; done
