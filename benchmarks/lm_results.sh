@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Language-model results for docs/results.md: every number there comes from this script.
 #   RNNKIT_DATA_DIR=/path/to/shared/data bash benchmarks/lm_results.sh [OUT_DIR] [GROUP...]
-# GROUP: tm-recommended tm-d2l shakespeare word quickstart (default: all). THREADS (default 1): torch threads. One run at a time; each run's
+# GROUP: core (LSTM recommended + d2l on Time Machine, shakespeare 75 s), word, cells (GRU, RNN, peephole),
+# shakespeare-long (180 s, 600 s), quickstart (default: all, in this order). THREADS (default 1): torch threads. One run at a time; each run's
 # scores (best checkpoint by validation loss) are appended to OUT_DIR/results.jsonl.
-set -euo pipefail
+set -uo pipefail
 OUT=${1:-runs/results}; shift || true
-GROUPS_=${*:-"tm-recommended tm-d2l shakespeare word quickstart"}
+GROUPS_=${*:-"core word cells shakespeare-long quickstart"}
 RNNKIT=(python -m rnnkit)
 mkdir -p "$OUT"
 
@@ -30,16 +31,23 @@ PY
 }
 
 TM=(--data timemachine --lm.normalize d2l --lm.split 0.9,0.05,0.05 --max-time 180 --eval-every 50)
+shakespeare() {  # nanoGPT's shakespeare_char split, scored over the whole val part in 64-token windows
+  run "shakespeare-rec-${1}s" "--window 64" --preset recommended --data tinyshakespeare --lm.split 0.9,0.1,0 \
+    --lm.eval_window 64 --eval-every 200 --max-time "$1"
+}
+
 for g in $GROUPS_; do case $g in
-  tm-recommended)
-    for cell in lstm gru rnn peephole; do run "tm-rec-$cell" "" --preset recommended "${TM[@]}" --model.cell $cell; done ;;
-  tm-d2l)
-    for cell in lstm gru rnn peephole; do run "tm-d2l-$cell" "" --preset d2l "${TM[@]}" --model.cell $cell; done ;;
-  shakespeare)  # nanoGPT's shakespeare_char split, scored over the whole val part in 64-token windows
-    for t in 75 180 600; do
-      run "shakespeare-rec-${t}s" "--window 64" --preset recommended --data tinyshakespeare --lm.split 0.9,0.1,0 \
-        --lm.eval_window 64 --eval-every 500 --max-time $t
+  core)
+    run tm-rec-lstm "" --preset recommended "${TM[@]}" --model.cell lstm
+    run tm-d2l-lstm "" --preset d2l "${TM[@]}" --model.cell lstm
+    shakespeare 75 ;;
+  cells)
+    for cell in gru rnn peephole; do
+      run "tm-rec-$cell" "" --preset recommended "${TM[@]}" --model.cell $cell
+      run "tm-d2l-$cell" "" --preset d2l "${TM[@]}" --model.cell $cell
     done ;;
+  shakespeare-long)
+    shakespeare 180; shakespeare 600 ;;
   word)  # word-level Time Machine (d2l normalisation), words seen fewer than 3 times -> <unk>
     run "tm-word-lstm" "" --preset recommended "${TM[@]}" --lm.level word --lm.min_freq 3 --lm.num_steps 32 \
       --model.embed_size 128 --model.hidden_size 256 ;;

@@ -412,8 +412,8 @@ def train(
         window_time += dt
         run_units += int(units) * world
         run_time += dt
-        if bar is not None:
-            bar.update(dt if cfg.max_time else 1)
+        if bar is not None:  # never past the total: tqdm drops the total (and our format) when n exceeds it
+            bar.update(min(dt, cfg.max_time - bar.n) if cfg.max_time else 1)
 
         # ---- 7. log: the only place values leave the device (.item()) -------------------------
         finished = step >= cfg.steps or (cfg.stop_at and step >= cfg.stop_at) or (

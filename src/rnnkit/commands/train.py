@@ -135,6 +135,11 @@ def train_language_model(
     result = train(model, task, cfg, out_dir=cfg.out, resume=resume, overwrite=overwrite, progress=progress,
                    record=to_dict(cfg))  # fmt: skip
 
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # rank 0 has written its last checkpoint
+        if torch.distributed.get_rank() != 0:
+            return {"rank": torch.distributed.get_rank(), "steps": result.step}
+
     # Held-out score of the best checkpoint (by validation loss), then a sample from it.
     best = ckpt.load_checkpoint(cfg.out, prefer="best")
     ckpt.load_model_weights(model, best)
@@ -185,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, RuntimeError) as e:
         print(f"rnnkit train: error: {e}", file=sys.stderr)
         return 1
+    if "rank" in summary:  # another process under torchrun: rank 0 reports
+        return 0
     print(f"{summary['split']} ({summary['tokens']:,} tokens, best checkpoint of step {summary['best_step']}): "
           f"{format_scores(summary)} | {summary['units_per_s']:,.0f} tokens/s | {summary['train_time']:.0f}s "
           f"training | {cfg.out}")  # fmt: skip
