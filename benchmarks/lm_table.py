@@ -1,0 +1,32 @@
+"""Markdown table of benchmarks/lm_results.sh's output.
+
+python benchmarks/lm_table.py runs/results/results.jsonl
+"""
+
+import json
+import sys
+from collections import defaultdict
+
+runs: dict[str, dict] = defaultdict(dict)
+for line in open(sys.argv[1], encoding="utf-8"):
+    r = json.loads(line)
+    if r.get("summary"):
+        runs[r["run"]].update(r)
+    else:
+        runs[r["run"]][r["split"]] = r
+HEAD = "run | steps | train s | median tokens/s | best step | val loss | val ppl | test loss | test ppl | bits"
+print(f"| {HEAD} |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+for name, r in runs.items():
+    val, test = r.get("val", {}), r.get("test", {})
+    bits = next((k for k in ("bpc", "bits_per_word") if k in test or k in val), "bpc")
+    cells = [
+        name,
+        r.get("steps", ""),
+        f"{r['train_time']:.0f}" if "train_time" in r else "",
+        f"{r['median_tokens_per_s']:,.0f}" if "median_tokens_per_s" in r else "",
+        r.get("best_step", ""),
+        *(f"{d[k]:.3f}" if k in d else "" for d, k in ((val, "loss"), (val, "ppl"))),
+        *(f"{d[k]:.3f}" if k in d else "" for d, k in ((test, "loss"), (test, "ppl"), (test, bits))),
+    ]
+    print("| " + " | ".join(map(str, cells)) + " |")
