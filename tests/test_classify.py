@@ -132,3 +132,10 @@ def test_examples_run_and_beat_their_baseline(name):
     from pathlib import Path
 
     runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / name), run_name="__main__")
+
+
+def test_metadata_survives_json_so_resume_can_compare_it():
+    import json
+
+    task = ClassifyTask.from_config(ClassifyDataConfig(read="columns", trim=True))
+    assert json.loads(json.dumps(task.metadata())) == task.metadata()

@@ -279,3 +279,17 @@ def test_examples_run_and_beat_their_baseline(name):
     from pathlib import Path
 
     runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / name), run_name="__main__")
+
+
+def test_stop_and_resume_equals_a_straight_run(tmp_path):
+    """The task's batch stream depends only on the loop's generator, so a resumed run is the same run."""
+    from rnnkit.commands.forecast import run_forecast
+
+    over = {"steps": 40, "eval_every": 20, "log_every": 20, "baselines": ("naive",)}
+    straight = run_forecast(_tiny_run(tmp_path / "a", **over))
+    run_forecast(_tiny_run(tmp_path / "b", stop_at=20, **over))
+    resumed = run_forecast(_tiny_run(tmp_path / "b", **over), resume=True)
+    assert resumed["steps"] == straight["steps"] == 40
+    assert resumed["metrics"]["rnn"] == straight["metrics"]["rnn"]
+    with pytest.raises(ValueError, match="model or data changed"):
+        run_forecast(_tiny_run(tmp_path / "b", model={"hidden_size": 8}, **over), resume=True)

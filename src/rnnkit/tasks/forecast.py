@@ -236,7 +236,13 @@ class ForecastTask:
         s = self.series
         return {
             "task": self.name,
-            "series": {"name": s.name, "columns": s.columns, "length": len(s), "season": s.season, "span": s.span},
+            "series": {
+                "name": s.name,
+                "columns": s.columns,
+                "length": len(s),
+                "season": s.season,
+                "span": list(s.span),
+            },
             "fingerprint": s.fingerprint(),
             "notes": s.notes,
             "window": self.window,
