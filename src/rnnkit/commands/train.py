@@ -11,6 +11,7 @@ In Python: ``train_language_model(LMTrainConfig(data="timemachine", max_time=60,
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -128,7 +129,8 @@ def train_language_model(
     task = LanguageModelTask(cfg.data, cfg.lm)
     torch.manual_seed(cfg.seed)
     model = cfg.model.build(len(task.vocab), device=device, dtype=dtype)
-    log.info("%s: %d tokens (train %d, val %d, test %d), vocabulary %d; model %s, %s parameters", task.corpus.name,
+    report = log.info if os.environ.get("RANK", "0") == "0" else log.debug  # under torchrun, rank 0 reports
+    report("%s: %d tokens (train %d, val %d, test %d), vocabulary %d; model %s, %s parameters", task.corpus.name,
              sum(len(task.split(s)) for s in ("train", "val", "test")), len(task.train_ids), len(task.val_ids),
              len(task.test_ids), len(task.vocab), model.rnn.describe_cell(),
              f"{sum(p.numel() for p in model.parameters()):,}")  # fmt: skip
