@@ -212,6 +212,16 @@ def test_auto_picks_fused_where_torch_has_no_kernel() -> None:
     assert select_engine(rnnkit.LSTM(IN, HID), x, True).name == "fused"  # gates: torch cannot report them
     assert select_engine(rnnkit.LSTM(IN, HID), x, False).name == "torch"  # measured faster for the LSTM
     assert select_engine(rnnkit.RNN(IN, HID, activation="sigmoid"), x, False).name == "fused"
+    assert select_engine(rnnkit.GRU(IN, HID), x, False).name == "torch"  # 3 steps: per-call cost dominates
+
+
+def test_auto_takes_fused_for_long_gru_sequences_on_cpu() -> None:
+    from rnnkit.engines import _fused_c
+    from rnnkit.engines.fused import AUTO_MIN_STEPS
+
+    x = torch.randn(AUTO_MIN_STEPS, 2, IN)
+    expected = "fused" if _fused_c.usable(x) else "torch"
+    assert select_engine(rnnkit.GRU(IN, HID), x, False).name == expected
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm", "lstm_proj", "peephole"])
