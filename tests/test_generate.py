@@ -121,6 +121,17 @@ def test_word_level_joins_with_spaces_and_uses_vocab_normalisation():
     assert pieces == [" time", " traveller", " the"]
 
 
+def test_word_level_streaming_matches_punctuation_spacing():
+    vocab = Vocab.from_text("yes , no . yes", "word")
+    assert vocab.idx_to_token == ["<unk>", "yes", ",", ".", "no"]
+    table = torch.full((5, 5), -5.0)
+    table[1, 2] = table[2, 4] = table[4, 3] = table[3, 1] = 1.0  # yes -> , -> no -> . -> yes
+    pieces = []
+    out = generate(Bigram(table), vocab, "yes", 5, on_token=pieces.append)
+    assert out == "yes, no. yes," and pieces == [",", " no", ".", " yes", ","]
+    assert "yes" + "".join(pieces) == out
+
+
 def test_errors():
     model = Bigram(cycle_table())
     with pytest.raises(ValueError, match=r"2 token\(s\) the model's vocabulary does not know: 'z', 'Q'"):

@@ -76,7 +76,8 @@ def generate(
     The prefix is tokenised like the training text (``vocab.tokenize``: same level and normalisation) and
     must be non-empty and hold only known tokens. ``temperature=0`` with ``strategy="sample"`` is greedy.
     ``generator`` (a CPU ``torch.Generator``) makes sampling reproducible; ``on_token`` receives each new
-    piece of text as it is produced (a character, or " word" at word level), for streaming.
+    piece of text as it is produced (a character, or " word" / "," at word level), for streaming: the pieces
+    concatenated equal the returned text after the prefix.
     """
     _check(strategy, temperature, top_k, top_p, num_tokens)
     tokens = vocab.tokenize(prefix)
@@ -90,7 +91,6 @@ def generate(
             "remove or replace them"
         )
     greedy = strategy == "greedy" or temperature == 0
-    sep = "" if vocab.level == "char" else " "
     device = _device(model)
     ids = vocab.encode(tokens)
     was_training = model.training
@@ -108,7 +108,8 @@ def generate(
                     nxt = int(torch.multinomial(probs, 1, generator=generator))
                 ids.append(nxt)
                 if on_token is not None:
-                    on_token(sep + vocab.idx_to_token[nxt])
+                    token = vocab.idx_to_token[nxt]
+                    on_token(vocab.separator(vocab.idx_to_token[ids[-2]], token) + token)
                 if i + 1 < num_tokens:  # the last token's successor is never needed
                     logits, state = model(torch.tensor([[nxt]], device=device), state)  # (1, 1, V)
     finally:

@@ -19,6 +19,9 @@ UNK = "<unk>"
 _NON_LETTERS = re.compile(r"[^A-Za-z]+")
 # a word (letters/digits/underscore, inner apostrophes kept: "don't") or a single other non-space character
 _WORD = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
+# word-level decoding: no space before closing punctuation, none after an opening bracket
+_NO_SPACE_BEFORE = frozenset(",.!?;:)]}")
+_NO_SPACE_AFTER = frozenset("([{")
 
 
 def normalize_text(text: str, normalize: Normalize = "none") -> str:
@@ -155,10 +158,24 @@ class Vocab:
             tokens = self.tokenize(tokens)
         return [self.token_to_idx.get(t, 0) for t in tokens]
 
+    def separator(self, previous: str | None, token: str) -> str:
+        """What goes between ``previous`` and ``token`` when decoding: nothing at character level; at word
+        level a space, except before closing punctuation (``, . ! ? ; : ) ] }``) and after opening brackets."""
+        if self.level == "char" or previous is None:
+            return ""
+        if token in _NO_SPACE_BEFORE or previous in _NO_SPACE_AFTER:
+            return ""
+        return " "
+
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of ``ids``: tokens joined with "" at character level, with " " at word level."""
-        sep = "" if self.level == "char" else " "
-        return sep.join(self.idx_to_token[int(i)] for i in ids)
+        """Text of ``ids``: tokens joined with "" at character level, with :meth:`separator` at word level."""
+        parts: list[str] = []
+        previous = None
+        for i in ids:
+            token = self.idx_to_token[int(i)]
+            parts.append(self.separator(previous, token) + token)
+            previous = token
+        return "".join(parts)
 
     # --- serialisation -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
