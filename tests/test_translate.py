@@ -251,3 +251,25 @@ def test_example_beats_its_baseline():
                        text=True, timeout=900)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "held-out corpus BLEU" in r.stdout
+
+
+def test_stop_and_resume_is_exact(tmp_path):
+    """translate train with stop_at, then --resume, ends where one uninterrupted run ends."""
+    from dataclasses import replace
+
+    from rnnkit.commands.translate import TranslateTrainConfig, train_translator
+    from rnnkit.tasks.seq2seq import Seq2SeqConfig
+
+    pairs = write_pairs(tmp_path / "pairs.txt", PAIRS * 3)
+    cfg = TranslateTrainConfig(
+        steps=24, eval_every=12, out=str(tmp_path / "whole"), plot=False, eval_sentences=0,
+        data=TranslateData(path=str(pairs), min_freq=1, batch_size=8, val_fraction=0.1, test_fraction=0.1),
+        model=Seq2SeqConfig(embed_size=8, hidden_size=16, num_layers=2, dropout=0.1),
+    )  # fmt: skip
+    whole = train_translator(cfg)
+    parts = replace(cfg, out=str(tmp_path / "parts"), stop_at=12)
+    assert train_translator(parts)["steps"] == 12
+    resumed = train_translator(replace(parts, stop_at=0), resume=True)
+    assert resumed["steps"] == 24
+    assert resumed["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+    assert resumed["bleu_greedy"] == pytest.approx(whole["bleu_greedy"])
