@@ -260,6 +260,8 @@ class Seq2Seq(nn.Module):
             keep_rows, keep_seqs, keep_scores, keep_tokens = [], [], [], []
             for s, f in zip(top.tolist(), flat.tolist()):
                 row, tok = divmod(f, V)
+                if s == float("-inf"):  # a banned token: only reached when the beam is wider than the vocabulary
+                    continue
                 if tok == self.eos:
                     finished.append((s / (len(seqs[row]) + 1) ** alpha, seqs[row]))
                 else:
