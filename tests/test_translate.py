@@ -200,6 +200,12 @@ def test_cli_train_eval_predict_and_bad_input(tmp_path):
     assert "zebra" in r.stderr and "<unk>" in r.stderr  # unknown word: warned about, translated as <unk>
     r = rnnkit_cli("translate", "predict", "--checkpoint", str(out), stdin="I lost.\n\nHe's calm.\n")
     assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 2
+    r = rnnkit_cli("translate", "predict", "--checkpoint", str(out), "--show_attention", "true", "He's calm.")
+    assert r.returncode == 0, r.stderr
+    header, *rows = r.stdout.strip().splitlines()[1:]
+    assert header.split("|")[1].split() == ["he's", "calm", "."] and rows[-1].split("|")[0].strip() == "<eos>"
+    for row in rows:  # each output word's attention over the source words, in %, sums to 100
+        assert abs(sum(int(v) for v in row.split("|")[1].split()) - 100) <= 2
     r = rnnkit_cli("translate", "predict", "--checkpoint", str(out), "--strict", "true", "Zebra!")
     assert r.returncode == 1 and "zebra" in r.stderr and "Traceback" not in r.stderr
 

@@ -237,6 +237,8 @@ class PredictCommand:
     "cpu, cuda or auto"
     strict: bool = False
     "refuse sentences with words the model never saw (default: translate them as <unk> with a warning)"
+    show_attention: bool = False
+    "after each translation, print its attention weights (% per source word, one row per output word)"
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
 
@@ -253,6 +255,8 @@ def _predict(argv: list[str]) -> int:
         if not sentences:
             raise ValueError("no sentence to translate: pass sentences as arguments or one per line on stdin")
         model, (run, src_vocab, tgt_vocab), _ = load_translator(cfg.checkpoint, device=cfg.device)
+        if cfg.show_attention and not model.use_attention:
+            raise ValueError("--show_attention: this model has no attention (trained with --model.attention false)")
         tokens = [tokenize(preprocess(s)) for s in sentences]
         for s, t in zip(sentences, tokens):
             unknown = src_vocab.unknown(t)
@@ -265,12 +269,35 @@ def _predict(argv: list[str]) -> int:
 
         out = translate_tokens(model, tokens, src_vocab, tgt_vocab, beam_size=cfg.decode.beam_size,
                                length_penalty=cfg.decode.length_penalty, max_len=run.data.max_len + 5)  # fmt: skip
+        tables = [attention_table(model, src_vocab, tgt_vocab, s, o.split()) if cfg.show_attention else ""
+                  for s, o in zip(tokens, out)]  # fmt: skip
     except (ValueError, TypeError, OSError) as e:
         print(f"rnnkit translate: error: {e}", file=sys.stderr)
         return 1
-    for line in out:
+    for line, table in zip(out, tables):
         print(line)
+        if cfg.show_attention:
+            print(table)
     return 0
+
+
+def attention_table(model: Any, src_vocab: Any, tgt_vocab: Any, src: list[str], out: list[str]) -> str:
+    """Where the decoder looked: for each output word (and the final <eos>), its attention in % per source word."""
+    import torch
+
+    if not model.use_attention:
+        raise ValueError("this model has no attention (trained with --model.attention false)")
+    src = src or [src_vocab.itos[src_vocab.unk]]  # an empty sentence is read as one <unk>
+    device = next(model.parameters()).device
+    src_ids = torch.tensor([src_vocab.encode(src) or [src_vocab.unk]], device=device)
+    tgt_in = torch.tensor([[tgt_vocab.bos, *tgt_vocab.encode(out)]], device=device)
+    with torch.no_grad():
+        _, weights = model(src_ids, torch.tensor([src_ids.shape[1]], device=device), tgt_in, return_attention=True)
+    rows, width = [*out, "<eos>"], max(len(w) for w in [*out, "<eos>"])
+    lines = [" " * width + " | " + " ".join(f"{w:>6}" for w in src)]
+    for word, row in zip(rows, weights[0].tolist()):
+        lines.append(f"{word:>{width}} | " + " ".join(f"{100 * a:6.0f}" for a in row))
+    return "\n".join(lines)
 
 
 SUBCOMMANDS = {"train": _train, "eval": _eval, "predict": _predict}
