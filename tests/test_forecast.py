@@ -293,3 +293,25 @@ def test_stop_and_resume_equals_a_straight_run(tmp_path):
     assert resumed["metrics"]["rnn"] == straight["metrics"]["rnn"]
     with pytest.raises(ValueError, match="model or data changed"):
         run_forecast(_tiny_run(tmp_path / "b", model={"hidden_size": 8}, **over), resume=True)
+
+
+def test_cli_multivariate_csv_end_to_end(tmp_path, capsys):
+    """Two CSV columns in, one forecast; a gap filled on request; the report covers the target only."""
+    import json
+
+    from rnnkit.commands.forecast import main
+
+    s = synthetic_series(n=200, season=8, noise=0.1, features=2).values
+    rows = [f"{i},{a:.5f},{'' if i == 50 else f'{b:.5f}'}" for i, (a, b) in enumerate(s)]
+    p = tmp_path / "two.csv"
+    p.write_text("t,a,b\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    args = ["--data.csv", str(p), "--data.columns", "a,b", "--data.target", "b", "--data.season", "8",
+            "--data.window", "16", "--data.horizon", "4", "--steps", "30", "--eval_every", "30", "--max-time", "0",
+            "--model.hidden_size", "8", "--baselines", "naive,seasonal-naive", "--out", str(out)]  # fmt: skip
+    assert main(args) == 1 and "1 missing value(s)" in capsys.readouterr().err
+    assert main([*args, "--data.fill", "true"]) == 0
+    assert "seasonal-naive" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["series"]["target"] == ["b"] and report["series"]["season"] == 8
+    assert set(report["metrics"]) == {"rnn", "naive", "seasonal-naive"} and report["test_points"] == 27 * 4
