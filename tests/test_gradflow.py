@@ -153,3 +153,15 @@ def _has_train() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_clipping_rescues_sgd_from_exploding_gradients() -> None:
+    """Plain SGD from ρ = 2: without clipping the Elman net blows up, with clipping it trains (seed 004's remedy)."""
+    pytest.importorskip("rnnkit.train")
+    cfg = GradFlowConfig(cells=("rnn",), hidden_size=16, seq_len=30, batch_size=16, radii=(), train_steps=40,
+                         optimizer="sgd", lr=0.1, train_radius=2.0)  # fmt: skip
+    results = gradient_flow(cfg)["rnn"]
+    free, clipped = results["trained from ρ=2"], results["trained from ρ=2+clip1"]
+    assert clipped.get("diverged") is None and clipped["mse"] < 1.0
+    assert free.get("diverged") or free["mse"] > 100 * clipped["mse"]
+    assert "diverged" in format_table({"rnn": {"x": {"diverged": "loss became nan", "norms": None}}}, 30)

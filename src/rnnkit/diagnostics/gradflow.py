@@ -10,8 +10,9 @@ gradients ``∂L_T/∂h_t`` come from the hand-written NumPy BPTT (:mod:`rnnkit.
 copy of the weights, and are averaged over the batch.
 
 Conditions per cell: ``init`` (torch's default init), ``init ρ=r`` (every H×H gate block of ``weight_hh``
-rescaled to spectral radius r), ``trained`` and ``trained+clip`` (default init, then ``train_steps`` steps
-of the one training loop without / with gradient-norm clipping).
+rescaled to spectral radius r), ``trained`` and ``trained+clip`` (``train_steps`` steps of the one training
+loop, without / with gradient-norm clipping, from the default init or from ``train_radius``). A run that
+diverges (NaN/inf loss) is reported as such.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -51,10 +52,16 @@ class GradFlowConfig:
     """spectral radii to rescale the recurrent weights to at init (below 1: vanishing, above 1: exploding)"""
     train_steps: int = 200
     """steps of brief training on the adding problem for the trained conditions (0 = skip them)"""
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    """optimizer of the brief training (plain SGD shows what clipping is for; AdamW rescales steps itself)"""
     lr: float = 3e-3
-    """AdamW learning rate of the brief training"""
+    """learning rate of the brief training"""
     clip_norm: float = 1.0
     """gradient-norm clipping of the trained+clip condition"""
+    train_radius: float = 0.0
+    """start the trained conditions from recurrent weights rescaled to this spectral radius (0 = default init)"""
+    forget_bias: float = 0.0
+    """added to the LSTM forget-gate biases at init (torch: 0; Jozefowicz et al. 2015: 1)"""
     seed: int = 0
     """seed for the initialisation, the training batches and the measured batch"""
     out: str = "runs/gradflow"
@@ -73,8 +80,10 @@ class GradFlowConfig:
             )
         if any(not r > 0 for r in self.radii):
             raise ValueError(f"radii must be positive numbers, got {self.radii}")
-        if self.train_steps < 0 or self.lr <= 0 or self.clip_norm <= 0:
-            raise ValueError("train_steps must be >= 0, lr and clip_norm > 0")
+        if self.train_steps < 0 or self.lr <= 0 or self.clip_norm <= 0 or self.train_radius < 0:
+            raise ValueError("train_steps and train_radius must be >= 0, lr and clip_norm > 0")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
 
 
 def table_distances(seq_len: int) -> list[int]:
@@ -121,9 +130,9 @@ def gradient_norms(model: SequenceModel, x: torch.Tensor, y: torch.Tensor) -> np
     return np.linalg.norm(dh, axis=-1).mean(axis=1)
 
 
-def train_briefly(model: SequenceModel, task: AddingTask, cfg: GradFlowConfig, clip_norm: float) -> dict[str, Any]:
-    """``cfg.train_steps`` steps of the one training loop (AdamW); returns its final validation metrics."""
-    from rnnkit.train import OptimConfig, TrainConfig, train
+def train_briefly(model: SequenceModel, task: AddingTask, cfg: GradFlowConfig, clip_norm: float) -> str | None:
+    """``cfg.train_steps`` steps of the one training loop; ``None``, or why training diverged."""
+    from rnnkit.train import NonFiniteLossError, OptimConfig, TrainConfig, train
 
     tcfg = TrainConfig(
         steps=cfg.train_steps,
@@ -131,16 +140,19 @@ def train_briefly(model: SequenceModel, task: AddingTask, cfg: GradFlowConfig, c
         log_every=cfg.train_steps,
         seed=cfg.seed,
         plot=False,
-        optim=OptimConfig(lr=cfg.lr, clip_norm=clip_norm),
+        optim=OptimConfig(name=cfg.optimizer, lr=cfg.lr, clip_norm=clip_norm),
     )
     quiet = logging.getLogger("rnnkit.train")
     level = quiet.level
     quiet.setLevel(logging.WARNING)
     try:
         with tempfile.TemporaryDirectory(prefix="rnnkit-gradflow-") as tmp:
-            return train(model, task, tcfg, out_dir=tmp).last
+            train(model, task, tcfg, out_dir=tmp)
+    except NonFiniteLossError as e:
+        return str(e).split(":")[0]
     finally:
         quiet.setLevel(level)
+    return None
 
 
 def gradient_flow(cfg: GradFlowConfig, progress: Any = None) -> dict[str, dict[str, Any]]:
@@ -148,24 +160,30 @@ def gradient_flow(cfg: GradFlowConfig, progress: Any = None) -> dict[str, dict[s
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     x, y = adding_problem(cfg.batch_size, cfg.seq_len, gen)  # the measured batch, the same for every condition
     task = AddingTask(cfg.seq_len, batch_size=cfg.batch_size, val_size=256, seed=cfg.seed + 2)
+    start = cfg.train_radius or None
     results: dict[str, dict[str, Any]] = {}
     for cell in cfg.cells:
         conditions: list[tuple[str, float | None, float | None]] = [("init", None, None)]
         conditions += [(f"init ρ={r:g}", r, None) for r in cfg.radii]
         if cfg.train_steps:
-            conditions += [("trained", None, 0.0), (f"trained+clip{cfg.clip_norm:g}", None, cfg.clip_norm)]
+            trained = "trained" + (f" from ρ={start:g}" if start else "")
+            conditions += [(trained, start, 0.0), (f"{trained}+clip{cfg.clip_norm:g}", start, cfg.clip_norm)]
         results[cell] = {}
         for name, radius, clip in conditions:
             torch.manual_seed(cfg.seed)  # the same initial weights for every condition of a cell
-            model = SequenceModel(cell, 2, cfg.hidden_size, 1)
+            model = SequenceModel(cell, 2, cfg.hidden_size, 1, forget_bias=cfg.forget_bias)
             if radius is not None:
                 set_spectral_radius(model.rnn, radius)
             entry: dict[str, Any] = {}
-            if clip is not None:
-                metrics = train_briefly(model, task, cfg, clip)
-                entry["val_mse"] = metrics.get("mse")
-            entry["rho"] = spectral_radius(model.rnn)
-            entry["norms"] = gradient_norms(model, x, y)
+            diverged = train_briefly(model, task, cfg, clip) if clip is not None else None
+            if diverged:
+                entry.update(diverged=diverged, rho=float("nan"), mse=float("nan"))
+                entry["norms"] = np.full(cfg.seq_len, np.nan)
+            else:
+                with torch.no_grad():
+                    entry["mse"] = task.evaluate(model)["mse"]
+                entry["rho"] = spectral_radius(model.rnn)
+                entry["norms"] = gradient_norms(model, x, y)
             results[cell][name] = entry
             if progress is not None:
                 progress.update(1)
@@ -173,15 +191,19 @@ def gradient_flow(cfg: GradFlowConfig, progress: Any = None) -> dict[str, dict[s
 
 
 def format_table(results: dict[str, dict[str, Any]], seq_len: int) -> str:
-    """One row per (cell, condition): ρ, then ‖∂L_T/∂h_t‖ at each distance T − t."""
-    dists = table_distances(seq_len)
-    head = f"{'cell':<9}{'condition':<18}{'ρ(W_hh)':>8}" + "".join(f"{'d=' + str(d):>10}" for d in [0, *dists])
+    """One row per (cell, condition): ρ, validation MSE, then ‖∂L_T/∂h_t‖ at each distance T − t."""
+    dists = [0, *table_distances(seq_len)]
+    width = max(18, *(len(n) + 2 for conds in results.values() for n in conds))
+    head = f"{'cell':<9}{'condition':<{width}}{'ρ(W_hh)':>8}{'MSE':>7}" + "".join(f"{'d=' + str(d):>10}" for d in dists)
     lines = [head, "-" * len(head)]
     for cell, conds in results.items():
         for name, e in conds.items():
+            if e.get("diverged"):
+                lines.append(f"{cell:<9}{name:<{width}}  diverged: {e['diverged']}")
+                continue
             norms = e["norms"]  # index t-1 holds step t; distance d = T - t sits at index T-1-d
-            vals = "".join(f"{norms[seq_len - 1 - d]:>10.2e}" for d in [0, *dists])
-            lines.append(f"{cell:<9}{name:<18}{e['rho']:>8.2f}{vals}")
+            vals = "".join(f"{norms[seq_len - 1 - d]:>10.2e}" for d in dists)
+            lines.append(f"{cell:<9}{name:<{width}}{e['rho']:>8.2f}{e['mse']:>7.3f}{vals}")
     return "\n".join(lines)
 
 
@@ -196,8 +218,11 @@ def plot(results: dict[str, dict[str, Any]], seq_len: int, path: Path, title: st
     d = np.arange(seq_len)
     for ax, (cell, conds) in zip(axes[0], results.items()):
         for name, e in conds.items():
+            if e.get("diverged"):
+                ax.plot([], [], label=f"{name}: diverged")  # keeps the legend honest
+                continue
             norms = np.maximum(e["norms"][::-1], 1e-300)  # reversed: index = distance T - t
-            label = name if "ρ" in name else f"{name} (ρ={e['rho']:.2f})"
+            label = name if name.startswith("init ρ") else f"{name} (ρ={e['rho']:.2f})"
             ax.semilogy(d, norms, label=label, lw=1.5)
         ax.set_title(cell.upper() if cell != "peephole" else "Peephole LSTM")
         ax.set_xlabel("distance T − t (steps)")
@@ -236,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(total=n, desc="gradflow", unit="condition", leave=False, dynamic_ncols=True) as bar:
         try:
             results = gradient_flow(cfg, progress=bar)
-        except ValueError as e:
+        except (ValueError, np.linalg.LinAlgError) as e:
             print(f"rnnkit gradflow: error: {e}", file=sys.stderr)
             return 1
     print(f"‖∂L_T/∂h_t‖ at distance d = T - t (adding problem, T={cfg.seq_len}, H={cfg.hidden_size}, "

@@ -66,7 +66,9 @@ def copy_memory(
 
 
 class SequenceModel(nn.Module):
-    """An rnnkit recurrent layer and a linear read-out at every step: (B, T, F) -> (B, T, O), batch first."""
+    """An rnnkit recurrent layer and a linear read-out at every step: (B, T, F) -> (B, T, O), batch first.
+
+    ``forget_bias`` is passed to LSTM cells (ignored by the others)."""
 
     def __init__(
         self,
@@ -76,13 +78,16 @@ class SequenceModel(nn.Module):
         output_size: int,
         *,
         engine: str = "auto",
+        forget_bias: float = 0.0,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}: use one of {', '.join(CELLS)}")
         self.config = {"cell": cell, "input_size": input_size, "hidden_size": hidden_size, "output_size": output_size}
-        extra = {"output_size": hidden_size} if cell == "jordan" else {}
+        extra: dict[str, Any] = {"output_size": hidden_size} if cell == "jordan" else {}
+        if cell in ("lstm", "peephole"):
+            extra["forget_bias"] = forget_bias  # added to the forget-gate bias at init (LSTMs only)
         self.rnn = CELLS[cell](input_size, hidden_size, batch_first=True, engine=engine, dtype=dtype, **extra)
         self.head = nn.Linear(self.rnn.output_size, output_size, dtype=dtype)
 
