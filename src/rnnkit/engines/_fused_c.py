@@ -17,6 +17,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -133,12 +134,23 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("RNNKIT_CACHE_DIR") or Path.home() / ".cache" / "rnnkit")
 
 
+def _cpu_id() -> str:
+    """The CPU's model and feature flags: ``-march=native`` code built on one CPU may crash on another,
+    so a cache shared between machines (a network home directory) must key the library by CPU too."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))]
+    except OSError:
+        return platform.machine()
+    return platform.machine() + "".join(dict.fromkeys(lines))
+
+
 def _build() -> ctypes.CDLL | None:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None or not sys.platform.startswith("linux"):
         log.debug("fused engine: no C compiler (or not Linux); using torch ops for the pointwise steps")
         return None
-    key = hashlib.sha256((_SOURCE + " ".join(_CFLAGS) + cc).encode()).hexdigest()[:16]
+    key = hashlib.sha256((_SOURCE + " ".join(_CFLAGS) + cc + _cpu_id()).encode()).hexdigest()[:16]
     target = _cache_dir() / f"fused_{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
