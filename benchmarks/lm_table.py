@@ -27,6 +27,7 @@ for name, r in runs.items():
         f"{r['median_tokens_per_s']:,.0f}" if "median_tokens_per_s" in r else "",
         r.get("best_step", ""),
         *(f"{d[k]:.3f}" if k in d else "" for d, k in ((val, "loss"), (val, "ppl"))),
-        *(f"{d[k]:.3f}" if k in d else "" for d, k in ((test, "loss"), (test, "ppl"), (test, bits))),
+        *(f"{d[k]:.3f}" if k in d else "" for d, k in ((test, "loss"), (test, "ppl"))),
+        f"{(test or val)[bits]:.3f}" if bits in (test or val) else "",  # bits per token: test, else val
     ]
     print("| " + " | ".join(map(str, cells)) + " |")
