@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rnnkit.atomic import save_figure
+
 
 class MetricsLog:
     """Rows of metrics (dicts with ``step`` and ``split``) appended to ``out/metrics.jsonl``.
@@ -80,7 +82,4 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

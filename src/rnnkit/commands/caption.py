@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from rnnkit.atomic import write_json
+from rnnkit.commands.common import add_run_flags, run_guarded
 from rnnkit.config import from_dict, parse_config, to_dict
 from rnnkit.tasks.caption import CaptionData, CaptionModel
 from rnnkit.train import TrainConfig
@@ -103,28 +105,21 @@ def train_captioner(cfg: CaptionTrainConfig, *, resume: bool = False, overwrite:
     model.eval()
     report = {"steps": result.step, "train_time": result.train_time, "best_step": best.step,
               **test_report(model, task)}  # fmt: skip
-    (Path(cfg.out) / "test.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    write_json(Path(cfg.out) / "test.json", report, indent=1)
     return report, task
 
 
 def _train(argv: list[str]) -> int:
-    def extra(p: Any) -> None:
-        p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-        p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
-
-    cfg, ns = parse_config(CaptionTrainConfig, argv, prog="rnnkit caption train", extra=extra,
+    cfg, ns = parse_config(CaptionTrainConfig, argv, prog="rnnkit caption train", extra=add_run_flags,
                            description="Train a digit image -> spelled name captioner.")  # fmt: skip
-    try:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        with logging_redirect_tqdm():
-            r, _ = train_captioner(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True)
-    except KeyboardInterrupt:
-        print(f"rnnkit caption: interrupted; the last checkpoint is in {cfg.out}/last (--resume)", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as e:
-        print(f"rnnkit caption: error: {e}", file=sys.stderr)
-        return 1
+    result = run_guarded(
+        "rnnkit caption",
+        lambda: train_captioner(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True),
+        on_interrupt=f"the last checkpoint is in {cfg.out}/last (--resume)",
+    )
+    if isinstance(result, int):
+        return result
+    r, _ = result
     print(f"{r['steps']} steps, {r['train_time']:.0f}s of training, best step {r['best_step']} | {cfg.out}")
     print_report(r)
     return 0

@@ -11,14 +11,14 @@ In Python: ``run_classify(ClassifyRunConfig(...))``.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rnnkit.atomic import save_figure, write_json
+from rnnkit.commands.common import add_run_flags, run_guarded
 from rnnkit.config import parse_config, to_dict
 from rnnkit.tasks.classify import ClassifyDataConfig, ClassifyModelConfig
 from rnnkit.train import TrainConfig
@@ -102,9 +102,7 @@ def run_classify(
         "train_time": round(result.train_time, 1), "config": to_dict(cfg),
     }  # fmt: skip
     out = Path(cfg.out)
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "report.json")
+    write_json(out / "report.json", summary)
     plot_confusion(cm, task.data.classes, report["accuracy"], out / "confusion.png")
     return summary
 
@@ -129,40 +127,29 @@ def plot_confusion(cm: Any, classes: list[str], accuracy: float, path: Path) -> 
     ax.set_ylabel("true")
     ax.set_title(f"test accuracy {accuracy:.3f}")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     from rnnkit.tasks.classify import format_confusion
-
-    def extra(p: Any) -> None:
-        p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-        p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
 
     cfg, ns = parse_config(
         ClassifyRunConfig,
         argv,
         prog="rnnkit classify",
         presets=PRESETS,
-        extra=extra,
+        extra=add_run_flags,
         description="Classify sequences (scikit-learn's 8x8 digits read as glimpses) with an RNN; every setting "
         "is a flag.",
     )
-    try:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        with logging_redirect_tqdm():
-            s = run_classify(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True)
-    except KeyboardInterrupt:
-        print(f"rnnkit classify: interrupted; the last checkpoint is in {cfg.out}/last (continue with --resume)",
-              file=sys.stderr)  # fmt: skip
-        return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as e:
-        print(f"rnnkit classify: error: {e}", file=sys.stderr)
-        return 1
+    result = run_guarded(
+        "rnnkit classify",
+        lambda: run_classify(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True),
+        on_interrupt=f"the last checkpoint is in {cfg.out}/last (continue with --resume)",
+    )
+    if isinstance(result, int):
+        return result
+    s = result
     import numpy as np
 
     print(format_confusion(np.asarray(s["confusion"]), s["classes"]))

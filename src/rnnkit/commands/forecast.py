@@ -14,14 +14,14 @@ In Python: ``run_forecast(ForecastRunConfig(...))``.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rnnkit.atomic import save_figure, write_json
+from rnnkit.commands.common import add_run_flags, run_guarded
 from rnnkit.config import parse_config, to_dict
 from rnnkit.tasks.forecast import ForecastDataConfig, ForecastModelConfig
 from rnnkit.train import TrainConfig
@@ -132,16 +132,10 @@ def run_forecast(
         "metrics": report["metrics"], "best_step": best.step, "steps": result.step,
         "train_time": round(result.train_time, 1), "config": to_dict(cfg),
     }  # fmt: skip
-    _write_json(out / "report.json", summary)
+    write_json(out / "report.json", summary)
     plot_forecast(task, report, out / "forecast.png")
     summary["table"] = format_report(report["metrics"])
     return summary
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-    os.replace(tmp, path)
 
 
 def plot_forecast(task: Any, report: dict[str, Any], path: Path, context: int = 0) -> None:
@@ -177,38 +171,27 @@ def plot_forecast(task: Any, report: dict[str, Any], path: Path, context: int = 
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    def extra(p: Any) -> None:
-        p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-        p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
-
     cfg, ns = parse_config(
         ForecastRunConfig,
         argv,
         prog="rnnkit forecast",
         presets=PRESETS,
-        extra=extra,
+        extra=add_run_flags,
         description="Train an RNN forecaster and compare it with naive, seasonal-naive, Holt-Winters and ARIMA "
         "forecasts on the held-out tail; every setting is a flag.",
     )
-    try:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        with logging_redirect_tqdm():
-            summary = run_forecast(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True)
-    except KeyboardInterrupt:
-        print(f"rnnkit forecast: interrupted; the last checkpoint is in {cfg.out}/last (continue with --resume)",
-              file=sys.stderr)  # fmt: skip
-        return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as e:
-        print(f"rnnkit forecast: error: {e}", file=sys.stderr)
-        return 1
+    result = run_guarded(
+        "rnnkit forecast",
+        lambda: run_forecast(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True),
+        on_interrupt=f"the last checkpoint is in {cfg.out}/last (continue with --resume)",
+    )
+    if isinstance(result, int):
+        return result
+    summary = result
     print(f"test tail of {summary['series']['name']}: {summary['test_origins']} origins x {summary['horizon']} "
           f"steps, best checkpoint of step {summary['best_step']} ({summary['train_time']}s training)")  # fmt: skip
     print(summary["table"])

@@ -18,11 +18,12 @@ import logging
 import math
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from rnnkit.atomic import save_figure
+from rnnkit.commands.common import run_guarded
 from rnnkit.config import flatten, from_flat, parse_config
 
 log = logging.getLogger("rnnkit.sweep")
@@ -186,10 +187,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path, cfg: SweepConfig) -> None
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,17 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(SweepConfig, argv, prog=PROG, extra=extra,
                            description="Train a grid of language models for the same budget; table + plot of "
                            "training time vs perplexity (d2l's hyper-parameter exercise).")  # fmt: skip
-    try:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        with logging_redirect_tqdm():
-            rows = sweep(cfg, overwrite=ns.overwrite, progress=True)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished runs are in {cfg.out}/results.csv", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
+    result = run_guarded(
+        PROG,
+        lambda: sweep(cfg, overwrite=ns.overwrite, progress=True),
+        on_interrupt=f"finished runs are in {cfg.out}/results.csv",
+    )
+    if isinstance(result, int):
+        return result
+    rows = result
     print((Path(cfg.out) / "results.md").read_text(encoding="utf-8"), end="")
     best = min(rows, key=lambda r: r["val_ppl"])
     print(f"best: {best['run']} (val ppl {best['val_ppl']:.3f}, test ppl {best['test_ppl']:.3f}) | "

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rnnkit.commands.common import add_run_flags, run_guarded
 from rnnkit.commands.generate import SampleConfig
 from rnnkit.config import parse_config, to_dict
 from rnnkit.models import ModelConfig
@@ -166,10 +167,6 @@ def format_scores(scores: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def extra(p: Any) -> None:
-        p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-        p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
-
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ["--preset", "recommended", *argv]  # the default preset; a --preset flag given later wins
     cfg, ns = parse_config(
@@ -177,21 +174,16 @@ def main(argv: list[str] | None = None) -> int:
         argv,
         prog="rnnkit train",
         presets=PRESETS,
-        extra=extra,
+        extra=add_run_flags,
         description="Train a language model with truncated BPTT; every setting is a flag.",
     )
-    try:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        with logging_redirect_tqdm():
-            summary = train_language_model(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True)
-    except KeyboardInterrupt:
-        print(f"rnnkit train: interrupted; the last checkpoint is in {cfg.out}/last (continue with --resume)",
-              file=sys.stderr)  # fmt: skip
-        return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as e:
-        print(f"rnnkit train: error: {e}", file=sys.stderr)
-        return 1
+    summary = run_guarded(
+        "rnnkit train",
+        lambda: train_language_model(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True),
+        on_interrupt=f"the last checkpoint is in {cfg.out}/last (continue with --resume)",
+    )
+    if isinstance(summary, int):
+        return summary
     if "rank" in summary:  # another process under torchrun: rank 0 reports
         return 0
     print(f"{summary['split']} ({summary['tokens']:,} tokens, best checkpoint of step {summary['best_step']}): "

@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from rnnkit.atomic import write_json
+from rnnkit.commands.common import add_run_flags, run_guarded
 from rnnkit.config import from_dict, parse_config, to_dict
 from rnnkit.tasks.seq2seq import Seq2SeqConfig
 from rnnkit.tasks.translate import ATTRIBUTION, TranslateData
@@ -163,28 +165,21 @@ def train_translator(cfg: TranslateTrainConfig, *, resume: bool = False, overwri
     model.eval()
     report = {"steps": result.step, "train_time": result.train_time, "best_step": best.step,
               "units_per_s": result.units_per_s, **test_report(model, task, cfg.decode)}  # fmt: skip
-    (Path(cfg.out) / "test.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    write_json(Path(cfg.out) / "test.json", report, indent=1)
     return report
 
 
 def _train(argv: list[str]) -> int:
-    def extra(p: Any) -> None:
-        p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-        p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
-
-    cfg, ns = parse_config(TranslateTrainConfig, argv, prog="rnnkit translate train", extra=extra,
+    cfg, ns = parse_config(TranslateTrainConfig, argv, prog="rnnkit translate train", extra=add_run_flags,
                            description=f"Train an English→French encoder–decoder. {ATTRIBUTION}.")  # fmt: skip
-    try:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        with logging_redirect_tqdm():
-            r = train_translator(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True)
-    except KeyboardInterrupt:
-        print(f"rnnkit translate: interrupted; the last checkpoint is in {cfg.out}/last (--resume)", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as e:
-        print(f"rnnkit translate: error: {e}", file=sys.stderr)
-        return 1
+    result = run_guarded(
+        "rnnkit translate",
+        lambda: train_translator(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True),
+        on_interrupt=f"the last checkpoint is in {cfg.out}/last (--resume)",
+    )
+    if isinstance(result, int):
+        return result
+    r = result
     print(f"{r['steps']} steps, {r['train_time']:.0f}s of training, best checkpoint of step {r['best_step']} | "
           f"{cfg.out}")  # fmt: skip
     print_report(r)
