@@ -401,7 +401,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
     n_contenders = len(cfg.engines or ENGINES) + 1 + int(cfg.scratch)
     total = sum(len(WORKLOADS[n][4]) for n in names) * len(cfg.cells) * n_contenders * cfg.repeats
     workloads = []
-    with tqdm(total=total, desc="rnnkit bench", unit="sample", file=sys.stderr, leave=False) as bar:
+    with tqdm(total=total, desc="rnnkit bench", unit="sample", file=sys.stderr, leave=False, disable=None) as bar:
         for name in names:
             workloads.append(run_workload(cfg, name, device, dtype, bar))
     result: dict[str, Any] = {"config": to_dict(cfg), "machine": machine_info(device), "workloads": workloads}

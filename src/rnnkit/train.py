@@ -351,8 +351,9 @@ def train(
 
         total = cfg.max_time if cfg.max_time else cfg.steps
         fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if cfg.max_time else None
+        # disable=None: no bar when stderr is not a terminal (logs and CI keep the one-line summaries)
         bar = tqdm(total=total, initial=min(train_time if cfg.max_time else step, total), bar_format=fmt,
-                   unit="step", dynamic_ncols=True, leave=False)  # fmt: skip
+                   unit="step", dynamic_ncols=True, leave=False, disable=None)  # fmt: skip
 
     run_units, run_time = 0, 0.0
     window_units, window_time, window_loss, window_steps = (

@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rnnkit gradflow: error: cannot create {cfg.out!r}: {e.strerror}", file=sys.stderr)
         return 1
     n = len(cfg.cells) * (1 + len(cfg.radii) + (2 if cfg.train_steps else 0))
-    with tqdm(total=n, desc="gradflow", unit="condition", leave=False, dynamic_ncols=True) as bar:
+    with tqdm(total=n, desc="gradflow", unit="condition", leave=False, dynamic_ncols=True, disable=None) as bar:
         try:
             results = gradient_flow(cfg, progress=bar)
         except (ValueError, np.linalg.LinAlgError) as e:

@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rnnkit longrange: error: cannot create {cfg.out!r}: {e.strerror}", file=sys.stderr)
         return 1
     n = len(cfg.tasks) * len(cfg.lengths) * len(cfg.cells)
-    with tqdm(total=n, desc="longrange", unit="run", leave=False, dynamic_ncols=True) as bar:
+    with tqdm(total=n, desc="longrange", unit="run", leave=False, dynamic_ncols=True, disable=None) as bar:
         try:
             rows = run_longrange(cfg, progress=bar)
         except ValueError as e:
