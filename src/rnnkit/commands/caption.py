@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rnnkit.atomic import write_json
-from rnnkit.commands.common import add_run_flags, run_guarded
+from rnnkit.commands.common import add_run_flags, dispatch, run_guarded
 from rnnkit.config import from_dict, parse_config, to_dict
 from rnnkit.tasks.caption import CaptionData, CaptionModel
 from rnnkit.train import TrainConfig
@@ -169,11 +169,4 @@ SUBCOMMANDS = {"train": _train, "eval": _eval}
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
-        return 0
-    if argv[0] not in SUBCOMMANDS:
-        print(f"rnnkit caption: error: unknown subcommand {argv[0]!r}: use train or eval", file=sys.stderr)
-        return 2
-    return SUBCOMMANDS[argv[0]](argv[1:])
+    return dispatch("rnnkit caption", __doc__, SUBCOMMANDS, argv)

@@ -33,3 +33,17 @@ def run_guarded(prog: str, fn: Callable[[], T], *, on_interrupt: str) -> T | int
     except EXPECTED_ERRORS as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
+
+
+def dispatch(prog: str, doc: str, subcommands: dict[str, Callable[[list[str]], int]], argv: list[str] | None) -> int:
+    """``prog SUB [flags]``: run ``subcommands[SUB]``; no argument or ``--help`` prints ``doc``; exit 2 on an
+    unknown subcommand."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(doc.strip())
+        return 0
+    if argv[0] not in subcommands:
+        names = ", ".join(subcommands)
+        print(f"{prog}: error: unknown subcommand {argv[0]!r}: use one of {names}", file=sys.stderr)
+        return 2
+    return subcommands[argv[0]](argv[1:])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rnnkit.atomic import write_json
-from rnnkit.commands.common import add_run_flags, run_guarded
+from rnnkit.commands.common import add_run_flags, dispatch, run_guarded
 from rnnkit.config import from_dict, parse_config, to_dict
 from rnnkit.tasks.seq2seq import Seq2SeqConfig
 from rnnkit.tasks.translate import ATTRIBUTION, TranslateData
@@ -299,11 +299,4 @@ SUBCOMMANDS = {"train": _train, "eval": _eval, "predict": _predict}
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
-        return 0
-    if argv[0] not in SUBCOMMANDS:
-        print(f"rnnkit translate: error: unknown subcommand {argv[0]!r}: use train, eval or predict", file=sys.stderr)
-        return 2
-    return SUBCOMMANDS[argv[0]](argv[1:])
+    return dispatch("rnnkit translate", __doc__, SUBCOMMANDS, argv)

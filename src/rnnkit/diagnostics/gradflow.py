@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from rnnkit import numpy_bptt as nb
+from rnnkit.atomic import save_figure
 from rnnkit.tasks.longrange import AddingTask, SequenceModel, adding_problem
 
 log = logging.getLogger("rnnkit.gradflow")
@@ -232,8 +233,7 @@ def plot(results: dict[str, dict[str, Any]], seq_len: int, path: Path, title: st
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 def main(argv: list[str] | None = None) -> int:
