@@ -57,7 +57,7 @@ from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RNNCel
 from rnnkit.engines import RunResult, _fused_c, native, register_engine
 from rnnkit.engines._fused_gated import GRUKernel, LSTMKernel
 from rnnkit.engines._fused_kernels import ElmanKernel, JordanKernel, Kernel, act_name
-from rnnkit.engines.reference import reverse_padded, step_mask
+from rnnkit.engines.reference import run_stack
 
 if TYPE_CHECKING:
     from rnnkit.layer import Recurrent
@@ -140,35 +140,14 @@ class FusedEngine:
     def run(
         self, layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None, return_gates: bool
     ) -> RunResult:
-        D = layer.num_directions
-        mask = step_mask(lengths, x.shape[0])
-        finals: list[tuple[Tensor, ...]] = []
-        gates: list[tuple[Tensor, ...]] = []
-        layer_input = x
-        for l in range(layer.num_layers):
-            if l > 0 and layer.dropout and layer.training:
-                layer_input = F.dropout(layer_input, layer.dropout, training=True)
-            outputs = []
-            for d in range(D):
-                k = l * D + d
-                cell, w = layer.cells[k], layer.weights(k)
-                kernel = make_kernel(cell, mask, return_gates)
-                inp = layer_input if d == 0 else reverse_padded(layer_input, lengths)
-                xw = F.linear(inp, w.weight_ih, kernel.input_bias(w))  # (T, B, G): all steps in one GEMM
-                out, state, g = run_sequence(kernel, xw, tuple(s[k] for s in hx), kernel.weights(w))
-                if d == 1:
-                    out = reverse_padded(out, lengths)
-                    g = tuple(reverse_padded(v, lengths) for v in g)
-                outputs.append(out)
-                finals.append(state)
-                gates.append(g)
-            layer_input = outputs[0] if D == 1 else torch.cat(outputs, dim=-1)
-        final = tuple(torch.stack(s) for s in zip(*finals))
-        stacked = None
-        if return_gates:
-            names = layer.cells[0].gate_names
-            stacked = {n: torch.stack([g[j] for g in gates]) for j, n in enumerate(names)}
-        return layer_input, final, stacked
+        def one(k: int, inp: Tensor, state: tuple[Tensor, ...], mask: Tensor | None) -> Any:
+            cell, w = layer.cells[k], layer.weights(k)
+            kernel = make_kernel(cell, mask, return_gates)
+            xw = F.linear(inp, w.weight_ih, kernel.input_bias(w))  # (T, B, G): all steps in one GEMM
+            out, state, g = run_sequence(kernel, xw, state, kernel.weights(w))
+            return out, state, dict(zip(cell.gate_names, g, strict=True)) if return_gates else None
+
+        return run_stack(layer, x, hx, lengths, return_gates, one)
 
 
 assert native  # imported first so that "torch" is registered before "fused" goes ahead of it

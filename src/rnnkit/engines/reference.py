@@ -11,6 +11,7 @@ Depth, direction and variable lengths are handled here once, for every cell:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -62,6 +63,47 @@ def run_direction(
     return torch.stack(outputs), state, stacked
 
 
+DirectionRunner = Callable[
+    [int, Tensor, tuple[Tensor, ...], "Tensor | None"], tuple[Tensor, tuple[Tensor, ...], "dict[str, Tensor] | None"]
+]
+
+
+def run_stack(
+    layer: Recurrent,
+    x: Tensor,
+    hx: tuple[Tensor, ...],
+    lengths: Tensor | None,
+    return_gates: bool,
+    run_one: DirectionRunner,
+) -> RunResult:
+    """Depth and direction, the same for every engine: ``run_one(k, input, state, mask)`` runs cell ``k``
+    over one (already reversed, for the reverse direction) sequence and returns (outputs, final state, gates)."""
+    D = layer.num_directions
+    mask = step_mask(lengths, x.shape[0])
+    finals: list[tuple[Tensor, ...]] = []
+    gates: list[dict[str, Tensor]] = []
+    layer_input = x
+    for l in range(layer.num_layers):
+        if l > 0 and layer.dropout and layer.training:
+            layer_input = F.dropout(layer_input, layer.dropout, training=True)
+        outputs = []
+        for d in range(D):
+            k = l * D + d
+            inp = layer_input if d == 0 else reverse_padded(layer_input, lengths)
+            out, state, g = run_one(k, inp, tuple(s[k] for s in hx), mask)
+            if d == 1:
+                out = reverse_padded(out, lengths)
+                g = {n: reverse_padded(v, lengths) for n, v in g.items()} if g is not None else None
+            outputs.append(out)
+            finals.append(state)
+            if g is not None:
+                gates.append(g)
+        layer_input = outputs[0] if D == 1 else torch.cat(outputs, dim=-1)
+    final = tuple(torch.stack(s) for s in zip(*finals))
+    stacked = {n: torch.stack([g[n] for g in gates]) for n in gates[0]} if return_gates else None
+    return layer_input, final, stacked
+
+
 class ReferenceEngine:
     name = "reference"
 
@@ -71,31 +113,10 @@ class ReferenceEngine:
     def run(
         self, layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None, return_gates: bool
     ) -> RunResult:
-        D = layer.num_directions
-        mask = step_mask(lengths, x.shape[0])
-        finals: list[tuple[Tensor, ...]] = []
-        gates: list[dict[str, Tensor]] = []
-        layer_input = x
-        for l in range(layer.num_layers):
-            if l > 0 and layer.dropout and layer.training:
-                layer_input = F.dropout(layer_input, layer.dropout, training=True)
-            outputs = []
-            for d in range(D):
-                k = l * D + d
-                state = tuple(s[k] for s in hx)
-                inp = layer_input if d == 0 else reverse_padded(layer_input, lengths)
-                out, state, g = run_direction(layer.cells[k], layer.weights(k), inp, state, mask, return_gates)
-                if d == 1:
-                    out = reverse_padded(out, lengths)
-                    g = {n: reverse_padded(v, lengths) for n, v in g.items()} if g is not None else None
-                outputs.append(out)
-                finals.append(state)
-                if g is not None:
-                    gates.append(g)
-            layer_input = outputs[0] if D == 1 else torch.cat(outputs, dim=-1)
-        final = tuple(torch.stack(s) for s in zip(*finals))
-        stacked = {n: torch.stack([g[n] for g in gates]) for n in gates[0]} if return_gates else None
-        return layer_input, final, stacked
+        def one(k: int, inp: Tensor, state: tuple[Tensor, ...], mask: Tensor | None) -> Any:
+            return run_direction(layer.cells[k], layer.weights(k), inp, state, mask, return_gates)
+
+        return run_stack(layer, x, hx, lengths, return_gates, one)
 
 
 register_engine(ReferenceEngine())  # auto falls back to it when no faster engine fits
