@@ -210,25 +210,29 @@ def test_auto_picks_fused_where_torch_has_no_kernel() -> None:
     for model in (rnnkit.PeepholeLSTM(IN, HID), rnnkit.Jordan(IN, HID, 2), rnnkit.GRU(IN, HID, reset_after=False)):
         assert select_engine(model, x, False).name == "fused"
     assert select_engine(rnnkit.LSTM(IN, HID), x, True).name == "fused"  # gates: torch cannot report them
-    assert select_engine(rnnkit.LSTM(IN, HID), x, False).name == "torch"  # measured faster for the LSTM
+    assert select_engine(rnnkit.LSTM(IN, HID), x, False).name == "torch"  # 3 steps: per-call cost dominates
     assert select_engine(rnnkit.RNN(IN, HID, activation="sigmoid"), x, False).name == "fused"
     assert select_engine(rnnkit.GRU(IN, HID), x, False).name == "torch"  # 3 steps: per-call cost dominates
 
 
-def test_auto_takes_fused_for_long_gru_sequences_on_cpu() -> None:
+def test_auto_takes_fused_for_long_sequences_on_cpu() -> None:
+    """Where the C sequence kernels run the call, auto takes them over torch's (measured faster)."""
     from rnnkit.engines import _fused_c
     from rnnkit.engines.fused import AUTO_MIN_STEPS
 
     x = torch.randn(AUTO_MIN_STEPS, 2, IN)
     expected = "fused" if _fused_c.usable(x) else "torch"
-    assert select_engine(rnnkit.GRU(IN, HID), x, False).name == expected
+    for model in (rnnkit.GRU(IN, HID), rnnkit.LSTM(IN, HID), rnnkit.RNN(IN, HID, nonlinearity="relu")):
+        assert select_engine(model, x, False).name == expected
+    assert select_engine(rnnkit.LSTM(IN, HID, proj_size=2), x, False).name == "torch"  # projection: not in C
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm", "lstm_proj", "peephole"])
 @pytest.mark.parametrize("lengths", [False, True])
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
 def test_c_and_torch_op_paths_agree(kind: str, lengths: bool, dtype: torch.dtype, monkeypatch) -> None:
-    """The optional C pointwise kernels and the torch-op fallback give the same numbers (and the reference's)."""
+    """The optional C kernels (sequence and per-step) and the torch-op fallback give the same numbers (and the
+    reference's)."""
     from rnnkit.engines import _fused_c
 
     torch.manual_seed(7)
@@ -258,7 +262,7 @@ def test_c_kernels_build_where_a_compiler_exists(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(_fused_c, "_TRIED", False)
     monkeypatch.setattr(_fused_c, "_LIB", None)
     lib = _fused_c.get()
-    if lib is None:  # e.g. glibc < 2.35 lacks the vector tanh; the fallback is tested above
+    if lib is None:  # e.g. a compiler without OpenMP; the fallback is tested above
         pytest.skip("C kernels could not be built or loaded here")
     assert list(tmp_path.glob("fused_*.so"))
     assert _fused_c.usable(torch.zeros(1)) and not _fused_c.usable(torch.zeros(1, dtype=torch.float16))

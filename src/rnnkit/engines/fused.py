@@ -1,47 +1,24 @@
 """The ``"fused"`` engine: every cell, whole sequences, a hand-written backward.
 
-What it does differently from the reference loop (same numbers, see ``tests/test_fused.py``):
+Two ways to run one direction of one layer, both matching the reference engine (``tests/test_fused.py``,
+``tests/test_fused_seq.py``, float64 to 1e-10):
 
-* the input projections of all T steps are one GEMM (``F.linear`` over (T, B, F)); the purely additive part
-  of the recurrent bias is folded into it, so a step is one ``addmm`` (``h @ W_hhᵀ`` into a preallocated
-  gate buffer) plus in-place pointwise work — no per-step allocation, ``chunk`` or ``torch.stack``;
-* one ``torch.autograd.Function`` per (layer, direction) replaces T steps of autograd graph: its backward
-  (:mod:`rnnkit.engines._fused_kernels`) walks the steps in reverse writing every pre-activation gradient
-  into one (T, B, G) buffer, and the weight gradients are then a single large GEMM
-  (``dW_hh = Σ_t dPre_t h_{t-1}ᵀ``) instead of T small ones;
-* it saves only the activated gates and the state sequences (``tanh(c_t)`` is recomputed), and without
-  autograd (inference) it keeps a single step's gate buffer.
+* **the C sequence kernels** (:mod:`rnnkit.engines._fused_seq`, ``csrc/``) for the built-in LSTM, peephole
+  LSTM, GRU (torch's reset), Elman and Jordan cells with their usual activations on CPU: the whole
+  sequence — every step's tile products and pointwise update, forward and backward — is a handful of C
+  calls on all threads, with rnnkit's own GEMM for the weight gradients;
+* **the per-step kernels** (:mod:`rnnkit.engines._fused_kernels`, :mod:`rnnkit.engines._fused_gated`) for
+  everything else (LSTM with ``proj_size``, GRU with ``reset_after=False``, other named activations, calls
+  that return the gates, other devices): the input projections of all steps in one GEMM, per step one
+  ``addmm`` into a preallocated buffer and in-place pointwise work (a C step where one exists), and one
+  ``torch.autograd.Function`` per (layer, direction) whose backward writes every pre-activation gradient
+  into one (T, B, G) buffer so that the weight gradients are single large GEMMs.
 
-* the element-wise work of an LSTM or GRU step (forward and backward) is one vectorised C loop
-  (:mod:`rnnkit.engines._fused_c`, built on first use; torch ops where no compiler exists).
-
-It runs every built-in cell (Elman tanh/relu, Jordan, GRU in both reset forms, LSTM with ``proj_size``,
-peephole LSTM) with the named activations of :mod:`rnnkit.activations`; an arbitrary callable activation
-or a user subclass of a cell (whose equations it cannot know) is reported by :meth:`FusedEngine.unsupported`
-and ``"auto"`` falls back to the reference loop.
-
-Measured (AMD EPYC, 2 cores shared with other jobs — load average ~13 —, 1 torch thread, torch 2.13, 2026-11-24;
-``rnnkit bench --workloads d2l --engines fused --scratch false --repeats 7 --threads 1``; d2l config: one-hot
-input 28, hidden 256, batch 32, 35 steps; median over 7 interleaved rounds of torch.nn time / fused time):
-
-=============  =================  ======================  ===================
-cell           baseline           training (fwd + bwd)    inference
-=============  =================  ======================  ===================
-Elman (tanh)   torch.nn.RNN       1.03×                   0.94×
-GRU            torch.nn.GRU       1.25×                   1.02×
-LSTM           torch.nn.LSTM      0.92×                   0.69×
-peephole LSTM  torch.nn.LSTM      0.80×                   0.86×
-Jordan (O=H)   torch.nn.LSTM      1.61×                   1.78×
-=============  =================  ======================  ===================
-
-Where it is slower, the time goes to the per-step ``h @ W_hhᵀ`` GEMM (32×256 by 256×1024; profiled: ~70–85 %
-of an LSTM step), which torch.nn.LSTM runs through oneDNN's RNN primitive faster than MKL's ``sgemm`` does for
-this small M; the element-wise C loop is ~17 µs (backward) to ~40 µs (forward) per step. Hence ``"auto"`` keeps
-torch's kernels for LSTM and Elman (:meth:`FusedEngine.declines_auto`) and takes this engine for GRU on CPU and
-for everything torch has no kernel for. Training memory: it saves the gates and the state sequences only —
-peak 12.3 MiB vs torch.nn.LSTM's 26.8 MiB above, and at T = 2000 (``rnnkit bench --workloads long --cells lstm,gru
---engines fused --scratch false --repeats 3 --threads 1``, same machine and day) 626 MiB vs 1296 MiB for the
-LSTM (training there 0.88×), 688 MiB vs 688 MiB for the GRU (training 1.24×).
+An arbitrary callable activation or a user subclass of a cell (whose equations it cannot know) is reported
+by :meth:`FusedEngine.unsupported` and ``"auto"`` falls back to the reference loop. ``"auto"`` prefers this
+engine wherever the C sequence kernels run the call and the sequence has at least :data:`AUTO_MIN_STEPS`
+steps, and for every cell torch has no kernel for; measured speeds are in ``docs/engines.md`` and
+``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -54,7 +31,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RNNCell
-from rnnkit.engines import RunResult, _fused_c, native, register_engine
+from rnnkit.engines import RunResult, _fused_seq, native, register_engine
 from rnnkit.engines._fused_gated import GRUKernel, LSTMKernel
 from rnnkit.engines._fused_kernels import ElmanKernel, JordanKernel, Kernel, act_name
 from rnnkit.engines.reference import run_stack
@@ -72,7 +49,7 @@ KERNELS: dict[type, type[Kernel]] = {
 }
 
 _ACTIVATION_ATTRS = ("activation", "recurrent_activation", "output_activation")
-#: below this many time steps "auto" leaves a GRU to torch: the fused engine's per-call set-up dominates
+#: below this many time steps "auto" leaves a cell torch also has to torch: the per-call set-up dominates
 AUTO_MIN_STEPS = 16
 
 
@@ -134,14 +111,18 @@ class FusedEngine:
         mode = layer.cells[0].torch_mode()
         if mode is None or return_gates:
             return False  # torch cannot run it: fused is the fast path
-        # GRU on CPU: 1.25x torch.nn.GRU at 35 steps, but 0.25x at one step per call (fixed per-call cost)
-        return not (mode == "GRU" and x.shape[0] >= AUTO_MIN_STEPS and x.device.type == "cpu" and _fused_c.usable(x))
+        # the C sequence kernels beat torch's on CPU once the per-call set-up (packing the weights) is paid
+        # off; one step per call (a generation loop) stays with torch — or better, layer.stepper()
+        return not (x.shape[0] >= AUTO_MIN_STEPS and _fused_seq.supports(layer.cells[0], x, return_gates))
 
     def run(
         self, layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None, return_gates: bool
     ) -> RunResult:
         def one(k: int, inp: Tensor, state: tuple[Tensor, ...], mask: Tensor | None) -> Any:
             cell, w = layer.cells[k], layer.weights(k)
+            if _fused_seq.supports(cell, inp, return_gates):  # the whole sequence in C (LSTM, GRU)
+                out, state = _fused_seq.run(cell, w, inp, state, mask)
+                return out, state, None
             kernel = make_kernel(cell, mask, return_gates)
             xw = F.linear(inp, w.weight_ih, kernel.input_bias(w))  # (T, B, G): all steps in one GEMM
             out, state, g = run_sequence(kernel, xw, state, kernel.weights(w))

@@ -1,0 +1,260 @@
+/* Matrix products for one REAL type: the register-tile microkernel and a threaded GEMM built on it.
+
+   The microkernel computes an R × (NV·VL) tile of A·B: for each k it loads NV vectors of row k of B and
+   adds a(r, k) times them into R·NV accumulators held in registers (6 × 4 = 24 of the 32 AVX-512
+   registers). That is ~90 % of the core's peak here, where MKL's sgemm reaches about a third of it on
+   this AMD CPU for the small products an RNN step makes (docs/engines.md has the measurements).
+   A is read through strides (a(r, k) = a[r·ars + k·aks]), so a transposed A costs nothing; B must be
+   row-major with unit column stride and readable up to a whole number of vectors per row. */
+
+#define MR_MAX 8
+
+static inline __attribute__((always_inline)) void RK(mk)(const int R, const int NV, long K, const REAL *restrict a,
+                                                          long ars, long aks, const REAL *restrict b, long ldb,
+                                                          REAL *restrict out) {
+    vec acc[MR_MAX][4];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = (vec){0};
+    for (long k = 0; k < K; k++) {
+        const REAL *bk = b + k * ldb;
+        vec bv[4];
+        for (int v = 0; v < NV; v++) bv[v] = RK(vload)(bk + v * VL);
+        for (int r = 0; r < R; r++) {
+            const REAL ark = a[r * ars + k * aks];
+            for (int v = 0; v < NV; v++) acc[r][v] += ark * bv[v];
+        }
+    }
+    for (int r = 0; r < R; r++) /* out: R rows of 4 vectors (fixed stride, whatever NV is) */
+        for (int v = 0; v < NV; v++) RK(vstore)(out + (r * 4 + v) * VL, acc[r][v]);
+}
+
+typedef void (*RK(mk_fn))(long, const REAL *, long, long, const REAL *, long, REAL *);
+#define MK_DEF(R, NV)                                                                                          \
+    static void RK(mk_##R##_##NV)(long K, const REAL *a, long ars, long aks, const REAL *b, long ldb, REAL *o) { \
+        RK(mk)(R, NV, K, a, ars, aks, b, ldb, o);                                                              \
+    }
+#define MK_ROW(R) MK_DEF(R, 1) MK_DEF(R, 2) MK_DEF(R, 3) MK_DEF(R, 4)
+MK_ROW(1) MK_ROW(2) MK_ROW(3) MK_ROW(4) MK_ROW(5) MK_ROW(6) MK_ROW(7) MK_ROW(8)
+#define MK_ENTRY(R) {RK(mk_##R##_1), RK(mk_##R##_2), RK(mk_##R##_3), RK(mk_##R##_4)}
+static const RK(mk_fn) RK(mk_table)[MR_MAX][4] = {MK_ENTRY(1), MK_ENTRY(2), MK_ENTRY(3), MK_ENTRY(4),
+                                                  MK_ENTRY(5), MK_ENTRY(6), MK_ENTRY(7), MK_ENTRY(8)};
+#undef MK_DEF
+#undef MK_ROW
+#undef MK_ENTRY
+
+/* acc tile (R rows × NV vectors) for rows a … a + R of A: out = A[rows] · B[:, NV vectors] */
+static inline void RK(tile)(int R, int NV, long K, const REAL *a, long ars, long aks, const REAL *b, long ldb,
+                            REAL *out) {
+    RK(mk_table)[R - 1][NV - 1](K, a, ars, aks, b, ldb, out);
+}
+
+/* Rows per register tile for NV vectors per row: as many as keep the accumulators within 24-28 registers. */
+static inline int RK(tile_rows)(int NV) { return NV == 4 ? 6 : 8; }
+
+/* Split n rows into tiles of at most `rows`, as evenly as possible: tile i is [n·i/nt, n·(i+1)/nt). */
+static inline long RK(ntiles)(long n, int rows) { return (n + rows - 1) / rows; }
+
+/* out[:, n_lo:n_hi] += A · W[:, n_lo:n_hi] for the B rows of A (B × K, row stride lda); W is K × ldw, readable
+   to a whole number of vectors past n_hi. The per-step backward product of every sequence kernel: each
+   thread adds the gradient reaching its own units of the previous state. */
+static void RK(add_rows_product)(long B, long K, const REAL *A, long lda, const REAL *W, long ldw, long n_lo,
+                                 long n_hi, REAL *out, long ldo) {
+    REAL tile[MR_MAX * 4 * VL] __attribute__((aligned(64)));
+    for (long n0 = n_lo; n0 < n_hi; n0 += 4 * VL) {
+        const long nn = n_hi - n0 < 4 * VL ? n_hi - n0 : 4 * VL;
+        const int NV = (int)((nn + VL - 1) / VL);
+        const long nt = RK(ntiles)(B, RK(tile_rows)(NV));
+        for (long i = 0; i < nt; i++) {
+            const long b0 = B * i / nt, R = B * (i + 1) / nt - b0;
+            RK(tile)((int)R, NV, K, A + b0 * lda, lda, 1, W + n0, ldw, tile);
+            for (long r = 0; r < R; r++)
+                for (long v = 0; v < nn; v++) out[(b0 + r) * ldo + n0 + v] += tile[r * 4 * VL + v];
+        }
+    }
+}
+
+/* ---- C (M × N) = beta·C + A·B (+ bias, one value per column), split over threads ---- */
+#define KC 384 /* depth of one pass: the packed A block and B panels of this depth stay in L2 */
+#define MB 48  /* rows of A packed together (8 tiles of 6) */
+
+typedef struct {
+    long M, N, K;
+    const REAL *A;
+    long ars, aks;
+    const REAL *B; /* row-major, unit column stride, rows readable to a whole number of vectors */
+    long ldb;
+    REAL *C;
+    long ldc;
+    REAL beta;
+    const REAL *bias;
+} RK(gemm_job);
+
+/* Copy A's rows [m0, m0 + mb) × depth [k0, k0 + kc) into tiles of R rows, k-major inside a tile:
+   the microkernel then reads a(r, k) at tile[k·R + r], one cache line after another. */
+static void RK(pack_a)(const RK(gemm_job) * g, long m0, long mb, long k0, long kc, REAL *Ap) {
+    const int rows = RK(tile_rows)(4);
+    const long nt = RK(ntiles)(mb, rows);
+    for (long i = 0; i < nt; i++) {
+        const long r0 = mb * i / nt, R = mb * (i + 1) / nt - r0;
+        REAL *dst = Ap + r0 * kc;
+        for (long k = 0; k < kc; k++)
+            for (long r = 0; r < R; r++) dst[k * R + r] = g->A[(m0 + r0 + r) * g->ars + (k0 + k) * g->aks];
+    }
+}
+
+/* Write one tile row into C: the first depth pass applies beta and the bias, later passes add. */
+static inline void RK(update_row)(const RK(gemm_job) * g, int first, REAL *c, const REAL *t, long n0, long nn) {
+    long j = 0;
+    for (; j + VL <= nn; j += VL) { /* whole vectors */
+        vec v = RK(vload)(t + j);
+        if (!first)
+            v += RK(vload)(c + j);
+        else {
+            if (g->beta != 0) v += g->beta * RK(vload)(c + j);
+            if (g->bias) v += RK(vload)(g->bias + n0 + j);
+        }
+        RK(vstore)(c + j, v);
+    }
+    for (; j < nn; j++) {
+        REAL v = t[j];
+        if (!first)
+            v += c[j];
+        else {
+            if (g->beta != 0) v += g->beta * c[j];
+            if (g->bias) v += g->bias[n0 + j];
+        }
+        c[j] = v;
+    }
+}
+
+/* Copy B's rows [k0, k0 + kc) × columns [n_lo, n_hi) into contiguous panels of 4 vectors (kc × 4·VL each,
+   zeros past n_hi), so the microkernel streams B instead of striding through its rows. */
+static void RK(pack_b)(const RK(gemm_job) * g, long k0, long kc, long n_lo, long n_hi, REAL *Bp) {
+    for (long n0 = n_lo; n0 < n_hi; n0 += 4 * VL) {
+        const long nn = n_hi - n0 < 4 * VL ? n_hi - n0 : 4 * VL;
+        REAL *dst = Bp + (n0 - n_lo) / (4 * VL) * kc * 4 * VL;
+        for (long k = 0; k < kc; k++) {
+            const REAL *src = g->B + (k0 + k) * g->ldb + n0;
+            for (long v = 0; v < 4 * VL; v += VL) RK(vstore)(dst + k * 4 * VL + v, v < nn ? RK(vload)(src + v) : (vec){0});
+        }
+    }
+}
+
+static void RK(gemm_region)(const RK(gemm_job) * g, long m_lo, long m_hi, long n_lo, long n_hi, REAL *Ap, REAL *Bp) {
+    const int rows = RK(tile_rows)(4);
+    REAL tile[MR_MAX * 4 * VL] __attribute__((aligned(64)));
+    for (long k0 = 0; k0 < g->K; k0 += KC) {
+        const long kc = g->K - k0 < KC ? g->K - k0 : KC;
+        const int first = k0 == 0;
+        RK(pack_b)(g, k0, kc, n_lo, n_hi, Bp);
+        for (long m0 = m_lo; m0 < m_hi; m0 += MB) {
+            const long mb = m_hi - m0 < MB ? m_hi - m0 : MB;
+            /* A with unit row stride (a transposed operand, as in the weight gradients) is read in place: a
+               tile's R values for one k share a cache line. Otherwise its rows are packed k-major. */
+            const int direct = g->ars == 1;
+            if (!direct) RK(pack_a)(g, m0, mb, k0, kc, Ap);
+            const long nt = RK(ntiles)(mb, rows);
+            for (long n0 = n_lo; n0 < n_hi; n0 += 4 * VL) {
+                const long nn = n_hi - n0 < 4 * VL ? n_hi - n0 : 4 * VL; /* valid columns in this panel */
+                const int NV = (int)((nn + VL - 1) / VL);
+                const REAL *bp = Bp + (n0 - n_lo) / (4 * VL) * kc * 4 * VL;
+                for (long i = 0; i < nt; i++) {
+                    const long r0 = mb * i / nt, R = mb * (i + 1) / nt - r0;
+                    if (direct)
+                        RK(tile)((int)R, NV, kc, g->A + (m0 + r0) + k0 * g->aks, 1, g->aks, bp, 4 * VL, tile);
+                    else
+                        RK(tile)((int)R, NV, kc, Ap + r0 * kc, 1, R, bp, 4 * VL, tile);
+                    for (long r = 0; r < R; r++)
+                        RK(update_row)(g, first, g->C + (m0 + r0 + r) * g->ldc + n0, tile + r * 4 * VL, n0, nn);
+                }
+            }
+        }
+    }
+}
+
+static void RK(gemm_task)(void *ctx, int tid, int nth) {
+    const RK(gemm_job) *g = ctx;
+    const long panels = (g->N + 4 * VL - 1) / (4 * VL), row_blocks = (g->M + MB - 1) / MB;
+    REAL *Ap = aligned_alloc(64, sizeof(REAL) * MB * KC), *Bp = aligned_alloc(64, sizeof(REAL) * KC * 4 * VL * panels);
+    if (!Ap || !Bp) { /* rk_gemm checked one thread's worth of memory; this is the rare second thread */
+        free(Ap);
+        free(Bp);
+        return;
+    }
+    long lo, hi;
+    if (row_blocks >= nth || row_blocks >= panels) { /* threads take whole row blocks */
+        rk_share(row_blocks, tid, nth, &lo, &hi);
+        long m_hi = hi * MB < g->M ? hi * MB : g->M;
+        if (lo * MB < m_hi) RK(gemm_region)(g, lo * MB, m_hi, 0, g->N, Ap, Bp);
+    } else { /* few rows: threads take panels of columns */
+        rk_share(panels, tid, nth, &lo, &hi);
+        long n_hi = hi * 4 * VL < g->N ? hi * 4 * VL : g->N;
+        if (lo * 4 * VL < n_hi) RK(gemm_region)(g, 0, g->M, lo * 4 * VL, n_hi, Ap, Bp);
+    }
+    free(Ap);
+    free(Bp);
+}
+
+/* C = beta·C + A·B (+ bias). B is copied into a zero-padded row-major buffer unless it already has unit
+   column stride and N is a whole number of vectors. Returns 0, or -1 if memory ran out. */
+int RK(rk_gemm)(long M, long N, long K, const REAL *A, long ars, long aks, const REAL *B, long brs, long bcs,
+                REAL *C, long ldc, REAL beta, const REAL *bias, int nth) {
+    if (M <= 0 || N <= 0) return 0;
+    REAL *Bp = NULL;
+    long ldb = brs;
+    if (bcs != 1 || N % VL != 0) {
+        ldb = (N + VL - 1) / VL * VL;
+        Bp = aligned_alloc(64, sizeof(REAL) * (K > 0 ? K : 1) * ldb);
+        if (!Bp) return -1;
+        for (long k = 0; k < K; k++)
+            for (long n = 0; n < ldb; n++) Bp[k * ldb + n] = n < N ? B[k * brs + n * bcs] : 0;
+        B = Bp;
+    }
+    if (K == 0) { /* an empty sum: C = beta·C + bias */
+        for (long m = 0; m < M; m++)
+            for (long n = 0; n < N; n++) C[m * ldc + n] = (beta == 0 ? 0 : beta * C[m * ldc + n]) + (bias ? bias[n] : 0);
+        free(Bp);
+        return 0;
+    }
+    RK(gemm_job) g = {M, N, K, A, ars, aks, B, ldb, C, ldc, beta, bias};
+    /* below ~1 MFLOP a second thread costs more to wake than it saves */
+    if ((double)M * N * K < 5e5) nth = 1;
+    rk_parallel(RK(gemm_task), &g, nth);
+    free(Bp);
+    return 0;
+}
+
+/* ---- weights packed for the per-step products of a sequence kernel ----
+   W (NG·H × K, torch's layout: gate blocks of H rows) becomes one panel per block of U hidden units;
+   panel p holds, for each k < K, the NG gate rows' values at column k for units p·U … p·U + U − 1 (zeros
+   past H). One tile product over a panel then yields every gate of those units, which is what lets the
+   pointwise update follow the product without any other thread's data. Gated cells use U = VL (NG
+   vectors per k); the one-gate Elman and Jordan layers use U = 4·VL. */
+typedef struct {
+    long NG, H, K, U;
+    const REAL *W;
+    REAL *Wp;
+} RK(pack_job);
+
+static void RK(pack_task)(void *ctx, int tid, int nth) {
+    const RK(pack_job) *j = ctx;
+    const long U = j->U, nb = (j->H + U - 1) / U, K = j->K;
+    long lo, hi;
+    rk_share(nb, tid, nth, &lo, &hi);
+    for (long p = lo; p < hi; p++) {
+        const long nu = j->H - p * U < U ? j->H - p * U : U;
+        REAL *dst = j->Wp + p * K * j->NG * U;
+        /* written in order; the NG·U rows read stay in L1 across k */
+        for (long k = 0; k < K; k++)
+            for (long gate = 0; gate < j->NG; gate++) {
+                const REAL *col = j->W + (gate * j->H + p * U) * K + k; /* W[gate·H + u, k], u = p·U … */
+                for (long v = 0; v < U; v++) *dst++ = v < nu ? col[v * K] : 0;
+            }
+    }
+}
+
+/* Wp must hold ceil(H / U) · K · NG · U values. */
+void RK(rk_pack_gates)(long NG, long H, long K, long U, const REAL *W, REAL *Wp, int nth) {
+    RK(pack_job) j = {NG, H, K, U, W, Wp};
+    rk_parallel(RK(pack_task), &j, (double)NG * H * K < 1e5 ? 1 : nth);
+}

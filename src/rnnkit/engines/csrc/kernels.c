@@ -1,0 +1,79 @@
+/* rnnkit's compiled kernels: a threaded GEMM, whole-sequence forward/backward passes of the LSTM, GRU,
+   Elman and Jordan layers, and single-step LSTM/GRU pointwise updates, for float and double. Built on first use by rnnkit/engines/_fused_c.py and
+   called through ctypes (plain C, no torch headers); rnnkit/engines/_fused_seq.py owns every buffer.
+   Each type-generic header is included once per type, with RK(name) giving name_f32 / name_f64. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool.h"
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+/* activation codes of the Elman and Jordan kernels (rnnkit/engines/_fused_seq.py: ACT_CODES) */
+#define RK_IDENTITY 0
+#define RK_TANH 1
+#define RK_RELU 2
+#define RK_SIGMOID 3
+
+#define RK_CAT2(a, b) a##_##b
+#define RK_CAT(a, b) RK_CAT2(a, b)
+#define RK(name) RK_CAT(name, SFX)
+
+/* ---- float ---- */
+#define REAL float
+#define IREAL int32_t
+#define SFX f32
+#define vec vec_f32
+#define vecu vecu_f32
+#define ivec ivec_f32
+#define EXP_LO (-87.3f)
+#define EXP_HI 88.3f
+#define ROUND_SHIFTER 12582912.0f /* 1.5 · 2^23 */
+#define LN2_HI 0.693359375f
+#define LN2_LO (-2.12194440e-4f)
+#define EXP_BIAS 127
+#define MANT_BITS 23
+#define EXP_DEGREE 7
+static const float EXP_C_f32[] = {1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040};
+#define EXP_C EXP_C_f32
+#define MM(op) _mm512_##op##_ps
+#define MMV __m512
+#define RECIP_STEPS 1
+#include "instance.h"
+
+/* ---- double ---- */
+#define REAL double
+#define IREAL int64_t
+#define SFX f64
+#define vec vec_f64
+#define vecu vecu_f64
+#define ivec ivec_f64
+#define EXP_LO (-708.0)
+#define EXP_HI 709.0
+#define ROUND_SHIFTER 6755399441055744.0 /* 1.5 · 2^52 */
+#define LN2_HI 6.93147180369123816490e-01
+#define LN2_LO 1.90821492927058770002e-10
+#define EXP_BIAS 1023
+#define MANT_BITS 52
+#define EXP_DEGREE 13
+static const double EXP_C_f64[] = {1.0,
+                                   1.0,
+                                   1.0 / 2,
+                                   1.0 / 6,
+                                   1.0 / 24,
+                                   1.0 / 120,
+                                   1.0 / 720,
+                                   1.0 / 5040,
+                                   1.0 / 40320,
+                                   1.0 / 362880,
+                                   1.0 / 3628800,
+                                   1.0 / 39916800,
+                                   1.0 / 479001600,
+                                   1.0 / 6227020800.0};
+#define EXP_C EXP_C_f64
+#define MM(op) _mm512_##op##_pd
+#define MMV __m512d
+#define RECIP_STEPS 2
+#include "instance.h"
