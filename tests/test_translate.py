@@ -196,7 +196,7 @@ def test_cli_train_eval_predict_and_bad_input(tmp_path):
 
     r = rnnkit_cli("translate", "predict", "--checkpoint", str(out), "--decode.beam_size", "1", "Go.", "Zebra!")
     assert r.returncode == 0, r.stderr
-    assert len(r.stdout.strip().splitlines()) == 2
+    assert r.stdout.count("\n") == 2  # one line per sentence (a tiny model may translate one as nothing)
     assert "zebra" in r.stderr and "<unk>" in r.stderr  # unknown word: warned about, translated as <unk>
     r = rnnkit_cli("translate", "predict", "--checkpoint", str(out), stdin="I lost.\n\nHe's calm.\n")
     assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 2

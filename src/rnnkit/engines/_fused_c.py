@@ -4,8 +4,9 @@
 system's ``cc`` into a cache directory — ``$RNNKIT_CACHE_DIR`` or ``~/.cache/rnnkit`` — keyed by the
 sources, flags, compiler and CPU (it is built with ``-march=native``). It holds a threaded register-tiled
 GEMM, whole-sequence LSTM, GRU, Elman and Jordan passes (forward and backward; driven by
-:mod:`rnnkit.engines._fused_seq`) and single-step LSTM/GRU pointwise updates (the per-step kernels of
-:mod:`rnnkit.engines._fused_gated`). Threads come from OpenMP, the runtime torch already loaded.
+:mod:`rnnkit.engines._fused_seq`), single-step LSTM/GRU pointwise updates (the per-step kernels of
+:mod:`rnnkit.engines._fused_gated`) and dropout (:mod:`rnnkit.dropout`). Threads come from OpenMP, the
+runtime torch already loaded.
 
 Where no compiler is found, or ``RNNKIT_NO_CEXT=1``, :func:`get` returns ``None`` and the engine uses
 torch ops instead (same numbers to rounding; tests cover both).
@@ -53,6 +54,7 @@ _SIGNATURES = {
     "rk_elman_bwd": [_L] * 3 + [_I] + [_P] * 2 + [_L] + [_P] * 6 + [_I, _I],
     "rk_jordan_fwd": [_L] * 5 + [_I] * 2 + [_P] * 9 + [_I],
     "rk_jordan_bwd": [_L] * 4 + [_I] * 2 + [_P] * 3 + [_L, _P, _L] + [_P] * 9 + [_I, _I],
+    "rk_dropout": [_L, _P, _P, ctypes.c_uint64, ctypes.c_double, _I],
 }
 _RETURNS_INT = {"rk_gemm"}
 

@@ -1,10 +1,12 @@
 """The per-cell halves of the fused engine's C sequence path (see :mod:`rnnkit.engines._fused_seq`).
 
-A spec runs one direction of one layer: ``forward(x, lens, state, params, save)`` returns the outputs
-(T, B, S), the final state and what the backward needs; ``backward(saved, g_out, g_finals, needs)`` returns
-the gradients of (x, *state, *params), ``None`` where ``needs`` says nobody asked. Buffers are time-major:
-``Hs`` (T + 1, B, H) holds the initial state and then every step's state, so ``Hs[:T]`` is each step's
-previous state, the right operand of the recurrent weight gradient.
+A spec runs one direction of one layer. ``forward(x, lens, state, params, save)`` returns the outputs
+(T, B, S), the final state and what the backward needs; ``pack(params)`` prepares the weights, and a
+caller that makes many calls with the same weights (the one-token stepper) passes them in as ``packed``.
+``backward(saved, g_out, g_finals, needs)`` returns the gradients of (x, *state, *params), ``None`` where
+``needs`` says nobody asked. Buffers are time-major: ``Hs`` (T + 1, B, H) holds the initial state and then
+every step's state, so ``Hs[:T]`` is each step's previous state, the right operand of the recurrent
+weight gradient.
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ class LSTMSpec:
 
     n_state = 2
 
-    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
+    def pack(self, params) -> tuple[Tensor, ...]:
+        W_ih, b_ih, b_hh, W_hh, _ = params
+        return pack(W_ih, 4), pack(W_hh, 4), _sum(b_ih, b_hh)
+
+    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool, packed=None):
         W_ih, b_ih, b_hh, W_hh, peep = params
         T, B, _ = x.shape
         H = W_hh.shape[1]
@@ -47,7 +53,7 @@ class LSTMSpec:
         Hs, Cs = x2.new_empty(T + 1, B, H), x2.new_empty(T + 1, B, H)
         Hs[0], Cs[0] = state
         G = x2.new_empty(T, B, 4 * H) if save else None
-        Wxp, Wp, bias = pack(W_ih, 4), pack(W_hh, 4), _sum(b_ih, b_hh)  # named: alive while C reads them
+        Wxp, Wp, bias = packed or self.pack(params)  # named: alive while C reads them
         lib_fn("rk_lstm_fwd", x2)(
             T, B, H, x2.shape[1], x2.data_ptr(), Wxp.data_ptr(), Wp.data_ptr(), ptr(bias), ptr(peep), ptr(lens),
             Hs.data_ptr(), Cs.data_ptr(), ptr(G), threads(),
@@ -79,7 +85,10 @@ class GRUSpec:
 
     n_state = 1
 
-    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
+    def pack(self, params) -> tuple[Tensor, ...]:
+        return pack(params[0], 3), pack(params[3], 3)
+
+    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool, packed=None):
         W_ih, b_ih, b_hh, W_hh = params
         T, B, _ = x.shape
         H = W_hh.shape[1]
@@ -88,7 +97,7 @@ class GRUSpec:
         Hs[0] = state[0]
         G = x2.new_empty(T, B, 3 * H) if save else None
         HN = x2.new_empty(T, B, H) if save else None
-        Wxp, Wp = pack(W_ih, 3), pack(W_hh, 3)
+        Wxp, Wp = packed or self.pack(params)
         lib_fn("rk_gru_fwd", x2)(
             T, B, H, x2.shape[1], x2.data_ptr(), Wxp.data_ptr(), Wp.data_ptr(), ptr(b_ih), ptr(b_hh), ptr(lens),
             Hs.data_ptr(), ptr(G), ptr(HN), threads(),
@@ -124,15 +133,19 @@ class ElmanSpec:
     def __init__(self, act: str) -> None:
         self.act = ACT_CODES[act]
 
-    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
+    def pack(self, params) -> tuple[Tensor, ...]:
+        W_ih, b_ih, b_hh, W_hh = params
+        U = 4 * vl(W_ih)
+        return pack(W_ih, 1, U), pack(W_hh, 1, U), _sum(b_ih, b_hh)
+
+    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool, packed=None):
         W_ih, b_ih, b_hh, W_hh = params
         T, B, _ = x.shape
         H = W_hh.shape[1]
         x2 = _flat(x)
         Hs = x2.new_empty(T + 1, B, H)
         Hs[0] = state[0]
-        U = 4 * vl(x2)
-        Wxp, Wp, bias = pack(W_ih, 1, U), pack(W_hh, 1, U), _sum(b_ih, b_hh)
+        Wxp, Wp, bias = packed or self.pack(params)
         lib_fn("rk_elman_fwd", x2)(
             T, B, H, x2.shape[1], self.act, x2.data_ptr(), Wxp.data_ptr(), Wp.data_ptr(), ptr(bias), ptr(lens),
             Hs.data_ptr(), threads(),
@@ -165,15 +178,19 @@ class JordanSpec:
     def __init__(self, act: str, out_act: str) -> None:
         self.act, self.out_act = ACT_CODES[act], ACT_CODES[out_act]
 
-    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
+    def pack(self, params) -> tuple[Tensor, ...]:
+        W_ih, b_ih, W_yh, b_yh, W_hy, _ = params
+        U = 4 * vl(W_ih)
+        return pack(W_ih, 1, U), pack(W_yh, 1, U), pack(W_hy, 1, U), _sum(b_ih, b_yh)
+
+    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool, packed=None):
         W_ih, b_ih, W_yh, b_yh, W_hy, b_hy = params
         T, B, _ = x.shape
         H, O = W_yh.shape
         x2 = _flat(x)
         Ys, Hh = x2.new_empty(T + 1, B, O), x2.new_empty(T, B, H)
         Ys[0] = state[0]
-        U = 4 * vl(x2)
-        Wxp, Wyp, Whp, bias = pack(W_ih, 1, U), pack(W_yh, 1, U), pack(W_hy, 1, U), _sum(b_ih, b_yh)
+        Wxp, Wyp, Whp, bias = packed or self.pack(params)
         lib_fn("rk_jordan_fwd", x2)(
             T, B, H, O, x2.shape[1], self.act, self.out_act, x2.data_ptr(), Wxp.data_ptr(), Wyp.data_ptr(),
             Whp.data_ptr(), ptr(bias), ptr(b_hy), ptr(lens), Ys.data_ptr(), Hh.data_ptr(), threads(),

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from rnnkit.dropout import dropout
 from rnnkit.engines import RunResult, register_engine
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def run_stack(
     layer_input = x
     for l in range(layer.num_layers):
         if l > 0 and layer.dropout and layer.training:
-            layer_input = F.dropout(layer_input, layer.dropout, training=True)
+            layer_input = dropout(layer_input, layer.dropout)
         outputs = []
         for d in range(D):
             k = l * D + d

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rnnkit.dropout import Dropout
 from rnnkit.tasks.layers import CELLS, build_layer, top_final_state
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class SequenceClassifier(nn.Module):
             raise ValueError(f"readout must be last, mean or max, got {readout!r}")
         self.readout = readout
         self.rnn = build_layer(cell, input_size, hidden_size, num_layers, dropout, bidirectional, engine)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.head = nn.Linear(self.rnn.num_directions * self.rnn.output_size, num_classes)
 
     def features(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:

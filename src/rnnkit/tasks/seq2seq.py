@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.dropout import Dropout
 from rnnkit.rnn import GRU, LSTM
 
 State = Any  # a Tensor (GRU) or a tuple (h, c) (LSTM), each (num_layers, B, H)
@@ -155,7 +156,7 @@ class Seq2Seq(nn.Module):
         self.encoder = layer(embed_size, hidden_size, num_layers, batch_first=True, dropout=between)
         self.decoder = layer(embed_size + hidden_size, hidden_size, num_layers, batch_first=True, dropout=between)
         self.attention = AdditiveAttention(hidden_size, hidden_size, hidden_size) if attention else None
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.out = nn.Linear(hidden_size, tgt_vocab_size)
 
     # ----------------------------------------------------------------------------------------------

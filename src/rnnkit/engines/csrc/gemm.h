@@ -4,8 +4,9 @@
    adds a(r, k) times them into R·NV accumulators held in registers (6 × 4 = 24 of the 32 AVX-512
    registers). That is ~90 % of the core's peak here, where MKL's sgemm reaches about a third of it on
    this AMD CPU for the small products an RNN step makes (docs/engines.md has the measurements).
-   A is read through strides (a(r, k) = a[r·ars + k·aks]), so a transposed A costs nothing; B must be
-   row-major with unit column stride and readable up to a whole number of vectors per row. */
+   The microkernel reads A through strides (a(r, k) = a[r·ars + k·aks]), so a transposed A costs nothing,
+   and B as rows of whole vectors (the GEMM below packs B into such panels; the sequence kernels pack
+   their weights once per call). */
 
 #define MR_MAX 8
 
@@ -75,32 +76,20 @@ static void RK(add_rows_product)(long B, long K, const REAL *A, long lda, const 
 
 /* ---- C (M × N) = beta·C + A·B (+ bias, one value per column), split over threads ---- */
 #define KC 384 /* depth of one pass: the packed A block and B panels of this depth stay in L2 */
-#define MB 48  /* rows of A packed together (8 tiles of 6) */
+#define MB 48  /* rows of A that one B panel serves before the next panel (8 tiles of 6) */
 
 typedef struct {
     long M, N, K;
     const REAL *A;
     long ars, aks;
-    const REAL *B; /* row-major, unit column stride, rows readable to a whole number of vectors */
-    long ldb;
+    const REAL *B; /* b(k, n) = B[k·brs + n·bcs] */
+    long brs, bcs;
     REAL *C;
     long ldc;
     REAL beta;
     const REAL *bias;
+    int failed; /* a thread could not allocate its panel buffer */
 } RK(gemm_job);
-
-/* Copy A's rows [m0, m0 + mb) × depth [k0, k0 + kc) into tiles of R rows, k-major inside a tile:
-   the microkernel then reads a(r, k) at tile[k·R + r], one cache line after another. */
-static void RK(pack_a)(const RK(gemm_job) * g, long m0, long mb, long k0, long kc, REAL *Ap) {
-    const int rows = RK(tile_rows)(4);
-    const long nt = RK(ntiles)(mb, rows);
-    for (long i = 0; i < nt; i++) {
-        const long r0 = mb * i / nt, R = mb * (i + 1) / nt - r0;
-        REAL *dst = Ap + r0 * kc;
-        for (long k = 0; k < kc; k++)
-            for (long r = 0; r < R; r++) dst[k * R + r] = g->A[(m0 + r0 + r) * g->ars + (k0 + k) * g->aks];
-    }
-}
 
 /* Write one tile row into C: the first depth pass applies beta and the bias, later passes add. */
 static inline void RK(update_row)(const RK(gemm_job) * g, int first, REAL *c, const REAL *t, long n0, long nn) {
@@ -128,19 +117,22 @@ static inline void RK(update_row)(const RK(gemm_job) * g, int first, REAL *c, co
 }
 
 /* Copy B's rows [k0, k0 + kc) × columns [n_lo, n_hi) into contiguous panels of 4 vectors (kc × 4·VL each,
-   zeros past n_hi), so the microkernel streams B instead of striding through its rows. */
+   zeros past n_hi), so the microkernel streams B instead of striding through it; any strides. */
 static void RK(pack_b)(const RK(gemm_job) * g, long k0, long kc, long n_lo, long n_hi, REAL *Bp) {
     for (long n0 = n_lo; n0 < n_hi; n0 += 4 * VL) {
         const long nn = n_hi - n0 < 4 * VL ? n_hi - n0 : 4 * VL;
         REAL *dst = Bp + (n0 - n_lo) / (4 * VL) * kc * 4 * VL;
-        for (long k = 0; k < kc; k++) {
-            const REAL *src = g->B + (k0 + k) * g->ldb + n0;
-            for (long v = 0; v < 4 * VL; v += VL) RK(vstore)(dst + k * 4 * VL + v, v < nn ? RK(vload)(src + v) : (vec){0});
+        for (long k = 0; k < kc; k++, dst += 4 * VL) {
+            const REAL *src = g->B + (k0 + k) * g->brs + n0 * g->bcs;
+            if (g->bcs == 1 && nn == 4 * VL)
+                for (long v = 0; v < 4 * VL; v += VL) RK(vstore)(dst + v, RK(vload)(src + v));
+            else
+                for (long v = 0; v < 4 * VL; v++) dst[v] = v < nn ? src[v * g->bcs] : 0;
         }
     }
 }
 
-static void RK(gemm_region)(const RK(gemm_job) * g, long m_lo, long m_hi, long n_lo, long n_hi, REAL *Ap, REAL *Bp) {
+static void RK(gemm_region)(const RK(gemm_job) * g, long m_lo, long m_hi, long n_lo, long n_hi, REAL *Bp) {
     const int rows = RK(tile_rows)(4);
     REAL tile[MR_MAX * 4 * VL] __attribute__((aligned(64)));
     for (long k0 = 0; k0 < g->K; k0 += KC) {
@@ -149,10 +141,6 @@ static void RK(gemm_region)(const RK(gemm_job) * g, long m_lo, long m_hi, long n
         RK(pack_b)(g, k0, kc, n_lo, n_hi, Bp);
         for (long m0 = m_lo; m0 < m_hi; m0 += MB) {
             const long mb = m_hi - m0 < MB ? m_hi - m0 : MB;
-            /* A with unit row stride (a transposed operand, as in the weight gradients) is read in place: a
-               tile's R values for one k share a cache line. Otherwise its rows are packed k-major. */
-            const int direct = g->ars == 1;
-            if (!direct) RK(pack_a)(g, m0, mb, k0, kc, Ap);
             const long nt = RK(ntiles)(mb, rows);
             for (long n0 = n_lo; n0 < n_hi; n0 += 4 * VL) {
                 const long nn = n_hi - n0 < 4 * VL ? n_hi - n0 : 4 * VL; /* valid columns in this panel */
@@ -160,10 +148,10 @@ static void RK(gemm_region)(const RK(gemm_job) * g, long m_lo, long m_hi, long n
                 const REAL *bp = Bp + (n0 - n_lo) / (4 * VL) * kc * 4 * VL;
                 for (long i = 0; i < nt; i++) {
                     const long r0 = mb * i / nt, R = mb * (i + 1) / nt - r0;
-                    if (direct)
-                        RK(tile)((int)R, NV, kc, g->A + (m0 + r0) + k0 * g->aks, 1, g->aks, bp, 4 * VL, tile);
-                    else
-                        RK(tile)((int)R, NV, kc, Ap + r0 * kc, 1, R, bp, 4 * VL, tile);
+                    /* A is read in place through its strides: either way a tile's R rows stay in a few cache
+                       lines for many k (measured faster here than packing A as well) */
+                    const REAL *a = g->A + (m0 + r0) * g->ars + k0 * g->aks;
+                    RK(tile)((int)R, NV, kc, a, g->ars, g->aks, bp, 4 * VL, tile);
                     for (long r = 0; r < R; r++)
                         RK(update_row)(g, first, g->C + (m0 + r0 + r) * g->ldc + n0, tile + r * 4 * VL, n0, nn);
                 }
@@ -173,55 +161,40 @@ static void RK(gemm_region)(const RK(gemm_job) * g, long m_lo, long m_hi, long n
 }
 
 static void RK(gemm_task)(void *ctx, int tid, int nth) {
-    const RK(gemm_job) *g = ctx;
+    RK(gemm_job) *g = ctx;
     const long panels = (g->N + 4 * VL - 1) / (4 * VL), row_blocks = (g->M + MB - 1) / MB;
-    REAL *Ap = aligned_alloc(64, sizeof(REAL) * MB * KC), *Bp = aligned_alloc(64, sizeof(REAL) * KC * 4 * VL * panels);
-    if (!Ap || !Bp) { /* rk_gemm checked one thread's worth of memory; this is the rare second thread */
-        free(Ap);
-        free(Bp);
+    REAL *Bp = aligned_alloc(64, sizeof(REAL) * KC * 4 * VL * panels);
+    if (!Bp) { /* out of memory: rk_gemm reports it */
+        __atomic_store_n(&g->failed, 1, __ATOMIC_RELAXED);
         return;
     }
     long lo, hi;
     if (row_blocks >= nth || row_blocks >= panels) { /* threads take whole row blocks */
         rk_share(row_blocks, tid, nth, &lo, &hi);
         long m_hi = hi * MB < g->M ? hi * MB : g->M;
-        if (lo * MB < m_hi) RK(gemm_region)(g, lo * MB, m_hi, 0, g->N, Ap, Bp);
+        if (lo * MB < m_hi) RK(gemm_region)(g, lo * MB, m_hi, 0, g->N, Bp);
     } else { /* few rows: threads take panels of columns */
         rk_share(panels, tid, nth, &lo, &hi);
         long n_hi = hi * 4 * VL < g->N ? hi * 4 * VL : g->N;
-        if (lo * 4 * VL < n_hi) RK(gemm_region)(g, 0, g->M, lo * 4 * VL, n_hi, Ap, Bp);
+        if (lo * 4 * VL < n_hi) RK(gemm_region)(g, 0, g->M, lo * 4 * VL, n_hi, Bp);
     }
-    free(Ap);
     free(Bp);
 }
 
-/* C = beta·C + A·B (+ bias). B is copied into a zero-padded row-major buffer unless it already has unit
-   column stride and N is a whole number of vectors. Returns 0, or -1 if memory ran out. */
+/* C = beta·C + A·B (+ bias), A and B of any strides. Returns 0, or -1 if memory ran out. */
 int RK(rk_gemm)(long M, long N, long K, const REAL *A, long ars, long aks, const REAL *B, long brs, long bcs,
                 REAL *C, long ldc, REAL beta, const REAL *bias, int nth) {
     if (M <= 0 || N <= 0) return 0;
-    REAL *Bp = NULL;
-    long ldb = brs;
-    if (bcs != 1 || N % VL != 0) {
-        ldb = (N + VL - 1) / VL * VL;
-        Bp = aligned_alloc(64, sizeof(REAL) * (K > 0 ? K : 1) * ldb);
-        if (!Bp) return -1;
-        for (long k = 0; k < K; k++)
-            for (long n = 0; n < ldb; n++) Bp[k * ldb + n] = n < N ? B[k * brs + n * bcs] : 0;
-        B = Bp;
-    }
     if (K == 0) { /* an empty sum: C = beta·C + bias */
         for (long m = 0; m < M; m++)
             for (long n = 0; n < N; n++) C[m * ldc + n] = (beta == 0 ? 0 : beta * C[m * ldc + n]) + (bias ? bias[n] : 0);
-        free(Bp);
         return 0;
     }
-    RK(gemm_job) g = {M, N, K, A, ars, aks, B, ldb, C, ldc, beta, bias};
+    RK(gemm_job) g = {M, N, K, A, ars, aks, B, brs, bcs, C, ldc, beta, bias, 0};
     /* below ~1 MFLOP a second thread costs more to wake than it saves */
     if ((double)M * N * K < 5e5) nth = 1;
     rk_parallel(RK(gemm_task), &g, nth);
-    free(Bp);
-    return 0;
+    return g.failed ? -1 : 0;
 }
 
 /* ---- weights packed for the per-step products of a sequence kernel ----

@@ -5,6 +5,7 @@
 #include "gru.h"
 #include "elman.h"
 #include "pointwise.h"
+#include "dropout.h"
 #undef VL
 #undef KC
 #undef MB

@@ -1,6 +1,7 @@
-/* rnnkit's compiled kernels: a threaded GEMM, whole-sequence forward/backward passes of the LSTM, GRU,
-   Elman and Jordan layers, and single-step LSTM/GRU pointwise updates, for float and double. Built on first use by rnnkit/engines/_fused_c.py and
-   called through ctypes (plain C, no torch headers); rnnkit/engines/_fused_seq.py owns every buffer.
+/* rnnkit's compiled kernels, for float and double: a threaded GEMM; whole-sequence forward/backward
+   passes of the LSTM, GRU, Elman and Jordan layers; single-step LSTM/GRU pointwise updates; dropout.
+   Built on first use by rnnkit/engines/_fused_c.py and called through ctypes (plain C, no torch
+   headers); the Python side (rnnkit/engines/_fused_seq.py, rnnkit/dropout.py) owns every buffer.
    Each type-generic header is included once per type, with RK(name) giving name_f32 / name_f64. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,6 +17,16 @@
 #define RK_TANH 1
 #define RK_RELU 2
 #define RK_SIGMOID 3
+
+/* lowbias32 (Chris Wellons' integer hash): the counter-based random numbers of dropout.h */
+static inline uint32_t rk_hash32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
 
 #define RK_CAT2(a, b) a##_##b
 #define RK_CAT(a, b) RK_CAT2(a, b)
