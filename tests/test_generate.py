@@ -174,3 +174,21 @@ def test_works_with_a_real_recurrent_model():
             ids.append(int(logits[0, -1].argmax()))
             logits, state = model(torch.tensor([[ids[-1]]]), state)
     assert out == VOCAB.decode(ids)
+
+
+def test_never_emits_unk() -> None:
+    """A model that puts nearly all its mass on <unk> still generates known tokens only."""
+    vocab = Vocab(list("abcabc"))
+
+    class LovesUnk(torch.nn.Module):
+        def forward(self, tokens, state=None):
+            logits = torch.zeros(*tokens.shape, len(vocab))
+            logits[..., vocab.unk] = 20.0  # e^20 : 1 against every other token
+            return logits, state
+
+        def parameters(self, recurse=True):
+            return iter([torch.zeros(1)])
+
+    for strategy in ("greedy", "sample"):
+        text = generate(LovesUnk(), vocab, "ab", 50, strategy=strategy, generator=torch.Generator().manual_seed(0))
+        assert "<unk>" not in text and len(text) == 52

@@ -8,6 +8,7 @@ to the nucleus (the smallest set of most likely tokens whose probability reaches
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -75,6 +76,8 @@ def generate(
 
     The prefix is tokenised like the training text (``vocab.tokenize``: same level and normalisation) and
     must be non-empty and hold only known tokens. ``temperature=0`` with ``strategy="sample"`` is greedy.
+    ``<unk>`` is never produced (it stands for "some token the vocabulary dropped", which no reader wants; a
+    character model never even sees it in training, yet sampling can still draw it).
     ``generator`` (a CPU ``torch.Generator``) makes sampling reproducible; ``on_token`` receives each new
     piece of text as it is produced (a character, or " word" / "," at word level), for streaming: the pieces
     concatenated equal the returned text after the prefix.
@@ -101,6 +104,7 @@ def generate(
             logits, state = model(torch.tensor([ids], device=device), None)  # (1, T, V)
             for i in range(num_tokens):
                 last = logits[0, -1].detach().to("cpu", torch.float64)  # (V,) sampling on CPU: seedable anywhere
+                last[vocab.unk] = -math.inf
                 if greedy:
                     nxt = int(torch.argmax(last))
                 else:
