@@ -142,9 +142,7 @@ static void RK(elman_bwd_task)(void *ctx, int tid, int nth) {
         cur = nxt;
         nxt = swap;
     }
-    if (cur != j->dh)
-        for (long b = 0; b < B; b++)
-            for (long u = u_lo; u < u_hi; u++) j->dh[b * H + u] = cur[b * H + u];
+    RK(keep_in)(j->dh, cur, B, H, u_lo, u_hi);
 }
 
 static int RK(threads_for)(long N, int nth) {
@@ -226,9 +224,7 @@ static void RK(jordan_bwd_task)(void *ctx, int tid, int nth) {
         cur = nxt;
         nxt = swap;
     }
-    if (cur != j->dy)
-        for (long b = 0; b < B; b++)
-            for (long u = yu_lo; u < yu_hi; u++) j->dy[b * O + u] = cur[b * O + u];
+    RK(keep_in)(j->dy, cur, B, O, yu_lo, yu_hi);
 }
 
 void RK(rk_jordan_fwd)(long T, long B, long H, long O, long F, int act, int out_act, const REAL *x, const REAL *Wxp,

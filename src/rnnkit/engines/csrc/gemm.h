@@ -74,6 +74,14 @@ static void RK(add_rows_product)(long B, long K, const REAL *A, long lda, const 
     }
 }
 
+/* A backward's state gradient alternates between two (B × N) buffers, one per step; once the last step is
+   done, copy this thread's columns [u_lo, u_hi) of the result into `dst` unless they are there already. */
+static void RK(keep_in)(REAL *dst, const REAL *cur, long B, long N, long u_lo, long u_hi) {
+    if (cur == dst) return;
+    for (long b = 0; b < B; b++)
+        for (long u = u_lo; u < u_hi; u++) dst[b * N + u] = cur[b * N + u];
+}
+
 /* ---- C (M × N) = beta·C + A·B (+ bias, one value per column), split over threads ---- */
 #define KC 384 /* depth of one pass: the packed A block and B panels of this depth stay in L2 */
 #define MB 48  /* rows of A that one B panel serves before the next panel (8 tiles of 6) */

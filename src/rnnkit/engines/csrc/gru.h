@@ -150,9 +150,7 @@ static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
         cur = nxt;
         nxt = swap;
     }
-    if (cur != j->dh)
-        for (long b = 0; b < B; b++)
-            for (long v = u_lo; v < u_hi; v++) j->dh[b * H + v] = cur[b * H + v];
+    RK(keep_in)(j->dh, cur, B, H, u_lo, u_hi);
 }
 
 void RK(rk_gru_bwd)(long T, long B, long H, const REAL *G, const REAL *HN, const REAL *Hs, const REAL *W, long ldw,

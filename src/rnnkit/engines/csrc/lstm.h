@@ -183,9 +183,7 @@ static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
         cur = nxt;
         nxt = swap;
     }
-    if (cur != j->dh) /* the result must end in dh: copy this thread's units */
-        for (long b = 0; b < B; b++)
-            for (long v = u_lo; v < u_hi; v++) j->dh[b * H + v] = cur[b * H + v];
+    RK(keep_in)(j->dh, cur, B, H, u_lo, u_hi);
 }
 
 void RK(rk_lstm_bwd)(long T, long B, long H, const REAL *G, const REAL *Cs, const REAL *W, long ldw,
