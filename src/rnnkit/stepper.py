@@ -1,10 +1,9 @@
 """One token at a time, without the layer's per-call overhead: the generation loop's inner step.
 
 ``layer(x_t[None], state)`` per token pays for input checks, engine selection, a sequence-sized
-buffer and (through torch.nn) a packed-weights dispatch. A :class:`Stepper` checks the layout once and
-prepares the weights once; each call is then, per layer, one C call of the fused engine's sequence
-kernels with T = 1 on weights packed in advance (the cells they cover), or else one input GEMV, one
-recurrent GEMV and the fused engine's in-place pointwise step.
+buffer and (through torch.nn) a packed-weights dispatch — most of the 173 µs torch.nn.LSTM takes per
+token here (docs/engines.md). A :class:`Stepper` checks the layout once, folds the additive biases once, and then each call
+is, per layer, one input GEMV, one recurrent GEMV and the fused engine's in-place pointwise step.
 
 It reads the layer's parameters when created and notices when they change (their version counters),
 so it stays correct if the model keeps training. Inference only: it runs under ``torch.no_grad()``.
@@ -17,9 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from rnnkit.engines import _fused_seq
 from rnnkit.engines._fused_kernels import Kernel
-from rnnkit.engines._fused_seq_cells import spec_for
 from rnnkit.engines.fused import FusedEngine, make_kernel
 
 if TYPE_CHECKING:
@@ -50,16 +47,9 @@ class Stepper:
     def _prepare(self) -> None:
         """Detach the parameters and fold the biases once (again only if a parameter changed)."""
         with torch.no_grad():
-            self.W_ih_t, self.b_in, self.weights, self.seq = [], [], [], []
+            self.W_ih_t, self.b_in, self.weights = [], [], []
             for k, kernel in enumerate(self.kernels):
                 w = self.layer.weights(k)
-                cell = self.layer.cells[k]
-                if _fused_seq.supports(cell, w.weight_ih, False):  # the C sequence kernel, weights packed once
-                    spec, params = spec_for(cell, w)
-                    params = [None if t is None else t.detach() for t in params]
-                    self.seq.append((spec, params, spec.pack(params)))
-                else:
-                    self.seq.append(None)
                 self.W_ih_t.append(w.weight_ih.detach().t())
                 b = kernel.input_bias(w)
                 self.b_in.append(None if b is None else b.detach())
@@ -88,12 +78,6 @@ class Stepper:
                 state = tuple(s.unsqueeze(1) for s in state)
         finals = []
         for k, kernel in enumerate(self.kernels):
-            if self.seq[k] is not None:
-                spec, params, packed = self.seq[k]
-                _, new, _ = spec.forward(x[None], None, tuple(s[k] for s in state), params, False, packed)
-                x = new[0]
-                finals.append(new)
-                continue
             b = self.b_in[k]
             xw = torch.mm(x, self.W_ih_t[k]) if b is None else torch.addmm(b, x, self.W_ih_t[k])  # (B, G)
             new = kernel.step(xw, tuple(s[k] for s in state), self.weights[k])

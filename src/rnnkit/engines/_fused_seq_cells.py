@@ -1,8 +1,7 @@
 """The per-cell halves of the fused engine's C sequence path (see :mod:`rnnkit.engines._fused_seq`).
 
 A spec runs one direction of one layer. ``forward(x, lens, state, params, save)`` returns the outputs
-(T, B, S), the final state and what the backward needs; ``pack(params)`` prepares the weights, and a
-caller that makes many calls with the same weights (the one-token stepper) passes them in as ``packed``.
+(T, B, S), the final state and what the backward needs (``pack(params)`` lays the weights out for it).
 ``backward(saved, g_out, g_finals, needs)`` returns the gradients of (x, *state, *params), ``None`` where
 ``needs`` says nobody asked. Buffers are time-major: ``Hs`` (T + 1, B, H) holds the initial state and then
 every step's state, so ``Hs[:T]`` is each step's previous state, the right operand of the recurrent
@@ -45,7 +44,7 @@ class LSTMSpec:
         W_ih, b_ih, b_hh, W_hh, _ = params
         return pack(W_ih, 4), pack(W_hh, 4), _sum(b_ih, b_hh)
 
-    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool, packed=None):
+    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
         W_ih, b_ih, b_hh, W_hh, peep = params
         T, B, _ = x.shape
         H = W_hh.shape[1]
@@ -53,7 +52,7 @@ class LSTMSpec:
         Hs, Cs = x2.new_empty(T + 1, B, H), x2.new_empty(T + 1, B, H)
         Hs[0], Cs[0] = state
         G = x2.new_empty(T, B, 4 * H) if save else None
-        Wxp, Wp, bias = packed or self.pack(params)  # named: alive while C reads them
+        Wxp, Wp, bias = self.pack(params)  # named: alive while C reads them
         lib_fn("rk_lstm_fwd", x2)(
             T, B, H, x2.shape[1], x2.data_ptr(), Wxp.data_ptr(), Wp.data_ptr(), ptr(bias), ptr(peep), ptr(lens),
             Hs.data_ptr(), Cs.data_ptr(), ptr(G), threads(),
@@ -88,7 +87,7 @@ class GRUSpec:
     def pack(self, params) -> tuple[Tensor, ...]:
         return pack(params[0], 3), pack(params[3], 3)
 
-    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool, packed=None):
+    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
         W_ih, b_ih, b_hh, W_hh = params
         T, B, _ = x.shape
         H = W_hh.shape[1]
@@ -97,7 +96,7 @@ class GRUSpec:
         Hs[0] = state[0]
         G = x2.new_empty(T, B, 3 * H) if save else None
         HN = x2.new_empty(T, B, H) if save else None
-        Wxp, Wp = packed or self.pack(params)
+        Wxp, Wp = self.pack(params)
         lib_fn("rk_gru_fwd", x2)(
             T, B, H, x2.shape[1], x2.data_ptr(), Wxp.data_ptr(), Wp.data_ptr(), ptr(b_ih), ptr(b_hh), ptr(lens),
             Hs.data_ptr(), ptr(G), ptr(HN), threads(),
@@ -138,14 +137,14 @@ class ElmanSpec:
         U = 4 * vl(W_ih)
         return pack(W_ih, 1, U), pack(W_hh, 1, U), _sum(b_ih, b_hh)
 
-    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool, packed=None):
+    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
         W_ih, b_ih, b_hh, W_hh = params
         T, B, _ = x.shape
         H = W_hh.shape[1]
         x2 = _flat(x)
         Hs = x2.new_empty(T + 1, B, H)
         Hs[0] = state[0]
-        Wxp, Wp, bias = packed or self.pack(params)
+        Wxp, Wp, bias = self.pack(params)
         lib_fn("rk_elman_fwd", x2)(
             T, B, H, x2.shape[1], self.act, x2.data_ptr(), Wxp.data_ptr(), Wp.data_ptr(), ptr(bias), ptr(lens),
             Hs.data_ptr(), threads(),
@@ -183,14 +182,14 @@ class JordanSpec:
         U = 4 * vl(W_ih)
         return pack(W_ih, 1, U), pack(W_yh, 1, U), pack(W_hy, 1, U), _sum(b_ih, b_yh)
 
-    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool, packed=None):
+    def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
         W_ih, b_ih, W_yh, b_yh, W_hy, b_hy = params
         T, B, _ = x.shape
         H, O = W_yh.shape
         x2 = _flat(x)
         Ys, Hh = x2.new_empty(T + 1, B, O), x2.new_empty(T, B, H)
         Ys[0] = state[0]
-        Wxp, Wyp, Whp, bias = packed or self.pack(params)
+        Wxp, Wyp, Whp, bias = self.pack(params)
         lib_fn("rk_jordan_fwd", x2)(
             T, B, H, O, x2.shape[1], self.act, self.out_act, x2.data_ptr(), Wxp.data_ptr(), Wyp.data_ptr(),
             Whp.data_ptr(), ptr(bias), ptr(b_hy), ptr(lens), Ys.data_ptr(), Hh.data_ptr(), threads(),
