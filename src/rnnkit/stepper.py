@@ -1,9 +1,10 @@
 """One token at a time, without the layer's per-call overhead: the generation loop's inner step.
 
 ``layer(x_t[None], state)`` per token pays for input checks, engine selection, a sequence-sized
-buffer and (through torch.nn) a packed-weights dispatch — most of the 173 µs torch.nn.LSTM takes per
-token here (docs/engines.md). A :class:`Stepper` checks the layout once, folds the additive biases once, and then each call
-is, per layer, one input GEMV, one recurrent GEMV and the fused engine's in-place pointwise step.
+buffer and (through torch.nn) a packed-weights dispatch — most of the 160–173 µs torch.nn.LSTM takes
+per token here (docs/engines.md). A :class:`Stepper` checks the layout once, folds the additive biases
+once, and then each call is, per layer, one input GEMV, one recurrent GEMV and the fused engine's
+in-place pointwise step.
 
 It reads the layer's parameters when created and notices when they change (their version counters),
 so it stays correct if the model keeps training. Inference only: it runs under ``torch.no_grad()``.
