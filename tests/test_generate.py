@@ -192,3 +192,27 @@ def test_never_emits_unk() -> None:
     for strategy in ("greedy", "sample"):
         text = generate(LovesUnk(), vocab, "ab", 50, strategy=strategy, generator=torch.Generator().manual_seed(0))
         assert "<unk>" not in text and len(text) == 52
+
+
+@pytest.mark.parametrize("cell", ["lstm", "jordan"])
+def test_language_model_steps_like_its_forward(cell) -> None:
+    """generate() feeds an rnnkit LanguageModel through its stepper: the same text as through forward."""
+    from rnnkit.models import ModelConfig
+
+    torch.manual_seed(0)
+    model = ModelConfig(cell=cell, hidden_size=16, num_layers=2, input="embedding").build(len(VOCAB))
+
+    class ForwardOnly(nn.Module):  # not a LanguageModel: generate() calls it on (1, 1) tokens
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, tokens, state=None):
+            return self.inner(tokens, state)
+
+    for strategy in ("greedy", "sample"):
+        texts = [
+            generate(m, VOCAB, "ab", 40, strategy=strategy, generator=torch.Generator().manual_seed(3))
+            for m in (model, ForwardOnly())
+        ]
+        assert texts[0] == texts[1] and len(texts[0]) == 42

@@ -81,3 +81,24 @@ def test_bad_tokens():
     model = LanguageModel(V)
     with pytest.raises(ValueError, match="long tensor"):
         model(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "peephole", "jordan"])
+@pytest.mark.parametrize("input", ["onehot", "embedding"])
+def test_step_equals_forward_one_token_at_a_time(cell, input):
+    """LanguageModel.step (the layer's stepper in eval mode; forward in training mode) == forward (float64)."""
+    torch.manual_seed(0)
+    model = ModelConfig(cell=cell, hidden_size=5, num_layers=2, input=input).build(V, dtype=torch.float64)
+    tokens = torch.randint(0, V, (3, 6))
+    with torch.no_grad():
+        expected, expected_state = model(tokens)
+    for training in (False, True):
+        model.train(training)
+        state = None
+        for t in range(tokens.shape[1]):
+            logits, state = model.step(tokens[:, t], state)
+            torch.testing.assert_close(logits, expected[:, t], rtol=0, atol=1e-12)
+        for got, want in zip(state if isinstance(state, tuple) else (state,),
+                             expected_state if isinstance(state, tuple) else (expected_state,)):  # fmt: skip
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert model._stepper() is not None  # the fast path ran in eval mode

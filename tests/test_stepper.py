@@ -72,3 +72,29 @@ def test_refuses_what_it_cannot_step() -> None:
         rnnkit.RNN(3, 4, activation=lambda v: v * 2).stepper()
     with pytest.raises(ValueError, match="shape"):
         rnnkit.RNN(3, 4).stepper()(torch.randn(2, 5))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm", "peephole", "jordan"])
+def test_float32_steps_match_the_layer(kind: str) -> None:
+    """The float32 C path (one sequence-kernel call per layer) against the layer on the whole sequence."""
+    torch.manual_seed(0)
+    layer = build(kind).float()
+    assert layer.stepper().seq  # these cells take the one-call path
+    x = torch.randn(5, 3, 3)
+    with torch.no_grad():
+        expected, _ = layer(x)
+    stepper, state = layer.stepper(), None
+    for t in range(5):
+        y, state = stepper(x[t], state)
+        torch.testing.assert_close(y, expected[t], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_state_and_dtype_fail_with_one_line() -> None:
+    stepper = rnnkit.LSTM(3, 4, num_layers=2).stepper()
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match=r"state of shapes \[\(2, 2, 4\), \(2, 2, 4\)\]"):
+        stepper(x, (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
+    with pytest.raises(ValueError, match="torch.float32 input"):
+        stepper(x.double())
+    y, (h, c) = stepper(x, (torch.zeros(2, 4, 2).transpose(1, 2), torch.zeros(2, 2, 4)))  # any strides
+    torch.testing.assert_close(y, stepper(x)[0], rtol=0, atol=0)

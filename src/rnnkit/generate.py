@@ -4,6 +4,8 @@ The model is any module with ``model(tokens, state=None) -> (logits, state)``, `
 (B, T) and ``logits`` (B, T, V). ``strategy="greedy"`` is d2l's ``predict`` (argmax); ``"sample"`` draws
 from ``softmax(logits / temperature)``, optionally restricted to the ``top_k`` most likely tokens and then
 to the nucleus (the smallest set of most likely tokens whose probability reaches ``top_p``).
+After the prefix, an rnnkit :class:`~rnnkit.models.LanguageModel` feeds each token through
+``LanguageModel.step`` (the layer's one-token stepper); any other model is called on (1, 1) tokens.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.data.vocab import Vocab
+from rnnkit.models import LanguageModel
 
 STRATEGIES = ("greedy", "sample")
 
@@ -98,6 +101,14 @@ def generate(
     ids = vocab.encode(tokens)
     was_training = model.training
     model.eval()
+
+    def step(token: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """The next token's logits as (1, 1, V): through LanguageModel.step (its stepper) where there is one."""
+        if isinstance(model, LanguageModel):
+            logits, state = model.step(token, state)
+            return logits[:, None], state
+        return model(token[:, None], state)
+
     try:
         with torch.no_grad():
             # warm-up: one pass over the prefix leaves the state after its last token (d2l's predict, batched)
@@ -115,7 +126,7 @@ def generate(
                     token = vocab.idx_to_token[nxt]
                     on_token(vocab.separator(vocab.idx_to_token[ids[-2]], token) + token)
                 if i + 1 < num_tokens:  # the last token's successor is never needed
-                    logits, state = model(torch.tensor([[nxt]], device=device), state)  # (1, 1, V)
+                    logits, state = step(torch.tensor([nxt], device=device), state)  # (1, 1, V)
     finally:
         model.train(was_training)
     return vocab.decode(ids)

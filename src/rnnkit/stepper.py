@@ -1,13 +1,16 @@
 """One token at a time, without the layer's per-call overhead: the generation loop's inner step.
 
 ``layer(x_t[None], state)`` per token pays for input checks, engine selection, a sequence-sized
-buffer and (through torch.nn) a packed-weights dispatch — most of the 160–173 µs torch.nn.LSTM takes
-per token here (docs/engines.md). A :class:`Stepper` checks the layout once, folds the additive biases
-once, and then each call is, per layer, one input GEMV, one recurrent GEMV and the fused engine's
-in-place pointwise step.
+buffer and (through torch.nn) a packed-weights dispatch — most of the 118–161 µs torch.nn.LSTM takes
+per token here (docs/engines.md). A :class:`Stepper` checks the layout once and lays the weights out once;
+then each call is, per layer, one C call: the fused engine's sequence kernel run for a single step on
+all threads (both products and the pointwise update, :mod:`rnnkit.engines._fused_seq_cells`). Cells that
+kernel does not cover (an LSTM with a projection, GRU with ``reset_after=False``) take one input GEMM, one
+recurrent GEMM and the fused engine's in-place pointwise step per layer instead.
 
 It reads the layer's parameters when created and notices when they change (their version counters),
-so it stays correct if the model keeps training. Inference only: it runs under ``torch.no_grad()``.
+so it stays correct if the model keeps training (an in-place change through ``.data`` bypasses the counters:
+make a new stepper after one). Inference only: its outputs carry no gradient.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from rnnkit.engines import _fused_seq
 from rnnkit.engines._fused_kernels import Kernel
+from rnnkit.engines._fused_seq_cells import spec_for
 from rnnkit.engines.fused import FusedEngine, make_kernel
 
 if TYPE_CHECKING:
@@ -41,14 +46,25 @@ class Stepper:
             raise ValueError(f"Stepper needs the fused engine's kernels: {reason}")
         self.layer = layer
         self._params = list(layer.parameters())
+        like = layer.weight_ih_l0
+        self.dtype = like.dtype
+        # one C call per layer where the sequence kernels cover the cell; else the per-step kernels
+        self.seq = all(_fused_seq.supports(cell, like, False) for cell in layer.cells)
         self.kernels: list[Kernel] = [make_kernel(cell, None, False) for cell in layer.cells]
         self._versions: tuple[int, ...] | None = None
         self._prepare()
 
     def _prepare(self) -> None:
-        """Detach the parameters and fold the biases once (again only if a parameter changed)."""
+        """Pack the weights (or detach them and fold the biases) once; again only if a parameter changed."""
         with torch.no_grad():
-            self.W_ih_t, self.b_in, self.weights = [], [], []
+            self.W_ih_t, self.b_in, self.weights, self.specs, self.packed = [], [], [], [], []
+            if self.seq:
+                for k, cell in enumerate(self.layer.cells):
+                    spec, params = spec_for(cell, self.layer.weights(k))
+                    self.specs.append(spec)
+                    self.packed.append(spec.pack([None if p is None else p.detach() for p in params]))
+                self._versions = self._current_versions()
+                return
             for k, kernel in enumerate(self.kernels):
                 w = self.layer.weights(k)
                 self.W_ih_t.append(w.weight_ih.detach().t())
@@ -60,7 +76,6 @@ class Stepper:
     def _current_versions(self) -> tuple[int, ...]:
         return tuple(p._version for p in self._params)
 
-    @torch.no_grad()
     def __call__(self, x: Tensor, state: Tensor | tuple[Tensor, ...] | None = None):
         if self._current_versions() != self._versions:
             self._prepare()
@@ -69,6 +84,9 @@ class Stepper:
             x = x.unsqueeze(0)
         if x.dim() != 2 or x.shape[-1] != self.layer.input_size:
             raise ValueError(f"Stepper: expected x of shape (B, {self.layer.input_size}), got {tuple(x.shape)}")
+        if x.dtype != self.dtype or (self.seq and x.device.type != "cpu"):
+            raise ValueError(f"Stepper: expected a {self.dtype} input on the layer's device, got {x.dtype} on "
+                             f"{x.device}; convert it with x.to(...)")  # fmt: skip
         sizes = self.layer.cells[0].state_sizes
         L, B = self.layer.num_layers, x.shape[0]
         if state is None:
@@ -77,6 +95,34 @@ class Stepper:
             state = (state,) if isinstance(state, Tensor) else tuple(state)
             if unbatched:
                 state = tuple(s.unsqueeze(1) for s in state)
+            want = [(L, B, s) for s in sizes]
+            if [tuple(s.shape) for s in state] != want or any(s.dtype != self.dtype for s in state):
+                raise ValueError(f"Stepper: expected a state of shapes {want} ({self.dtype}), got "
+                                 f"{[(tuple(s.shape), s.dtype) for s in state]}")  # fmt: skip
+        if self.seq:
+            new_state = self._step_c(x.contiguous(), tuple(s.contiguous() for s in state))
+            y = new_state[0][L - 1]
+        else:
+            y, new_state = self._step_kernels(x, state)
+        if unbatched:
+            y, new_state = y.squeeze(0), tuple(s.squeeze(1) for s in new_state)
+        return y, (new_state[0] if len(new_state) == 1 else new_state)
+
+    def _step_c(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """Each layer's sequence kernel for one step, reading state[·][k] and writing new[·][k] in place."""
+        new = tuple(torch.empty_like(s) for s in state)  # (L, B, S) each
+        B, size = x.shape[0], state[0].element_size()
+        x_addr, F = x.data_ptr(), x.shape[1]
+        for k, spec in enumerate(self.specs):
+            at = [s.data_ptr() + k * s.stride(0) * size for s in state]
+            out = [s.data_ptr() + k * s.stride(0) * size for s in new]
+            spec.step(B, x_addr, F, at, out, self.packed[k])
+            x_addr, F = out[0], new[0].shape[2]  # the next layer reads this one's output
+        return new
+
+    @torch.no_grad()
+    def _step_kernels(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Per layer: the input and recurrent GEMMs through torch, then the fused pointwise step."""
         finals = []
         for k, kernel in enumerate(self.kernels):
             b = self.b_in[k]
@@ -84,10 +130,6 @@ class Stepper:
             new = kernel.step(xw, tuple(s[k] for s in state), self.weights[k])
             x = new[0]
             finals.append(new)
-        if L == 1:
-            new_state = tuple(s.unsqueeze(0) for s in finals[0])
-        else:
-            new_state = tuple(torch.stack(s) for s in zip(*finals))
-        if unbatched:
-            x, new_state = x.squeeze(0), tuple(s.squeeze(1) for s in new_state)
-        return x, (new_state[0] if len(new_state) == 1 else new_state)
+        if len(finals) == 1:
+            return x, tuple(s.unsqueeze(0) for s in finals[0])
+        return x, tuple(torch.stack(s) for s in zip(*finals))

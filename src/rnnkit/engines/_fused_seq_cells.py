@@ -3,7 +3,10 @@
 A spec runs one direction of one layer. ``forward(x, lens, state, params, save)`` returns the outputs
 (T, B, S), the final state and what the backward needs (``pack(params)`` lays the weights out for it).
 ``backward(saved, g_out, g_finals, needs)`` returns the gradients of (x, *state, *params), ``None`` where
-``needs`` says nobody asked. Buffers are time-major: ``Hs`` (T + 1, B, H) holds the initial state and then
+``needs`` says nobody asked. ``step(B, x, F, state, out, packed)`` runs one token for the one-token stepper
+(:mod:`rnnkit.stepper`), with weights packed once and every tensor given by address (its hot path: no
+tensor is made or indexed per layer): the input x (B, F), the state's parts (B, ·) and where the new
+state goes. Buffers are time-major: ``Hs`` (T + 1, B, H) holds the initial state and then
 every step's state, so ``Hs[:T]`` is each step's previous state, the right operand of the recurrent
 weight gradient.
 """
@@ -40,9 +43,12 @@ class LSTMSpec:
 
     n_state = 2
 
+    def __init__(self, H: int) -> None:
+        self.H = H
+
     def pack(self, params) -> tuple[Tensor, ...]:
-        W_ih, b_ih, b_hh, W_hh, _ = params
-        return pack(W_ih, 4), pack(W_hh, 4), _sum(b_ih, b_hh)
+        W_ih, b_ih, b_hh, W_hh, peep = params
+        return pack(W_ih, 4), pack(W_hh, 4), _sum(b_ih, b_hh), peep
 
     def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
         W_ih, b_ih, b_hh, W_hh, peep = params
@@ -52,13 +58,20 @@ class LSTMSpec:
         Hs, Cs = x2.new_empty(T + 1, B, H), x2.new_empty(T + 1, B, H)
         Hs[0], Cs[0] = state
         G = x2.new_empty(T, B, 4 * H) if save else None
-        Wxp, Wp, bias = self.pack(params)  # named: alive while C reads them
+        Wxp, Wp, bias, _ = self.pack(params)  # named: alive while C reads them
         lib_fn("rk_lstm_fwd", x2)(
             T, B, H, x2.shape[1], x2.data_ptr(), Wxp.data_ptr(), Wp.data_ptr(), ptr(bias), ptr(peep), ptr(lens),
-            Hs.data_ptr(), Cs.data_ptr(), ptr(G), threads(),
+            Hs.data_ptr(), Cs.data_ptr(), Hs[1:].data_ptr(), Cs[1:].data_ptr(), ptr(G), threads(),
         )  # fmt: skip
         self.has_bias = b_ih is not None
         return Hs[1:], (Hs[T].clone(), Cs[T].clone()), [x2, lens, Hs, Cs, G, W_ih, W_hh, peep]
+
+    def step(self, B: int, x: int, F: int, state: list[int], out: list[int], packed) -> None:
+        Wxp, Wp, bias, peep = packed
+        lib_fn("rk_lstm_fwd", Wp)(
+            1, B, self.H, F, x, Wxp.data_ptr(), Wp.data_ptr(), ptr(bias), ptr(peep), None, *state, *out, None,
+            threads(),
+        )  # fmt: skip
 
     def backward(self, saved, g_out: Tensor, g_finals, needs):
         x2, lens, Hs, Cs, G, W_ih, W_hh, peep = saved
@@ -84,8 +97,12 @@ class GRUSpec:
 
     n_state = 1
 
+    def __init__(self, H: int) -> None:
+        self.H = H
+
     def pack(self, params) -> tuple[Tensor, ...]:
-        return pack(params[0], 3), pack(params[3], 3)
+        W_ih, b_ih, b_hh, W_hh = params
+        return pack(W_ih, 3), pack(W_hh, 3), b_ih, b_hh
 
     def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
         W_ih, b_ih, b_hh, W_hh = params
@@ -96,13 +113,20 @@ class GRUSpec:
         Hs[0] = state[0]
         G = x2.new_empty(T, B, 3 * H) if save else None
         HN = x2.new_empty(T, B, H) if save else None
-        Wxp, Wp = self.pack(params)
+        Wxp, Wp, _, _ = self.pack(params)
         lib_fn("rk_gru_fwd", x2)(
             T, B, H, x2.shape[1], x2.data_ptr(), Wxp.data_ptr(), Wp.data_ptr(), ptr(b_ih), ptr(b_hh), ptr(lens),
-            Hs.data_ptr(), ptr(G), ptr(HN), threads(),
+            Hs.data_ptr(), Hs[1:].data_ptr(), ptr(G), ptr(HN), threads(),
         )  # fmt: skip
         self.has_bias = b_ih is not None
         return Hs[1:], (Hs[T].clone(),), [x2, lens, Hs, G, HN, W_ih, W_hh]
+
+    def step(self, B: int, x: int, F: int, state: list[int], out: list[int], packed) -> None:
+        Wxp, Wp, b_ih, b_hh = packed
+        lib_fn("rk_gru_fwd", Wp)(
+            1, B, self.H, F, x, Wxp.data_ptr(), Wp.data_ptr(), ptr(b_ih), ptr(b_hh), None, *state, *out, None, None,
+            threads(),
+        )  # fmt: skip
 
     def backward(self, saved, g_out: Tensor, g_finals, needs):
         x2, lens, Hs, G, HN, W_ih, W_hh = saved
@@ -129,8 +153,8 @@ class ElmanSpec:
 
     n_state = 1
 
-    def __init__(self, act: str) -> None:
-        self.act = ACT_CODES[act]
+    def __init__(self, act: str, H: int) -> None:
+        self.act, self.H = ACT_CODES[act], H
 
     def pack(self, params) -> tuple[Tensor, ...]:
         W_ih, b_ih, b_hh, W_hh = params
@@ -147,10 +171,16 @@ class ElmanSpec:
         Wxp, Wp, bias = self.pack(params)
         lib_fn("rk_elman_fwd", x2)(
             T, B, H, x2.shape[1], self.act, x2.data_ptr(), Wxp.data_ptr(), Wp.data_ptr(), ptr(bias), ptr(lens),
-            Hs.data_ptr(), threads(),
+            Hs.data_ptr(), Hs[1:].data_ptr(), threads(),
         )  # fmt: skip
         self.has_bias = b_ih is not None
         return Hs[1:], (Hs[T].clone(),), [x2, lens, Hs, W_ih, W_hh]
+
+    def step(self, B: int, x: int, F: int, state: list[int], out: list[int], packed) -> None:
+        Wxp, Wp, bias = packed
+        lib_fn("rk_elman_fwd", Wp)(
+            1, B, self.H, F, self.act, x, Wxp.data_ptr(), Wp.data_ptr(), ptr(bias), None, *state, *out, threads()
+        )  # fmt: skip
 
     def backward(self, saved, g_out: Tensor, g_finals, needs):
         x2, lens, Hs, W_ih, W_hh = saved
@@ -174,13 +204,13 @@ class JordanSpec:
 
     n_state = 1
 
-    def __init__(self, act: str, out_act: str) -> None:
-        self.act, self.out_act = ACT_CODES[act], ACT_CODES[out_act]
+    def __init__(self, act: str, out_act: str, H: int, O: int) -> None:
+        self.act, self.out_act, self.H, self.O = ACT_CODES[act], ACT_CODES[out_act], H, O
 
     def pack(self, params) -> tuple[Tensor, ...]:
-        W_ih, b_ih, W_yh, b_yh, W_hy, _ = params
+        W_ih, b_ih, W_yh, b_yh, W_hy, b_hy = params
         U = 4 * vl(W_ih)
-        return pack(W_ih, 1, U), pack(W_yh, 1, U), pack(W_hy, 1, U), _sum(b_ih, b_yh)
+        return pack(W_ih, 1, U), pack(W_yh, 1, U), pack(W_hy, 1, U), _sum(b_ih, b_yh), b_hy
 
     def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
         W_ih, b_ih, W_yh, b_yh, W_hy, b_hy = params
@@ -189,13 +219,21 @@ class JordanSpec:
         x2 = _flat(x)
         Ys, Hh = x2.new_empty(T + 1, B, O), x2.new_empty(T, B, H)
         Ys[0] = state[0]
-        Wxp, Wyp, Whp, bias = self.pack(params)
+        Wxp, Wyp, Whp, bias, _ = self.pack(params)
         lib_fn("rk_jordan_fwd", x2)(
             T, B, H, O, x2.shape[1], self.act, self.out_act, x2.data_ptr(), Wxp.data_ptr(), Wyp.data_ptr(),
-            Whp.data_ptr(), ptr(bias), ptr(b_hy), ptr(lens), Ys.data_ptr(), Hh.data_ptr(), threads(),
+            Whp.data_ptr(), ptr(bias), ptr(b_hy), ptr(lens), Ys.data_ptr(), Ys[1:].data_ptr(), Hh.data_ptr(), threads(),
         )  # fmt: skip
         self.has_bias = b_ih is not None
         return Ys[1:], (Ys[T].clone(),), [x2, lens, Ys, Hh, W_ih, W_yh, W_hy]
+
+    def step(self, B: int, x: int, F: int, state: list[int], out: list[int], packed) -> None:
+        Wxp, Wyp, Whp, bias, b_hy = packed
+        h = Wxp.new_empty(B, self.H)  # the hidden layer: within a step the threads exchange it
+        lib_fn("rk_jordan_fwd", Wxp)(
+            1, B, self.H, self.O, F, self.act, self.out_act, x, Wxp.data_ptr(), Wyp.data_ptr(), Whp.data_ptr(),
+            ptr(bias), ptr(b_hy), None, *state, *out, h.data_ptr(), threads(),
+        )  # fmt: skip
 
     def backward(self, saved, g_out: Tensor, g_finals, needs):
         x2, lens, Ys, Hh, W_ih, W_yh, W_hy = saved
@@ -221,15 +259,15 @@ class JordanSpec:
 
 def spec_for(cell: Any, w: Any) -> tuple[Any, list[Tensor | None]]:
     """The spec that runs ``cell`` and its parameters in the order the spec takes them."""
-    kind = type(cell)
+    kind, H = type(cell), cell.hidden_size
     if kind is GRUCell:
-        return GRUSpec(), [w.weight_ih, w.bias_ih, w.bias_hh, w.weight_hh]
+        return GRUSpec(H), [w.weight_ih, w.bias_ih, w.bias_hh, w.weight_hh]
     if kind is RNNCell:
-        return ElmanSpec(act_name(cell.activation)), [w.weight_ih, w.bias_ih, w.bias_hh, w.weight_hh]
+        return ElmanSpec(act_name(cell.activation), H), [w.weight_ih, w.bias_ih, w.bias_hh, w.weight_hh]
     if kind is JordanCell:
-        spec = JordanSpec(act_name(cell.activation), act_name(cell.output_activation))
+        spec = JordanSpec(act_name(cell.activation), act_name(cell.output_activation), H, cell.jordan_output_size)
         return spec, [w.weight_ih, w.bias_ih, w.weight_yh, w.bias_yh, w.weight_hy, w.bias_hy]
     peep = None
     if kind is PeepholeLSTMCell:
         peep = torch.stack([w.weight_ci, w.weight_cf, w.weight_co])  # (3, H), differentiable
-    return LSTMSpec(), [w.weight_ih, w.bias_ih, w.bias_hh, w.weight_hh, peep]
+    return LSTMSpec(H), [w.weight_ih, w.bias_ih, w.bias_hh, w.weight_hh, peep]

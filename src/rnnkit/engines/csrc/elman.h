@@ -104,7 +104,8 @@ typedef struct {
     int act, need_dh0;
     const REAL *x, *Wxp, *Wp, *bias; /* bias = b_ih + b_hh (H) or NULL */
     const long *len;
-    REAL *Hs;                   /* (T + 1, B, H) */
+    const REAL *h0;             /* forward: (B, H) the initial state */
+    REAL *Hs;                   /* forward: (T, B, H) h_1 … h_T; backward: (T + 1, B, H) h_0 … h_T */
     const REAL *W, *gout;       /* backward: W_hh (H × ldw), dL/d outputs (T, B, H) */
     long ldw;
     REAL *dh, *dh2, *dPre, *db; /* backward: dL/dh_T → dL/dh_0, scratch, (T, B, H), (H) */
@@ -118,9 +119,9 @@ static void RK(elman_fwd_task)(void *ctx, int tid, int nth) {
     RK(own_units)(H, tid, nth, &p_lo, &p_hi, &u_lo, &u_hi);
     int sense = 0;
     for (long t = 0; t < j->T; t++) {
-        const REAL *hp = j->Hs + t * B * H;
+        const REAL *hp = t ? j->Hs + (t - 1) * B * H : j->h0;
         RK(panels_step)(j->act, B, t, j->len, p_lo, p_hi, H, j->x + t * B * j->F, j->F, j->Wxp, hp, H, j->Wp,
-                        j->bias, hp, j->Hs + (t + 1) * B * H);
+                        j->bias, hp, j->Hs + t * B * H);
         rk_barrier_wait(&j->bar, nth, &sense);
     }
 }
@@ -151,9 +152,9 @@ static int RK(threads_for)(long N, int nth) {
 }
 
 void RK(rk_elman_fwd)(long T, long B, long H, long F, int act, const REAL *x, const REAL *Wxp, const REAL *Wp,
-                      const REAL *bias, const long *len, REAL *Hs, int nth) {
+                      const REAL *bias, const long *len, const REAL *h0, REAL *Hs, int nth) {
     RK(elman_job) j = {.T = T, .B = B, .H = H, .F = F, .act = act, .x = x, .Wxp = Wxp, .Wp = Wp, .bias = bias,
-                       .len = len, .Hs = Hs};
+                       .len = len, .h0 = h0, .Hs = Hs};
     rk_parallel(RK(elman_fwd_task), &j, RK(threads_for)(H, nth));
 }
 
@@ -171,7 +172,9 @@ typedef struct {
     const REAL *x, *Wxp, *Wyp, *Whp; /* packed W_ih (H × F), W_yh (H × O), W_hy (O × H) */
     const REAL *bias, *bias_hy;      /* b_ih + b_yh (H), b_hy (O), or NULL */
     const long *len;
-    REAL *Ys, *Hh;             /* (T + 1, B, O) states, (T, B, H) hidden layers */
+    const REAL *y0;            /* forward: (B, O) the initial state */
+    REAL *Ys, *Hh;             /* states: forward (T, B, O) y_1 … y_T, backward (T + 1, B, O) y_0 … y_T;
+                                  (T, B, H) hidden layers */
     const REAL *W_yh, *W_hy;   /* backward: H × ldy, O × ldh (columns padded) */
     long ldy, ldh;
     const REAL *gout;          /* (T, B, O) */
@@ -187,14 +190,14 @@ static void RK(jordan_fwd_task)(void *ctx, int tid, int nth) {
     RK(own_units)(O, tid, nth, &yp_lo, &yp_hi, &yu_lo, &yu_hi);
     int sense = 0;
     for (long t = 0; t < j->T; t++) {
-        const REAL *yp = j->Ys + t * B * O;
+        const REAL *yp = t ? j->Ys + (t - 1) * B * O : j->y0;
         REAL *h = j->Hh + t * B * H;
         /* ended sequences: h keeps whatever (it is masked out), so `prev` may be h itself */
         RK(panels_step)(j->act, B, t, NULL, hp_lo, hp_hi, H, j->x + t * B * j->F, j->F, j->Wxp, yp, O, j->Wyp,
                         j->bias, h, h);
         rk_barrier_wait(&j->bar, nth, &sense);
         RK(panels_step)(j->out_act, B, t, j->len, yp_lo, yp_hi, O, h, H, j->Whp, NULL, 0, NULL, j->bias_hy, yp,
-                        j->Ys + (t + 1) * B * O);
+                        j->Ys + t * B * O);
         rk_barrier_wait(&j->bar, nth, &sense);
     }
 }
@@ -229,9 +232,10 @@ static void RK(jordan_bwd_task)(void *ctx, int tid, int nth) {
 
 void RK(rk_jordan_fwd)(long T, long B, long H, long O, long F, int act, int out_act, const REAL *x, const REAL *Wxp,
                        const REAL *Wyp, const REAL *Whp, const REAL *bias, const REAL *bias_hy, const long *len,
-                       REAL *Ys, REAL *Hh, int nth) {
+                       const REAL *y0, REAL *Ys, REAL *Hh, int nth) {
     RK(jordan_job) j = {.T = T, .B = B, .H = H, .O = O, .F = F, .act = act, .out_act = out_act, .x = x, .Wxp = Wxp,
-                        .Wyp = Wyp, .Whp = Whp, .bias = bias, .bias_hy = bias_hy, .len = len, .Ys = Ys, .Hh = Hh};
+                        .Wyp = Wyp, .Whp = Whp, .bias = bias, .bias_hy = bias_hy, .len = len, .y0 = y0, .Ys = Ys,
+                        .Hh = Hh};
     const int a = RK(threads_for)(H, nth), b = RK(threads_for)(O, nth);
     rk_parallel(RK(jordan_fwd_task), &j, a > b ? a : b);
 }

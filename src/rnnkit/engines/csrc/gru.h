@@ -13,7 +13,8 @@ typedef struct {
     const REAL *Wxp, *Wp;   /* W_ih and W_hh packed by rk_pack_gates(3, H, F or H, …) */
     const REAL *bih, *bhh;  /* (3H) each, or NULL */
     const long *len;
-    REAL *Hs;     /* (T + 1, B, H) */
+    const REAL *h0; /* (B, H) the initial state */
+    REAL *Hs;       /* (T, B, H): h_1 … h_T */
     REAL *G, *HN; /* (T, B, 3H) r, z, n and (T, B, H) W_hn h + b_hn, or NULL (inference) */
     rk_barrier bar;
 } RK(gru_fwd_job);
@@ -44,8 +45,8 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
     REAL tx[MR_MAX * 4 * VL] __attribute__((aligned(64))), th[MR_MAX * 4 * VL] __attribute__((aligned(64)));
     int sense = 0;
     for (long t = 0; t < T; t++) {
-        const REAL *hp = j->Hs + t * B * H, *xt = j->x + t * B * F;
-        REAL *hn = j->Hs + (t + 1) * B * H;
+        const REAL *hp = t ? j->Hs + (t - 1) * B * H : j->h0, *xt = j->x + t * B * F;
+        REAL *hn = j->Hs + t * B * H;
         REAL *gt = j->G ? j->G + t * B * 3 * H : NULL, *HNt = j->HN ? j->HN + t * B * H : NULL;
         for (long p = p_lo; p < p_hi; p++) {
             const long u = p * VL, nu = H - u < VL ? H - u : VL;
@@ -77,8 +78,9 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
 }
 
 void RK(rk_gru_fwd)(long T, long B, long H, long F, const REAL *x, const REAL *Wxp, const REAL *Wp,
-                    const REAL *bih, const REAL *bhh, const long *len, REAL *Hs, REAL *G, REAL *HN, int nth) {
-    RK(gru_fwd_job) j = {T, B, H, F, x, Wxp, Wp, bih, bhh, len, Hs, G, HN, {0, 0}};
+                    const REAL *bih, const REAL *bhh, const long *len, const REAL *h0, REAL *Hs, REAL *G, REAL *HN,
+                    int nth) {
+    RK(gru_fwd_job) j = {T, B, H, F, x, Wxp, Wp, bih, bhh, len, h0, Hs, G, HN, {0, 0}};
     const long nb = (H + VL - 1) / VL;
     rk_parallel(RK(gru_fwd_task), &j, nth < nb ? nth : (int)nb);
 }

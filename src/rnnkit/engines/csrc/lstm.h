@@ -20,7 +20,8 @@ typedef struct {
     const REAL *bias;     /* (4H) b_ih + b_hh, or NULL */
     const REAL *peep;     /* (3, H): w_ci, w_cf, w_co, or NULL */
     const long *len;      /* (B,) or NULL */
-    REAL *Hs, *Cs;        /* (T + 1, B, H) each; [0] holds the initial state */
+    const REAL *h0, *c0;  /* (B, H) the initial state */
+    REAL *Hs, *Cs;        /* (T, B, H) each: h_1 … h_T, c_1 … c_T */
     REAL *G;              /* (T, B, 4H) activated gates, or NULL (inference) */
     rk_barrier bar;
 } RK(lstm_fwd_job);
@@ -58,8 +59,9 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
     REAL tx[MR_MAX * 4 * VL] __attribute__((aligned(64))), th[MR_MAX * 4 * VL] __attribute__((aligned(64)));
     int sense = 0;
     for (long t = 0; t < T; t++) {
-        const REAL *hp = j->Hs + t * B * H, *cp = j->Cs + t * B * H, *xt = j->x + t * B * F;
-        REAL *hn = j->Hs + (t + 1) * B * H, *cn = j->Cs + (t + 1) * B * H;
+        const REAL *hp = t ? j->Hs + (t - 1) * B * H : j->h0, *cp = t ? j->Cs + (t - 1) * B * H : j->c0;
+        const REAL *xt = j->x + t * B * F;
+        REAL *hn = j->Hs + t * B * H, *cn = j->Cs + t * B * H;
         REAL *gt = j->G ? j->G + t * B * 4 * H : NULL;
         for (long p = p_lo; p < p_hi; p++) {
             const long u = p * VL, nu = H - u < VL ? H - u : VL;
@@ -91,8 +93,9 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
 }
 
 void RK(rk_lstm_fwd)(long T, long B, long H, long F, const REAL *x, const REAL *Wxp, const REAL *Wp,
-                     const REAL *bias, const REAL *peep, const long *len, REAL *Hs, REAL *Cs, REAL *G, int nth) {
-    RK(lstm_fwd_job) j = {T, B, H, F, x, Wxp, Wp, bias, peep, len, Hs, Cs, G, {0, 0}};
+                     const REAL *bias, const REAL *peep, const long *len, const REAL *h0, const REAL *c0, REAL *Hs,
+                     REAL *Cs, REAL *G, int nth) {
+    RK(lstm_fwd_job) j = {T, B, H, F, x, Wxp, Wp, bias, peep, len, h0, c0, Hs, Cs, G, {0, 0}};
     const long nb = (H + VL - 1) / VL;
     rk_parallel(RK(lstm_fwd_task), &j, nth < nb ? nth : (int)nb);
 }
