@@ -23,9 +23,14 @@ from rnnkit.engines._fused_kernels import act_name
 from rnnkit.engines._fused_seq import ACT_CODES, gemm, lib_fn, pack, padded, ptr, threads, vl, weight_grad
 
 
-def _flat(x: Tensor) -> Tensor:
+def _start(x: Tensor, state) -> tuple[Tensor, list[Tensor]]:
+    """``x`` (T, B, F) as (T·B, F), and per state part a (T + 1, B, S) buffer whose [0] is that part."""
     T, B, F = x.shape
-    return x.contiguous().view(T * B, F)
+    x2, bufs = x.contiguous().view(T * B, F), []
+    for s in state:
+        bufs.append(x2.new_empty(T + 1, B, s.shape[-1]))
+        bufs[-1][0] = s
+    return x2, bufs
 
 
 def _input_grads(need_x: bool, need_w: bool, dPre: Tensor, x2: Tensor, W_ih: Tensor, T: int):
@@ -52,11 +57,8 @@ class LSTMSpec:
 
     def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
         W_ih, b_ih, b_hh, W_hh, peep = params
-        T, B, _ = x.shape
-        H = W_hh.shape[1]
-        x2 = _flat(x)
-        Hs, Cs = x2.new_empty(T + 1, B, H), x2.new_empty(T + 1, B, H)
-        Hs[0], Cs[0] = state
+        (T, B, _), H = x.shape, self.H
+        x2, (Hs, Cs) = _start(x, state)
         G = x2.new_empty(T, B, 4 * H) if save else None
         Wxp, Wp, bias, _ = self.pack(params)  # named: alive while C reads them
         lib_fn("rk_lstm_fwd", x2)(
@@ -106,11 +108,8 @@ class GRUSpec:
 
     def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
         W_ih, b_ih, b_hh, W_hh = params
-        T, B, _ = x.shape
-        H = W_hh.shape[1]
-        x2 = _flat(x)
-        Hs = x2.new_empty(T + 1, B, H)
-        Hs[0] = state[0]
+        (T, B, _), H = x.shape, self.H
+        x2, (Hs,) = _start(x, state)
         G = x2.new_empty(T, B, 3 * H) if save else None
         HN = x2.new_empty(T, B, H) if save else None
         Wxp, Wp, _, _ = self.pack(params)
@@ -163,11 +162,8 @@ class ElmanSpec:
 
     def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
         W_ih, b_ih, b_hh, W_hh = params
-        T, B, _ = x.shape
-        H = W_hh.shape[1]
-        x2 = _flat(x)
-        Hs = x2.new_empty(T + 1, B, H)
-        Hs[0] = state[0]
+        (T, B, _), H = x.shape, self.H
+        x2, (Hs,) = _start(x, state)
         Wxp, Wp, bias = self.pack(params)
         lib_fn("rk_elman_fwd", x2)(
             T, B, H, x2.shape[1], self.act, x2.data_ptr(), Wxp.data_ptr(), Wp.data_ptr(), ptr(bias), ptr(lens),
@@ -214,11 +210,9 @@ class JordanSpec:
 
     def forward(self, x: Tensor, lens: Tensor | None, state, params, save: bool):
         W_ih, b_ih, W_yh, b_yh, W_hy, b_hy = params
-        T, B, _ = x.shape
-        H, O = W_yh.shape
-        x2 = _flat(x)
-        Ys, Hh = x2.new_empty(T + 1, B, O), x2.new_empty(T, B, H)
-        Ys[0] = state[0]
+        (T, B, _), H, O = x.shape, self.H, self.O
+        x2, (Ys,) = _start(x, state)
+        Hh = x2.new_empty(T, B, H)
         Wxp, Wyp, Whp, bias, _ = self.pack(params)
         lib_fn("rk_jordan_fwd", x2)(
             T, B, H, O, x2.shape[1], self.act, self.out_act, x2.data_ptr(), Wxp.data_ptr(), Wyp.data_ptr(),
