@@ -98,3 +98,16 @@ def test_bad_state_and_dtype_fail_with_one_line() -> None:
         stepper(x.double())
     y, (h, c) = stepper(x, (torch.zeros(2, 4, 2).transpose(1, 2), torch.zeros(2, 2, 4)))  # any strides
     torch.testing.assert_close(y, stepper(x)[0], rtol=0, atol=0)
+
+
+def test_follows_a_converted_layer() -> None:
+    """layer.double() replaces the parameters' storage: the stepper notices and re-packs in the new dtype."""
+    torch.manual_seed(2)
+    layer = rnnkit.GRU(3, 4)
+    stepper = layer.stepper()
+    stepper(torch.randn(2, 3))
+    layer.double()
+    x = torch.randn(2, 3, dtype=F64)
+    with torch.no_grad():
+        expected, _ = layer(x.unsqueeze(0))
+    torch.testing.assert_close(stepper(x)[0], expected[0], rtol=0, atol=1e-12)

@@ -9,13 +9,13 @@ kernel does not cover (an LSTM with a projection, GRU with ``reset_after=False``
 recurrent GEMM and the fused engine's in-place pointwise step per layer instead.
 
 It reads the layer's parameters when created and notices when they change (their version counters),
-so it stays correct if the model keeps training (an in-place change through ``.data`` bypasses the counters:
-make a new stepper after one). Inference only: its outputs carry no gradient.
+so it stays correct if the model keeps training or is converted (an in-place change through ``.data``
+bypasses the counters: make a new stepper after one). Inference only: its outputs carry no gradient.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -46,16 +46,16 @@ class Stepper:
             raise ValueError(f"Stepper needs the fused engine's kernels: {reason}")
         self.layer = layer
         self._params = list(layer.parameters())
-        like = layer.weight_ih_l0
-        self.dtype = like.dtype
-        # one C call per layer where the sequence kernels cover the cell; else the per-step kernels
-        self.seq = all(_fused_seq.supports(cell, like, False) for cell in layer.cells)
         self.kernels: list[Kernel] = [make_kernel(cell, None, False) for cell in layer.cells]
-        self._versions: tuple[int, ...] | None = None
+        self._versions: tuple[Any, ...] | None = None
         self._prepare()
 
     def _prepare(self) -> None:
         """Pack the weights (or detach them and fold the biases) once; again only if a parameter changed."""
+        like = self.layer.weight_ih_l0
+        self.dtype = like.dtype
+        # one C call per layer where the sequence kernels cover the cell (CPU); else the per-step kernels
+        self.seq = all(_fused_seq.supports(cell, like, False) for cell in self.layer.cells)
         with torch.no_grad():
             self.W_ih_t, self.b_in, self.weights, self.specs, self.packed = [], [], [], [], []
             if self.seq:
@@ -73,8 +73,10 @@ class Stepper:
                 self.weights.append([None if t is None else t.detach() for t in kernel.weights(w)])
         self._versions = self._current_versions()
 
-    def _current_versions(self) -> tuple[int, ...]:
-        return tuple(p._version for p in self._params)
+    def _current_versions(self) -> tuple[Any, ...]:
+        """Changes when a parameter does: in place (its version counter) or replaced (``layer.double()``,
+        ``layer.to(...)`` and ``.data = …`` give it new storage, so a new address)."""
+        return tuple((p._version, p.data_ptr()) for p in self._params)
 
     def __call__(self, x: Tensor, state: Tensor | tuple[Tensor, ...] | None = None):
         if self._current_versions() != self._versions:
