@@ -101,4 +101,18 @@ def test_step_equals_forward_one_token_at_a_time(cell, input):
         for got, want in zip(state if isinstance(state, tuple) else (state,),
                              expected_state if isinstance(state, tuple) else (expected_state,)):  # fmt: skip
             torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
-    assert model._stepper() is not None  # the fast path ran in eval mode
+    assert model.__dict__["_stepper_cache"] is not None  # the fast path ran in eval mode
+
+
+def test_a_model_with_a_kept_stepper_still_copies_and_pickles():
+    """The stepper kept on the model is rebuilt from its layer, so deepcopy/pickle give working models."""
+    import copy
+    import pickle
+
+    torch.manual_seed(0)
+    model = ModelConfig(cell="gru", hidden_size=5).build(V, dtype=torch.float64).eval()
+    tokens = torch.tensor([1, 2])
+    want, _ = model.step(tokens)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert clone.__dict__["_stepper_cache"].layer is clone.rnn
+        torch.testing.assert_close(clone.step(tokens)[0], want, rtol=0, atol=0)

@@ -142,3 +142,16 @@ def test_bad_constructor_arguments():
         Seq2Seq(3, 10)
     with pytest.raises(ValueError, match="beam_size"):
         make_model().beam_search(*random_batch(), beam_size=0)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_decoding_through_the_stepper_equals_the_layer(cell):
+    """Greedy and beam decoding step the decoder with its stepper; forcing the layer path changes nothing."""
+    torch.manual_seed(0)
+    model = Seq2Seq(12, 11, embed_size=8, hidden_size=8, num_layers=2, cell=cell, dropout=0.0).double().eval()
+    src = torch.randint(4, 12, (3, 5))
+    src_len = torch.tensor([5, 3, 4])
+    fast = model.greedy(src, src_len), model.beam_search(src, src_len, beam_size=3)
+    assert model.__dict__["_stepper_cache"] is not None
+    model.__dict__["_stepper_cache"] = None  # None = no stepper: the decoder layer runs each step
+    assert (model.greedy(src, src_len), model.beam_search(src, src_len, beam_size=3)) == fast

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from rnnkit.dropout import Dropout
 from rnnkit.rnn import GRU, LSTM, RNN, Jordan, PeepholeLSTM
+from rnnkit.stepper import kept_stepper
 
 CellName = Literal["lstm", "gru", "rnn", "peephole", "jordan"]
 #: carried recurrent state: one tensor (RNN, GRU, Jordan) or a tuple (LSTM: h, c), or None for zeros
@@ -139,7 +140,7 @@ class LanguageModel(nn.Module):
         """One token per sequence, for generation: ``tokens`` (B,) long -> (logits (B, V), state), equal to
         ``forward(tokens[:, None], state)`` with the time axis dropped. In eval mode it runs the layer's
         one-token stepper (:mod:`rnnkit.stepper`: no per-call layer overhead), where the layer has one."""
-        stepper = self._stepper() if not self.training else None
+        stepper = kept_stepper(self, self.rnn) if not self.training else None
         if stepper is None:
             logits, state = self(tokens[:, None], state)
             return logits[:, 0], state
@@ -150,15 +151,6 @@ class LanguageModel(nn.Module):
                 x = F.one_hot(tokens, self.vocab_size).to(self.head.weight.dtype)  # (B, V)
             output, state = stepper(x, state)  # (B, H)
             return self.head(output), state
-
-    def _stepper(self) -> Any:
-        """The layer's stepper, made on first use; None where the layer cannot be stepped (then forward runs)."""
-        if not hasattr(self, "_step_cache"):
-            try:
-                self._step_cache = self.rnn.stepper()
-            except ValueError:  # e.g. a cell the fused kernels do not cover
-                self._step_cache = None
-        return self._step_cache
 
     def init_state(self, batch_size: int) -> State:
         """Zero state for ``batch_size`` sequences, in the layer's layout ((L, B, H) or a tuple of them)."""

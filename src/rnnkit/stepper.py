@@ -73,6 +73,10 @@ class Stepper:
                 self.weights.append([None if t is None else t.detach() for t in kernel.weights(w)])
         self._versions = self._current_versions()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its layer: unpickling makes the stepper again (the packed weights are derived data)."""
+        return Stepper, (self.layer,)
+
     def _current_versions(self) -> tuple[Any, ...]:
         """Changes when a parameter does: in place (its version counter) or replaced (``layer.double()``,
         ``layer.to(...)`` and ``.data = …`` give it new storage, so a new address)."""
@@ -135,3 +139,15 @@ class Stepper:
         if len(finals) == 1:
             return x, tuple(s.unsqueeze(0) for s in finals[0])
         return x, tuple(torch.stack(s) for s in zip(*finals))
+
+
+def kept_stepper(owner: Any, layer: Recurrent, name: str = "_stepper_cache") -> Stepper | None:
+    """``layer``'s stepper, made on ``owner``'s first call and kept on it as ``name``; ``None`` where the
+    layer cannot be stepped (the caller then runs the layer itself). For models that decode one token at a
+    time: :class:`~rnnkit.models.LanguageModel`, the translation decoder."""
+    if name not in owner.__dict__:
+        try:
+            owner.__dict__[name] = Stepper(layer)
+        except ValueError:  # e.g. a cell the fused kernels do not cover
+            owner.__dict__[name] = None
+    return owner.__dict__[name]

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from rnnkit.dropout import Dropout
 from rnnkit.rnn import GRU, LSTM
+from rnnkit.stepper import kept_stepper
 
 State = Any  # a Tensor (GRU) or a tuple (h, c) (LSTM), each (num_layers, B, H)
 
@@ -179,8 +180,12 @@ class Seq2Seq(nn.Module):
             context, weights = self.attention(top_hidden(state), memory.keys_proj, memory.outputs, memory.mask)
         else:
             context = memory.context
-        x = torch.cat([self.drop(self.tgt_embed(y_prev)), context], dim=-1).unsqueeze(1)  # (B, 1, E+H)
-        out, state = self.decoder(x, state)  # (B, 1, H)
+        x = torch.cat([self.drop(self.tgt_embed(y_prev)), context], dim=-1)  # (B, E+H)
+        stepper = None if self.training or torch.is_grad_enabled() else kept_stepper(self, self.decoder)
+        if stepper is not None:  # decoding: the layer's one-token stepper, no per-call layer overhead
+            out, state = stepper(x, state)  # (B, H)
+            return out, state, weights
+        out, state = self.decoder(x.unsqueeze(1), state)  # (B, 1, H)
         return out.squeeze(1), state, weights
 
     def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor, return_attention: bool = False) -> Any:
