@@ -21,6 +21,11 @@ from torch import Tensor, nn
 from rnnkit.engines import _fused_c
 
 
+def _check_p(p: float) -> None:
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+
+
 def _apply(x: Tensor, p: float, seed: int) -> Tensor:
     y = torch.empty_like(x)
     name = "rk_dropout_f32" if x.dtype == torch.float32 else "rk_dropout_f64"
@@ -41,8 +46,7 @@ class _HashDropout(torch.autograd.Function):
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """``x`` with each element zeroed with probability ``p`` and the rest scaled by ``1 / (1 - p)``."""
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    _check_p(p)
     if not training or p == 0:
         return x
     fast = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _fused_c.get() is not None
@@ -57,8 +61,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        if not 0 <= p <= 1:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        _check_p(p)
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:

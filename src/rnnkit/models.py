@@ -128,11 +128,7 @@ class LanguageModel(nn.Module):
         if tokens.dim() != 2 or tokens.dtype != torch.long:
             raise ValueError(f"LanguageModel expects tokens as a (batch, time) long tensor, got {tuple(tokens.shape)} "
                              f"{tokens.dtype}")  # fmt: skip
-        if self.embedding is not None:
-            x = self.embedding(tokens)  # (B, T, E)
-        else:
-            x = F.one_hot(tokens, self.vocab_size).to(self.head.weight.dtype)  # (B, T, V)
-        output, state = self.rnn(self.drop(x), state)  # (B, T, H)
+        output, state = self.rnn(self.drop(self._inputs(tokens)), state)  # (B, T, H)
         logits = self.head(self.drop(output))  # (B, T, V)
         return logits, state
 
@@ -145,12 +141,14 @@ class LanguageModel(nn.Module):
             logits, state = self(tokens[:, None], state)
             return logits[:, 0], state
         with torch.no_grad():
-            if self.embedding is not None:
-                x = self.embedding(tokens)  # (B, E)
-            else:
-                x = F.one_hot(tokens, self.vocab_size).to(self.head.weight.dtype)  # (B, V)
-            output, state = stepper(x, state)  # (B, H)
+            output, state = stepper(self._inputs(tokens), state)  # (B, H)
             return self.head(output), state
+
+    def _inputs(self, tokens: Tensor) -> Tensor:
+        """The layer's input for token ids of any shape (…): embeddings (…, E) or one-hot vectors (…, V)."""
+        if self.embedding is not None:
+            return self.embedding(tokens)
+        return F.one_hot(tokens, self.vocab_size).to(self.head.weight.dtype)
 
     def init_state(self, batch_size: int) -> State:
         """Zero state for ``batch_size`` sequences, in the layer's layout ((L, B, H) or a tuple of them)."""

@@ -58,19 +58,17 @@ class Stepper:
         self.seq = all(_fused_seq.supports(cell, like, False) for cell in self.layer.cells)
         with torch.no_grad():
             self.W_ih_t, self.b_in, self.weights, self.specs, self.packed = [], [], [], [], []
-            if self.seq:
-                for k, cell in enumerate(self.layer.cells):
-                    spec, params = spec_for(cell, self.layer.weights(k))
+            for k, (cell, kernel) in enumerate(zip(self.layer.cells, self.kernels, strict=True)):
+                w = self.layer.weights(k)
+                if self.seq:
+                    spec, params = spec_for(cell, w)
                     self.specs.append(spec)
                     self.packed.append(spec.pack([None if p is None else p.detach() for p in params]))
-                self._versions = self._current_versions()
-                return
-            for k, kernel in enumerate(self.kernels):
-                w = self.layer.weights(k)
-                self.W_ih_t.append(w.weight_ih.detach().t())
-                b = kernel.input_bias(w)
-                self.b_in.append(None if b is None else b.detach())
-                self.weights.append([None if t is None else t.detach() for t in kernel.weights(w)])
+                else:
+                    self.W_ih_t.append(w.weight_ih.detach().t())
+                    b = kernel.input_bias(w)
+                    self.b_in.append(None if b is None else b.detach())
+                    self.weights.append([None if t is None else t.detach() for t in kernel.weights(w)])
         self._versions = self._current_versions()
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -120,8 +118,7 @@ class Stepper:
         B, size = x.shape[0], state[0].element_size()
         x_addr, F = x.data_ptr(), x.shape[1]
         for k, spec in enumerate(self.specs):
-            at = [s.data_ptr() + k * s.stride(0) * size for s in state]
-            out = [s.data_ptr() + k * s.stride(0) * size for s in new]
+            at, out = ([t.data_ptr() + k * t.stride(0) * size for t in ts] for ts in (state, new))  # layer k's rows
             spec.step(B, x_addr, F, at, out, self.packed[k])
             x_addr, F = out[0], new[0].shape[2]  # the next layer reads this one's output
         return new
@@ -141,13 +138,14 @@ class Stepper:
         return x, tuple(torch.stack(s) for s in zip(*finals))
 
 
-def kept_stepper(owner: Any, layer: Recurrent, name: str = "_stepper_cache") -> Stepper | None:
-    """``layer``'s stepper, made on ``owner``'s first call and kept on it as ``name``; ``None`` where the
-    layer cannot be stepped (the caller then runs the layer itself). For models that decode one token at a
-    time: :class:`~rnnkit.models.LanguageModel`, the translation decoder."""
-    if name not in owner.__dict__:
+def kept_stepper(owner: Any, layer: Recurrent) -> Stepper | None:
+    """``layer``'s stepper, made on ``owner``'s first call and kept on it (as ``_stepper_cache``); ``None``
+    where the layer cannot be stepped (the caller then runs the layer itself). For models that decode one
+    token at a time: :class:`~rnnkit.models.LanguageModel`, the translation decoder."""
+    kept = owner.__dict__
+    if "_stepper_cache" not in kept:
         try:
-            owner.__dict__[name] = Stepper(layer)
+            kept["_stepper_cache"] = Stepper(layer)
         except ValueError:  # e.g. a cell the fused kernels do not cover
-            owner.__dict__[name] = None
-    return owner.__dict__[name]
+            kept["_stepper_cache"] = None
+    return kept["_stepper_cache"]
