@@ -125,8 +125,8 @@ class Recurrent(nn.Module):
             cell.init_parameters({n: t for n, t in vars(self.weights(k)).items() if t is not None})
 
     def stepper(self) -> Any:
-        """A :class:`~rnnkit.stepper.Stepper` that runs this layer one token at a time with little overhead."""
-        from rnnkit.stepper import Stepper  # lazy: the stepper builds on the fused engine's kernels
+        """A :class:`~rnnkit.engines.fused.stepper.Stepper`: this layer one token at a time, little overhead."""
+        from rnnkit.engines.fused.stepper import Stepper
 
         return Stepper(self)
 
