@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit.activations import activation_name
 from rnnkit.cells import RecurrentCell
-from rnnkit.cells.base import check_like
+from rnnkit.cells.base import Weights, check_like
 from rnnkit.engines import check_engine_name, select_engine
 
 StateIn = Tensor | tuple[Tensor, ...] | None
@@ -100,11 +99,11 @@ class Recurrent(nn.Module):
         """Features per direction in ``output`` (``proj_size`` or ``hidden_size``, Jordan's ``output_size``)."""
         return self._cells[0].output_size
 
-    def weights(self, k: int) -> SimpleNamespace:
+    def weights(self, k: int) -> Weights:
         """The parameters of cell ``k`` under the cell's own names (``weight_ih``…), absent biases as None."""
         suffix = f"_l{k // self.num_directions}" + ("_reverse" if k % self.num_directions else "")
         names = self._cells[k].parameter_shapes()
-        return SimpleNamespace(**{n: getattr(self, n + suffix, None) for n in names})
+        return Weights({n: getattr(self, n + suffix, None) for n in names})
 
     def flat_weights(self) -> list[Tensor]:
         """Every parameter in torch's flat order (what ``torch.lstm`` & co. take)."""

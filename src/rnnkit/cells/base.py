@@ -203,6 +203,16 @@ class GatedCell(RecurrentCell):
         return self.activation is torch.tanh and self.recurrent_activation is torch.sigmoid
 
 
+class Weights:
+    """The parameters of one cell under the cell's own names (``w.weight_ih``…), absent ones ``None``: what
+    :meth:`RecurrentCell.step` takes as ``w``. A plain class rather than ``SimpleNamespace``, which
+    ``torch.compile`` cannot trace."""
+
+    def __init__(self, tensors: dict[str, Tensor | None]) -> None:
+        for name, tensor in tensors.items():
+            setattr(self, name, tensor)
+
+
 def check_like(owner: str, what: str, t: Tensor, ref: Tensor) -> None:
     """Fail with one clear line when ``t`` does not share ``ref``'s dtype and device."""
     if t.dtype != ref.dtype:

@@ -48,6 +48,8 @@ class FusedEngine:
             return f"the fused kernels run on CPU tensors, not {x.device.type}"
         if x.dtype not in (torch.float32, torch.float64):
             return f"the fused kernels compute in float32 or float64, not {x.dtype}"
+        if torch.compiler.is_compiling():
+            return None  # dynamo/export see the operator (and use functorch themselves: the checks below would lie)
         if exporting_onnx():
             return "torch.onnx.export records torch ops only and cannot see inside rnnkit's kernels"
         if func_transforms_active():
@@ -74,7 +76,8 @@ class FusedEngine:
             return ENGINES["reference"].run(layer, x, hx, lengths, return_gates)
         from rnnkit.engines.fused import ops  # noqa: F401  (registers the operators on first use)
 
-        grad = torch.is_grad_enabled()
+        # a traced graph must not depend on the grad mode it was traced under (torch.jit.trace checks it)
+        grad = torch.is_grad_enabled() or torch.jit.is_tracing()
 
         def one(k: int, inp: Tensor, state: tuple[Tensor, ...], mask: Tensor | None) -> Any:
             cell = layer.cells[k]

@@ -23,7 +23,6 @@ The equations are the cells' (:mod:`rnnkit.cells`); the C files (``csrc/``) rest
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -31,6 +30,7 @@ from torch import Tensor
 
 from rnnkit.activations import ACTIVATIONS, activation_name
 from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RNNCell
+from rnnkit.cells.base import Weights
 
 #: activation name -> the kernels' code (csrc/rnnkit_c.h)
 ACT_CODES = {"identity": 0, "tanh": 1, "relu": 2, "sigmoid": 3, "hard_sigmoid": 4}
@@ -146,7 +146,7 @@ class LSTMSpec:
     @staticmethod
     def outputs(config: list[int], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         Hs, Cs, G, _ = buffers
-        gates = list(G.chunk(4, dim=-1)) + [Cs[1:]] if G.numel() else []
+        gates = list(G.chunk(4, dim=-1)) + [Cs[1:]] if G.dim() == 3 else []  # (0,): not kept
         return Hs[1:], [Hs[-1], Cs[-1]], gates
 
     @staticmethod
@@ -156,12 +156,12 @@ class LSTMSpec:
                     recurrent_activation=_act(config[1]), device="meta")  # fmt: skip
 
     @classmethod
-    def weights(cls, config: list[int], params: list[Tensor]) -> SimpleNamespace:
+    def weights(cls, config: list[int], params: list[Tensor]) -> Weights:
         W_ih, W_hh, b_ih, b_hh, W_hr, peep = cls._unpack(config, params)
-        ns = SimpleNamespace(weight_ih=W_ih, weight_hh=W_hh, bias_ih=b_ih, bias_hh=b_hh, weight_hr=W_hr)
+        names = {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": b_ih, "bias_hh": b_hh, "weight_hr": W_hr}
         if peep is not None:
-            ns.weight_ci, ns.weight_cf, ns.weight_co = peep
-        return ns
+            names.update(zip(("weight_ci", "weight_cf", "weight_co"), peep, strict=True))
+        return Weights(names)
 
 
 class GRUSpec:
@@ -219,7 +219,7 @@ class GRUSpec:
     @staticmethod
     def outputs(config: list[int], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         Hs, G, _ = buffers
-        return Hs[1:], [Hs[-1]], list(G.chunk(3, dim=-1)) if G.numel() else []
+        return Hs[1:], [Hs[-1]], list(G.chunk(3, dim=-1)) if G.dim() == 3 else []
 
     @staticmethod
     def make_cell(config: list[int], F: int, H: int, S: int) -> Any:
@@ -227,9 +227,9 @@ class GRUSpec:
                        recurrent_activation=_act(config[1]), device="meta")  # fmt: skip
 
     @staticmethod
-    def weights(config: list[int], params: list[Tensor]) -> SimpleNamespace:
+    def weights(config: list[int], params: list[Tensor]) -> Weights:
         b = params[2:4] if config[2] else (None, None)
-        return SimpleNamespace(weight_ih=params[0], weight_hh=params[1], bias_ih=b[0], bias_hh=b[1])
+        return Weights({"weight_ih": params[0], "weight_hh": params[1], "bias_ih": b[0], "bias_hh": b[1]})
 
 
 class ElmanSpec:
@@ -276,9 +276,9 @@ class ElmanSpec:
         return RNNCell(F, H, bool(config[1]), activation=_act(config[0]), device="meta")
 
     @staticmethod
-    def weights(config: list[int], params: list[Tensor]) -> SimpleNamespace:
+    def weights(config: list[int], params: list[Tensor]) -> Weights:
         b = params[2:4] if config[1] else (None, None)
-        return SimpleNamespace(weight_ih=params[0], weight_hh=params[1], bias_ih=b[0], bias_hh=b[1])
+        return Weights({"weight_ih": params[0], "weight_hh": params[1], "bias_ih": b[0], "bias_hh": b[1]})
 
 
 class JordanSpec:
@@ -332,14 +332,14 @@ class JordanSpec:
 
     @staticmethod
     def make_cell(config: list[int], F: int, H: int, S: int) -> Any:
-        return JordanCell(F, H, bool(config[2]), output_size=S, activation=_act(config[0]),
+        return JordanCell(F, H, S, bool(config[2]), activation=_act(config[0]),
                           output_activation=_act(config[1]), device="meta")  # fmt: skip
 
     @staticmethod
-    def weights(config: list[int], params: list[Tensor]) -> SimpleNamespace:
+    def weights(config: list[int], params: list[Tensor]) -> Weights:
         b = params[3:6] if config[2] else (None, None, None)
-        return SimpleNamespace(weight_ih=params[0], weight_yh=params[1], weight_hy=params[2], bias_ih=b[0],
-                               bias_yh=b[1], bias_hy=b[2])  # fmt: skip
+        names = ("weight_ih", "weight_yh", "weight_hy", "bias_ih", "bias_yh", "bias_hy")
+        return Weights(dict(zip(names, [*params[:3], *b], strict=True)))
 
 
 #: exact cell type -> spec (a subclass may change the equations, so it is not matched)

@@ -98,11 +98,13 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
                 RK(tile)((int)R, NG, H, hp + b0 * H, H, 1, (const REAL *)a->Wp + p * H * NG * VL, NG * VL, th);
                 for (long r = 0; r < R; r++) {
                     const long b = b0 + r, s = b * H + u;
-                    if (a->len && t >= a->len[b]) { /* ended: carry the state */
+                    if (a->len && t >= a->len[b]) { /* ended: carry the state; gates (and HN) past the end are 0 */
                         for (long v = 0; v < nu; v++) {
                             hn[s + v] = hp[s + v];
-                            if (!after) HNt[s + v] = 0; /* r ⊙ h: read by the product below */
+                            if (HNt) HNt[s + v] = 0; /* reset before: r ⊙ h, read by the product below */
                         }
+                        for (int k = 0; gt && k < 3; k++)
+                            for (long v = 0; v < nu; v++) gt[b * 3 * H + k * H + u + v] = 0;
                         continue;
                     }
                     REAL *gb = gt ? gt + b * 3 * H + u : NULL, *hnb = HNt ? HNt + s : NULL;

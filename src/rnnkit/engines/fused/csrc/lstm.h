@@ -92,6 +92,8 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
                             cn[s + v] = cp[s + v];
                             mn[s + v] = P ? 0 : hp[s + v];
                         }
+                        for (int k = 0; gt && k < 4; k++) /* gates past the end are zero (and deterministic) */
+                            for (long v = 0; v < nu; v++) gt[b * 4 * H + k * H + u + v] = 0;
                         continue;
                     }
                     REAL *gb = gt ? gt + b * 4 * H + u : NULL;
