@@ -24,3 +24,12 @@ class DeviceError(ValueError, RuntimeError):
 class DtypeError(ValueError, TypeError, RuntimeError):
     """A tensor's dtype differs from the module's parameters' (torch: ``ValueError`` for a layer's input,
     ``RuntimeError`` for states and cells; rnnkit before: ``TypeError``)."""
+
+
+def torchscript_unsupported(module: object) -> RuntimeError:
+    """What ``torch.jit.script`` raises for an rnnkit layer or cell: TorchScript is deprecated in torch and
+    rnnkit's forward (keyword-only options, engines chosen at run time) is not written for it."""
+    return RuntimeError(
+        f"torch.jit.script does not support rnnkit's {type(module).__name__}: script rnnkit.to_torch(model) "
+        "(torch.nn peers sharing the parameters), or use torch.jit.trace, torch.export or torch.compile"
+    )

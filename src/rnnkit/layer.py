@@ -21,7 +21,7 @@ from rnnkit.activations import activation_name
 from rnnkit.cells import RecurrentCell
 from rnnkit.cells.base import check_like, check_size
 from rnnkit.engines import ENGINES, check_engine_name, select_engine
-from rnnkit.errors import ShapeError
+from rnnkit.errors import ShapeError, torchscript_unsupported
 
 StateIn = Tensor | tuple[Tensor, ...] | None
 
@@ -135,6 +135,10 @@ class Recurrent(nn.Module):
         from rnnkit.stepper import Stepper  # lazy: the stepper builds on the fused engine's kernels
 
         return Stepper(self)
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        # torch.jit.script calls this hook first: fail in one line instead of deep inside the compiler.
+        raise torchscript_unsupported(self)
 
     def describe_cell(self) -> str:
         return self._cells[0].__class__.__name__ + f"({self._cells[0].extra_repr()})"

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.activations import Activation, activation_name, get_activation
-from rnnkit.errors import DeviceError, DtypeError, ShapeError
+from rnnkit.errors import DeviceError, DtypeError, ShapeError, torchscript_unsupported
 
 State = tuple[Tensor, ...]
 Gates = dict[str, Tensor]
@@ -132,6 +132,10 @@ class RecurrentCell(nn.Module):
         if not batched:
             new_state = tuple(s.squeeze(0) for s in new_state)
         return new_state[0] if len(new_state) == 1 else new_state
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        # torch.jit.script calls this hook first: fail in one line instead of deep inside the compiler.
+        raise torchscript_unsupported(self)
 
     def _check_input(self, input: Tensor) -> tuple[Tensor, bool]:
         name = type(self).__name__
