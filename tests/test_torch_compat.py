@@ -36,6 +36,8 @@ CTOR_CASES = [
     ("bias=None", lambda ns: ns.GRU(3, 4, bias=None)),
     ("batch_first=1", lambda ns: ns.GRU(3, 4, batch_first=1)),
     ("batch_first='yes'", lambda ns: ns.RNN(3, 4, batch_first="yes")),
+    ("bias='True'", lambda ns: ns.LSTM(3, 4, bias="True")),
+    ("batch_first=0", lambda ns: ns.GRU(3, 4, batch_first=0)),
     ("input_size='3'", lambda ns: ns.LSTM("3", 4)),
     ("input_size=3.0", lambda ns: ns.GRU(3.0, 4)),
     ("input_size=0", lambda ns: ns.LSTM(0, 4)),
@@ -176,6 +178,11 @@ CELL_CASES = [
     ("cell features unbatched", lambda ns: ns.GRUCell(3, 4), lambda m: m(torch.randn(5))),
     ("rnncell features", lambda ns: ns.RNNCell(3, 4, nonlinearity="relu"), lambda m: m(torch.randn(2, 2))),
     ("cell hx 3-D", lambda ns: ns.GRUCell(3, 4), lambda m: m(c2, _z(1, 2, 4))),
+    ("cell hx 4-D", lambda ns: ns.RNNCell(3, 4, "relu"), lambda m: m(c2, _z(2, 1, 1, 4))),
+    ("lstmcell both 4-D", lambda ns: ns.LSTMCell(3, 4), lambda m: m(c2, (_z(2, 1, 1, 4), _z(2, 1, 1, 4)))),
+    ("cell hx (B, 1) would broadcast", lambda ns: ns.GRUCell(3, 4), lambda m: m(c2, _z(2, 1))),
+    ("cell hx (1, H) would broadcast", lambda ns: ns.RNNCell(3, 4), lambda m: m(c2, _z(1, 4))),
+    ("cell input batch 1, hx batch 2", lambda ns: ns.LSTMCell(3, 4), lambda m: m(c2[:1], (_z(2, 4), _z(2, 4)))),
     ("rnncell hx 3-D", lambda ns: ns.RNNCell(3, 4), lambda m: m(c2, _z(1, 2, 4))),
     ("lstmcell h 3-D", lambda ns: ns.LSTMCell(3, 4), lambda m: m(c2, (_z(1, 2, 4), _z(2, 4)))),
     ("lstmcell c 3-D", lambda ns: ns.LSTMCell(3, 4), lambda m: m(c2, (_z(2, 4), _z(1, 2, 4)))),
@@ -342,9 +349,15 @@ def test_mode_and_proj_size_attributes():
         (rnnkit.GRU(3, 4), nn.GRU(3, 4)),
         (rnnkit.LSTM(3, 4), nn.LSTM(3, 4)),
         (rnnkit.LSTM(3, 4, proj_size=2), nn.LSTM(3, 4, proj_size=2)),
+        (rnnkit.GRU(3, 4, 3, bias=False, batch_first=True), nn.GRU(3, 4, 3, bias=False, batch_first=True)),
     ]
     for ours, theirs in pairs:
         assert (ours.mode, ours.proj_size) == (theirs.mode, theirs.proj_size)
+        if ours.mode != "RNN_RELU":  # rnnkit's repr also shows nonlinearity='relu'
+            assert repr(ours) == repr(theirs)
+    assert repr(rnnkit.LSTM(3, 4, 2, proj_size=2, bidirectional=True)) == repr(
+        nn.LSTM(3, 4, 2, proj_size=2, bidirectional=True)
+    )
     assert rnnkit.RNN(3, 4, activation="relu").mode == "RNN_RELU"  # the kernel that computes it
     assert rnnkit.RNN(3, 4, activation="identity").cells[0].torch_mode() is None  # ... or that none does
 

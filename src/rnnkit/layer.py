@@ -145,6 +145,8 @@ class Recurrent(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
+        if self.cell_kwargs.get("proj_size"):  # where torch's repr puts it
+            s += f", proj_size={self.cell_kwargs['proj_size']}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         for flag, default in (
@@ -157,7 +159,7 @@ class Recurrent(nn.Module):
                 s += f", {flag}={getattr(self, flag)}"
         defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()}
         for k, v in self.cell_kwargs.items():
-            if k in defaults and v != defaults[k] or k not in defaults:
+            if k != "proj_size" and (k in defaults and v != defaults[k] or k not in defaults):
                 s += f", {k}={activation_name(v) or v!r}" if callable(v) else f", {k}={v!r}"
         return s + (f", engine={self.engine!r}" if self.engine != "auto" else "")
 
