@@ -338,6 +338,8 @@ def test_zero_sized_cells_init_and_other_cells():
     assert rnnkit.GRUCell(3, 0, recurrent_init="orthogonal").weight_hh.shape == (0, 0)
     assert rnnkit.JordanCell(3, 4, 0)(torch.randn(2, 3)).shape == (2, 0)
     assert rnnkit.PeepholeLSTMCell(0, 2)(torch.randn(5, 0))[1].shape == (5, 2)
+    with pytest.raises(ValueError, match="output_size must be at least 1, got 0"):  # a layer, like torch's, needs some
+        rnnkit.Jordan(3, 4, 0)
 
 
 # ---------------------------------------------------------------------------------------------------

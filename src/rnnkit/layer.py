@@ -183,7 +183,7 @@ class Recurrent(nn.Module):
         if packed:
             if lengths is not None:
                 raise ValueError("pass either a PackedSequence or lengths=, not both")
-            self._check_features(input.data, "PackedSequence data", "(N, {F})")
+            self._check_features(input.data, f"PackedSequence data of shape (N, {self.input_size})")
             x, lengths = pad_packed_sequence(input, batch_first=False)  # the caller's batch order
             batched = True
         else:
@@ -229,7 +229,7 @@ class Recurrent(nn.Module):
         if batch_sizes is not None:
             if input.dim() != 2:
                 raise ShapeError(f"{name}: expected PackedSequence data of 2 dimensions, got {tuple(input.shape)}")
-            self._check_features(input, "PackedSequence data", "(N, {F})")
+            self._check_features(input, f"PackedSequence data of shape (N, {self.input_size})")
             self._check_state(hidden, int(batch_sizes[0]), True, input)
             return
         if input.dim() != 3:
@@ -245,16 +245,15 @@ class Recurrent(nn.Module):
             return hx.index_select(1, permutation)
         return tuple(h.index_select(1, permutation) for h in hx)
 
-    def _check_features(self, t: Tensor, what: str, layout: str) -> None:
+    def _check_features(self, t: Tensor, expected: str) -> None:
+        """``t``'s last dimension is input_size and it shares the weights' dtype and device."""
         name = type(self).__name__
         if t.shape[-1] != self.input_size:
-            expected = layout.format(F=self.input_size)
             raise ShapeError(
-                f"{name}: expected {what} of shape {expected}"
-                + (f" (batch_first={self.batch_first})" if what == "input" else "")
-                + f", got {tuple(t.shape)}: last dimension must be input_size={self.input_size}"
+                f"{name}: expected {expected}, got {tuple(t.shape)}: "
+                f"last dimension must be input_size={self.input_size}"
             )
-        check_like(name, what if what == "input" else "input", t, self.weight_ih_l0)
+        check_like(name, "input", t, self.weight_ih_l0)
 
     def _check_input(self, input: Tensor) -> tuple[Tensor, bool]:
         name = type(self).__name__
@@ -267,7 +266,7 @@ class Recurrent(nn.Module):
                 f"{name}: expected input of shape {expected} (batch_first={self.batch_first}) or unbatched "
                 f"(T, {self.input_size}), got {tuple(input.shape)}"
             )
-        self._check_features(input, "input", layout)
+        self._check_features(input, f"input of shape {expected} (batch_first={self.batch_first})")
         time_dim = 1 if self.batch_first and input.dim() == 3 else 0
         if input.shape[time_dim] == 0:  # an empty batch is fine; a sequence needs a step (torch: RuntimeError)
             raise ShapeError(f"{name}: got an input of shape {tuple(input.shape)} with no time steps")

@@ -14,6 +14,7 @@ import torch
 
 from rnnkit.activations import Activation
 from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RNNCell
+from rnnkit.cells.base import check_size
 from rnnkit.layer import Recurrent
 
 
@@ -164,6 +165,7 @@ class Jordan(Recurrent):
         recurrent_init: str = "uniform",
         engine: str = "auto",
     ) -> None:
+        check_size("output_size", output_size, minimum=1)  # a cell may have 0 outputs, a layer needs some
         kwargs = {
             "output_size": output_size,
             "activation": activation,
