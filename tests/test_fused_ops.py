@@ -47,7 +47,7 @@ def test_opcheck(kind: str) -> None:
     config, params = spec.config_and_params(cell, lay.weights(0))
     x = torch.randn(4, 2, 3, dtype=F64, requires_grad=True)
     state = [torch.randn(2, s, dtype=F64, requires_grad=True) for s in cell.state_sizes]
-    args = (spec.name, config, x, state, [p.detach().requires_grad_() for p in params], torch.tensor([4, 2]), True)
+    args = (spec.name, config, x, state, [p.detach().requires_grad_() for p in params], torch.tensor([4, 2]), True, False)
     torch.library.opcheck(torch.ops.rnnkit.sequence.default, args)
 
 

@@ -178,6 +178,7 @@ class Recurrent(nn.Module):
         value maps each gate name to a tensor (num_layers * num_directions, T, B, size)
         ((…, B, T, size) when ``batch_first``), zero past each sequence's length.
         """
+        input, hx = self._autocast_inputs(input, hx)
         packed = isinstance(input, PackedSequence)
         if packed:
             if lengths is not None:
@@ -243,6 +244,27 @@ class Recurrent(nn.Module):
         if isinstance(hx, Tensor):
             return hx.index_select(1, permutation)
         return tuple(h.index_select(1, permutation) for h in hx)
+
+    def _autocast_inputs(self, input: Any, hx: StateIn) -> tuple[Any, StateIn]:
+        """Under ``torch.autocast`` the layer takes inputs and states of any float dtype (a bf16 activation from
+        an autocast Linear, a state returned by another engine) in its weights' dtype: the engines decide which
+        products run in lower precision (the cell state and the weights stay in float32)."""
+        w = self.weight_ih_l0
+        if not (torch.is_autocast_enabled(w.device.type) and w.is_floating_point()):
+            return input, hx
+
+        def cast(t: Any) -> Any:
+            if isinstance(t, Tensor) and t.is_floating_point() and t.dtype != w.dtype and t.device == w.device:
+                return t.to(w.dtype)
+            return t
+
+        if isinstance(input, PackedSequence):
+            input = input._replace(data=cast(input.data))
+        else:
+            input = cast(input)
+        if isinstance(hx, (tuple, list)):
+            hx = type(hx)(cast(h) for h in hx)
+        return input, cast(hx)
 
     def _check_features(self, t: Tensor, expected: str) -> None:
         """``t``'s last dimension is input_size and it shares the weights' dtype and device."""

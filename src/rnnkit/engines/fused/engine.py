@@ -33,6 +33,17 @@ _ACTIVATION_ATTRS = ("activation", "recurrent_activation", "output_activation")
 AUTO_MIN_STEPS = 16
 
 
+def bf16_products(x: Tensor) -> bool:
+    """Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` on a CPU with AVX512_BF16, the kernels take the
+    products' operands in bf16 (float32 accumulation, state and weights); elsewhere they stay in float32."""
+    return (
+        x.dtype == torch.float32
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and torch.ops.rnnkit_c.bf16_products()
+    )
+
+
 class FusedEngine:
     name = "fused"
 
@@ -78,13 +89,15 @@ class FusedEngine:
 
         # a traced graph must not depend on the grad mode it was traced under (torch.jit.trace checks it)
         grad = torch.is_grad_enabled() or torch.jit.is_tracing()
+        low = bf16_products(x)
 
         def one(k: int, inp: Tensor, state: tuple[Tensor, ...], mask: Tensor | None) -> Any:
             cell = layer.cells[k]
             spec = SPECS[type(cell)]
             config, params = spec.config_and_params(cell, layer.weights(k))
             keep = return_gates or (grad and any(t.requires_grad for t in (inp, *state, *params)))
-            buffers = torch.ops.rnnkit.sequence(spec.name, config, inp, list(state), params, lengths, keep)
+            bf16 = low and spec.bf16_products(config)
+            buffers = torch.ops.rnnkit.sequence(spec.name, config, inp, list(state), params, lengths, keep, bf16)
             out, finals, gates = spec.outputs(config, buffers)
             if mask is not None:  # outputs (and gates) past a sequence's end are zero
                 out = torch.where(mask, out, 0.0)

@@ -1,6 +1,6 @@
 """The fused engine as real PyTorch operators: ``rnnkit::sequence``, its backward, and ``rnnkit::dropout``.
 
-``torch.ops.rnnkit.sequence(cell, config, x, state, params, lengths, keep)`` runs one direction of one
+``torch.ops.rnnkit.sequence(cell, config, x, state, params, lengths, keep, bf16)`` runs one direction of one
 layer of any built-in cell over a whole sequence (``cell`` names a spec of :mod:`.specs`; ``config`` and
 ``params`` come from its ``config_and_params``) and returns the spec's buffers. Because it is a
 ``torch.library`` operator with a fake (shape-only) implementation and a registered autograd formula,
@@ -35,14 +35,18 @@ def sequence(
     params: Sequence[Tensor],
     lengths: Tensor | None,
     keep: bool,
+    bf16: bool,
 ) -> list[Tensor]:
-    """One direction of one layer: x (T, B, F), state (B, S) each -> the spec's buffers (see specs.py)."""
+    """One direction of one layer: x (T, B, F), state (B, S) each -> the spec's buffers (see specs.py).
+    ``bf16``: the matrix products take bf16 operands (float32 accumulation, state and buffers). (No argument
+    has a default: the dispatcher drops arguments equal to their defaults, which autograd's bookkeeping of
+    the inputs' structure does not expect.)"""
     spec, config = BY_NAME[cell], list(config)
-    return spec.run(config, spec.pack(config, list(params)), x, list(state), lengths, keep)
+    return spec.run(config, spec.pack(config, list(params), bf16), x, list(state), lengths, keep, bf16)
 
 
 @sequence.register_fake
-def _(cell, config, x, state, params, lengths, keep):
+def _(cell, config, x, state, params, lengths, keep, bf16):
     shapes = BY_NAME[cell].buffer_shapes(list(config), x, list(state), keep)
     return [x.new_empty(s) for s in shapes]
 
@@ -58,23 +62,24 @@ def sequence_backward(
     buffers: Sequence[Tensor],
     grads: Sequence[Tensor],
     needs: Sequence[bool],
+    bf16: bool,
 ) -> list[Tensor]:
     """Gradients of (x, *state, *params) from those of the buffers; an empty tensor where ``needs`` is False
     (and an empty gradient means "not used")."""
-    spec = BY_NAME[cell]
-    res = spec.backward(list(config), x, list(state), list(params), lengths, list(buffers), list(grads), list(needs))
+    spec, args = BY_NAME[cell], (list(config), x, list(state), list(params), lengths, list(buffers), list(grads))
+    res = spec.backward(*args, list(needs), bf16)
     return [g if (n and g is not None) else x.new_empty(0) for g, n in zip(res, needs, strict=True)]
 
 
 @sequence_backward.register_fake
-def _(cell, config, x, state, params, lengths, buffers, grads, needs):
+def _(cell, config, x, state, params, lengths, buffers, grads, needs, bf16):
     like = [x, *state, *params]
     return [torch.empty_like(t) if n else x.new_empty(0) for t, n in zip(like, needs, strict=True)]
 
 
 def _setup(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:
-    cell, config, x, state, params, lengths, keep = inputs
-    ctx.cell, ctx.config, ctx.n_state, ctx.keep = cell, list(config), len(state), keep
+    cell, config, x, state, params, lengths, keep, bf16 = inputs
+    ctx.cell, ctx.config, ctx.n_state, ctx.keep, ctx.bf16 = cell, list(config), len(state), keep, bf16
     ctx.needs = [t.requires_grad for t in (x, *state, *params)]
     ctx.has_lengths = lengths is not None
     ctx.save_for_backward(x, *state, *params, *([lengths] if lengths is not None else []), *output)
@@ -92,10 +97,10 @@ def _backward(ctx: Any, grads: list[Tensor]) -> tuple:
     else:
         grads = [x.new_empty(0) if g is None else g for g in grads]
         res = torch.ops.rnnkit.sequence_backward(
-            ctx.cell, ctx.config, x, state, params, lengths, buffers, grads, ctx.needs
+            ctx.cell, ctx.config, x, state, params, lengths, buffers, grads, ctx.needs, ctx.bf16
         )
         res = [g if n else None for g, n in zip(res, ctx.needs, strict=True)]
-    return None, None, res[0], res[1 : 1 + ctx.n_state], res[1 + ctx.n_state :], None, None
+    return None, None, res[0], res[1 : 1 + ctx.n_state], res[1 + ctx.n_state :], None, None, None
 
 
 torch.library.register_autograd("rnnkit::sequence", _backward, setup_context=_setup)

@@ -56,19 +56,25 @@ def _mm(a: Tensor, b: Tensor) -> Tensor:
     return _k.gemm(a, b)
 
 
-def _weight_grad(d: Tensor, x2: Tensor) -> Tensor:
+def _mm_bf16(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` from bf16 operands (float32 result), on torch's bf16 GEMM (oneDNN: AMX where the CPU has it);
+    for the weight gradients under autocast, as autocast computes a Linear layer's."""
+    return torch.mm(a.bfloat16(), b.bfloat16()).float()
+
+
+def _weight_grad(d: Tensor, x2: Tensor, mm: Any = _mm) -> Tensor:
     """``dᵀ x2``; for a narrow ``x2`` (a few features, e.g. one-hot characters) as ``(x2ᵀ d)ᵀ``, whose long
     side then runs along the vectors (about 2.5× faster for 28 features)."""
     if x2.shape[1] >= 64:
-        return _mm(d.t(), x2)
-    return _mm(x2.t(), d).t().contiguous()
+        return mm(d.t(), x2)
+    return mm(x2.t(), d).t().contiguous()
 
 
-def _input_grads(needs: list[bool], dPre2: Tensor, x: Tensor, W_ih: Tensor) -> tuple[Tensor | None, Tensor | None]:
+def _input_grads(needs: list[bool], dPre2: Tensor, x: Tensor, W_ih: Tensor, mm: Any = _mm) -> tuple[Any, Any]:
     """dL/dx = dPre W_ih (T, B, F) and dL/dW_ih = dPreᵀ X, each only if asked for."""
     T, B, F = x.shape
-    dx = _mm(dPre2, W_ih).view(T, B, F) if needs[0] else None
-    dW = _weight_grad(dPre2, x.reshape(T * B, F)) if needs[1] else None
+    dx = mm(dPre2, W_ih).view(T, B, F) if needs[0] else None
+    dW = _weight_grad(dPre2, x.reshape(T * B, F), mm) if needs[1] else None
     return dx, dW
 
 
@@ -82,6 +88,11 @@ class LSTMSpec:
     Buffers: Hs (T + 1, B, S), Cs (T + 1, B, H), G (T, B, 4H) i, f, g, o, M (T, B, H) = o ⊙ act(c) (projection)."""
 
     name, gate_names, n_state = "lstm", ("i", "f", "g", "o", "c"), 2
+
+    @staticmethod
+    def bf16_products(config: list[int]) -> bool:
+        """Whether the kernels have bf16 products for this configuration (not with a projection)."""
+        return not config[3]
 
     @staticmethod
     def config_and_params(cell: Any, w: Any) -> tuple[list[int], list[Tensor]]:
@@ -104,20 +115,23 @@ class LSTMSpec:
         return W_ih, W_hh, b_ih, b_hh, W_hr, peep
 
     @classmethod
-    def pack(cls, config: list[int], params: list[Tensor]) -> list[Tensor | None]:
+    def pack(cls, config: list[int], params: list[Tensor], bf16: bool = False) -> list[Tensor | None]:
         W_ih, W_hh, b_ih, b_hh, W_hr, peep = cls._unpack(config, params)
+        pack = (lambda W, n: _k.pack_bf16(W, n, 16)) if bf16 else (lambda W, n: _k.pack(W, n, False))
         return [
-            _k.pack(W_ih, 4, False),
-            _k.pack(W_hh, 4, False),
+            pack(W_ih, 4),
+            pack(W_hh, 4),
             None if W_hr is None else _k.pack(W_hr, 1, True),
             None if b_ih is None else b_ih + b_hh,
             None if peep is None else torch.stack(peep),  # (3, H)
         ]
 
     @staticmethod
-    def run(config: list[int], packed: list, x: Tensor, state: list[Tensor], lengths: Tensor | None, keep: bool):
+    def run(config: list[int], packed: list, x: Tensor, state: list[Tensor], lengths: Tensor | None, keep: bool,
+            bf16: bool = False):
         Wxp, Wp, Whrp, bias, peep = packed
-        return list(_k.lstm_fwd(x, Wxp, Wp, Whrp, bias, peep, lengths, state[0], state[1], config[0], config[1], keep))
+        h0, c0 = state
+        return list(_k.lstm_fwd(x, Wxp, Wp, Whrp, bias, peep, lengths, h0, c0, config[0], config[1], keep, bf16))
 
     @staticmethod
     def buffer_shapes(config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
@@ -125,19 +139,20 @@ class LSTMSpec:
         return [(T + 1, B, S), (T + 1, B, H), (T, B, 4 * H) if keep else (0,), (T, B, H) if config[3] else (0,)]
 
     @classmethod
-    def backward(cls, config, x, state, params, lengths, buffers, grads, needs) -> list[Tensor | None]:
+    def backward(cls, config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
         W_ih, W_hh, b_ih, _, W_hr, peep = cls._unpack(config, params)
         Hs, Cs, G, M = buffers
         gHs, gCs, gG, _ = (_grad_or_none(g) for g in grads)
         gHs = torch.zeros_like(Hs) if gHs is None else gHs
         stacked = None if peep is None else torch.stack(peep)
         dPre, dh0, dc0, db, dpeep, dHt = _k.lstm_bwd(
-            G, Cs, M, W_hh, W_hr, stacked, lengths, gHs, gCs, gG, config[0], config[1], needs[1]
+            G, Cs, M, W_hh, W_hr, stacked, lengths, gHs, gCs, gG, config[0], config[1], needs[1], bf16
         )
         T, B, H4 = dPre.shape
         dPre2 = dPre.view(T * B, H4)
-        dx, dW_ih = _input_grads([needs[0], needs[3]], dPre2, x, W_ih)
-        grads_p = [dW_ih, _mm(dPre2.t(), _prev(Hs))]  # dW_hh = Σ_t dPre_tᵀ h_{t-1}
+        mm = _mm_bf16 if bf16 else _mm
+        dx, dW_ih = _input_grads([needs[0], needs[3]], dPre2, x, W_ih, mm)
+        grads_p = [dW_ih, mm(dPre2.t(), _prev(Hs))]  # dW_hh = Σ_t dPre_tᵀ h_{t-1}
         grads_p += [db, db.clone()] if b_ih is not None else []
         grads_p += [_mm(dHt.view(T * B, -1).t(), M.view(T * B, -1))] if W_hr is not None else []  # Σ dh_tᵀ m_t
         grads_p += [d.clone() for d in dpeep.unbind(0)] if peep is not None else []  # outputs must not alias
@@ -171,6 +186,10 @@ class GRUSpec:
     name, gate_names, n_state = "gru", ("r", "z", "n"), 1
 
     @staticmethod
+    def bf16_products(config: list[int]) -> bool:
+        return False
+
+    @staticmethod
     def config_and_params(cell: Any, w: Any) -> tuple[list[int], list[Tensor]]:
         config = [act_code(cell.activation), act_code(cell.recurrent_activation), int(w.bias_ih is not None)]
         config.append(int(cell.reset_after))
@@ -178,7 +197,7 @@ class GRUSpec:
         return config, params
 
     @staticmethod
-    def pack(config: list[int], params: list[Tensor]) -> list[Tensor | None]:
+    def pack(config: list[int], params: list[Tensor], bf16: bool = False) -> list[Tensor | None]:
         W_ih, W_hh = params[:2]
         b_ih, b_hh = params[2:4] if config[2] else (None, None)
         H = W_hh.shape[1]
@@ -187,7 +206,8 @@ class GRUSpec:
         return [_k.pack(W_ih, 3, False), _k.pack(W_hh[: 2 * H], 2, False), _k.pack(W_hh[2 * H :], 1, False), b_ih, b_hh]
 
     @staticmethod
-    def run(config: list[int], packed: list, x: Tensor, state: list[Tensor], lengths: Tensor | None, keep: bool):
+    def run(config: list[int], packed: list, x: Tensor, state: list[Tensor], lengths: Tensor | None, keep: bool,
+            bf16: bool = False):
         Wxp, Wp, Wnp, b_ih, b_hh = packed
         act, rec, after = config[0], config[1], bool(config[3])
         return list(_k.gru_fwd(x, Wxp, Wp, Wnp, b_ih, b_hh, lengths, state[0], act, rec, after, keep))
@@ -198,7 +218,7 @@ class GRUSpec:
         return [(T + 1, B, H), (T, B, 3 * H) if keep else (0,), (T, B, H) if keep else (0,)]
 
     @staticmethod
-    def backward(config, x, state, params, lengths, buffers, grads, needs) -> list[Tensor | None]:
+    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
         W_ih, W_hh = params[:2]
         Hs, G, HN = buffers
         gHs, gG, _ = (_grad_or_none(g) for g in grads)
@@ -238,17 +258,22 @@ class ElmanSpec:
     name, gate_names, n_state = "elman", ("h",), 1
 
     @staticmethod
+    def bf16_products(config: list[int]) -> bool:
+        return False
+
+    @staticmethod
     def config_and_params(cell: Any, w: Any) -> tuple[list[int], list[Tensor]]:
         config = [act_code(cell.activation), int(w.bias_ih is not None)]
         return config, [w.weight_ih, w.weight_hh] + ([w.bias_ih, w.bias_hh] if config[1] else [])
 
     @staticmethod
-    def pack(config: list[int], params: list[Tensor]) -> list[Tensor | None]:
+    def pack(config: list[int], params: list[Tensor], bf16: bool = False) -> list[Tensor | None]:
         bias = params[2] + params[3] if config[1] else None
         return [_k.pack(params[0], 1, True), _k.pack(params[1], 1, True), bias]
 
     @staticmethod
-    def run(config: list[int], packed: list, x: Tensor, state: list[Tensor], lengths: Tensor | None, keep: bool):
+    def run(config: list[int], packed: list, x: Tensor, state: list[Tensor], lengths: Tensor | None, keep: bool,
+            bf16: bool = False):
         Wxp, Wp, bias = packed
         return [_k.elman_fwd(x, Wxp, Wp, bias, lengths, state[0], config[0])]
 
@@ -257,7 +282,7 @@ class ElmanSpec:
         return [(x.shape[0] + 1, x.shape[1], state[0].shape[-1])]
 
     @staticmethod
-    def backward(config, x, state, params, lengths, buffers, grads, needs) -> list[Tensor | None]:
+    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
         (Hs,), gHs = buffers, _grad_or_none(grads[0])
         gHs = torch.zeros_like(Hs) if gHs is None else gHs
         dPre, dh0, db = _k.elman_bwd(Hs, params[1], lengths, gHs, config[0], needs[1])
@@ -288,6 +313,10 @@ class JordanSpec:
     name, gate_names, n_state = "jordan", ("h", "y"), 1
 
     @staticmethod
+    def bf16_products(config: list[int]) -> bool:
+        return False
+
+    @staticmethod
     def config_and_params(cell: Any, w: Any) -> tuple[list[int], list[Tensor]]:
         config = [act_code(cell.activation), act_code(cell.output_activation), int(w.bias_ih is not None)]
         config.append(cell.hidden_size)
@@ -295,13 +324,14 @@ class JordanSpec:
         return config, params + ([w.bias_ih, w.bias_yh, w.bias_hy] if config[2] else [])
 
     @staticmethod
-    def pack(config: list[int], params: list[Tensor]) -> list[Tensor | None]:
+    def pack(config: list[int], params: list[Tensor], bf16: bool = False) -> list[Tensor | None]:
         W_ih, W_yh, W_hy = params[:3]
         bias, b_hy = (params[3] + params[4], params[5]) if config[2] else (None, None)
         return [_k.pack(W_ih, 1, True), _k.pack(W_yh, 1, True), _k.pack(W_hy, 1, True), bias, b_hy]
 
     @staticmethod
-    def run(config: list[int], packed: list, x: Tensor, state: list[Tensor], lengths: Tensor | None, keep: bool):
+    def run(config: list[int], packed: list, x: Tensor, state: list[Tensor], lengths: Tensor | None, keep: bool,
+            bf16: bool = False):
         Wxp, Wyp, Whp, bias, b_hy = packed
         return list(_k.jordan_fwd(x, Wxp, Wyp, Whp, bias, b_hy, lengths, state[0], config[3], config[0], config[1]))
 
@@ -311,7 +341,7 @@ class JordanSpec:
         return [(T + 1, B, O), (T, B, config[3])]
 
     @staticmethod
-    def backward(config, x, state, params, lengths, buffers, grads, needs) -> list[Tensor | None]:
+    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
         W_ih, W_yh, W_hy = params[:3]
         Ys, Hh = buffers
         gYs, gHh = (_grad_or_none(g) for g in grads)

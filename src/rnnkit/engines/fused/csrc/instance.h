@@ -2,6 +2,9 @@
 #include "vmath.h"
 #include "gemm.h"
 #include "panels.h"
+#if RK_BF16_HERE
+#include "bf16.h"
+#endif
 #include "lstm.h"
 #include "gru.h"
 #include "elman.h"
@@ -11,7 +14,13 @@ static const rk_kernels RK(table) = {
     RK_ISA_STR,           RK_VBYTES,           RK(gemm_entry),     RK(pack_entry),      RK(lstm_fwd_entry),
     RK(lstm_bwd_entry),   RK(gru_fwd_entry),   RK(gru_bwd_entry),  RK(elman_fwd_entry), RK(elman_bwd_entry),
     RK(jordan_fwd_entry), RK(jordan_bwd_entry), RK(dropout_entry),
+#if RK_BF16_HERE
+    rk_pack_bf16_entry,
+#else
+    NULL,
+#endif
 };
+#undef RK_BF16_HERE
 #undef UP
 #undef VL
 #undef KC

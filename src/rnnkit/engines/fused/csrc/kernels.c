@@ -39,7 +39,15 @@ static inline uint32_t rk_hash32(uint32_t x) {
 #define RK_CAT(a, b) RK_CAT2(a, b)
 #define RK(name) RK_CAT(name, SFX)
 
+/* bf16 products (bf16.h): the float instance of the AVX-512 build, with a compiler that knows AVX512_BF16 */
+#if RK_VBYTES == 64 && defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 10)
+#define RK_HAS_BF16 1
+#else
+#define RK_HAS_BF16 0
+#endif
+
 /* ---- float ---- */
+#define RK_BF16_HERE RK_HAS_BF16
 #define REAL float
 #define IREAL int32_t
 #define SFX f32
@@ -62,6 +70,7 @@ static const float EXP_C_f32[] = {1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0
 #include "instance.h"
 
 /* ---- double ---- */
+#define RK_BF16_HERE 0
 #define REAL double
 #define IREAL int64_t
 #define SFX f64

@@ -83,8 +83,19 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
             for (long i = 0; i < nt; i++) {
                 const long b0 = B * i / nt, R = B * (i + 1) / nt - b0;
                 for (long r = 0; r < R; r++) __builtin_prefetch(cp + (b0 + r) * H + u); /* read by the update */
-                RK(tile)((int)R, 4, F, xt + b0 * F, F, 1, Wxp + p * F * 4 * VL, 4 * VL, tx); /* W_i* x_t */
-                RK(tile)((int)R, 4, S, hp + b0 * S, S, 1, Wp + p * S * 4 * VL, 4 * VL, th);  /* W_h* h_{t-1} */
+#if RK_BF16_HERE
+                if (a->bf16) { /* the same two products with bf16 operands (bf16.h) */
+                    const long Fp = a->Fp, Sp = a->Sp;
+                    const uint16_t *xbt = (const uint16_t *)a->xb + t * B * Fp + b0 * Fp;
+                    const uint16_t *hbp = (const uint16_t *)a->hb + (t % 2) * B * Sp + b0 * Sp;
+                    rk_tile_bf16((int)R, 4, Fp / 2, xbt, Fp, (const uint16_t *)a->Wxp + p * Fp * 4 * VL, 8 * VL, 2 * VL, tx);
+                    rk_tile_bf16((int)R, 4, Sp / 2, hbp, Sp, (const uint16_t *)a->Wp + p * Sp * 4 * VL, 8 * VL, 2 * VL, th);
+                } else
+#endif
+                {
+                    RK(tile)((int)R, 4, F, xt + b0 * F, F, 1, Wxp + p * F * 4 * VL, 4 * VL, tx); /* W_i* x_t */
+                    RK(tile)((int)R, 4, S, hp + b0 * S, S, 1, Wp + p * S * 4 * VL, 4 * VL, th);  /* W_h* h_{t-1} */
+                }
                 for (long r = 0; r < R; r++) {
                     const long b = b0 + r, s = b * H + u;
                     if (a->len && t >= a->len[b]) { /* ended: carry the state (m is zero: it adds nothing to dW_hr) */
@@ -103,6 +114,12 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
                     else
                         RK_LSTM_CELL(nu, H, ax, ah, bw, pw, cp + s, cn + s, mn + s, gb);
                 }
+#if RK_BF16_HERE
+                if (a->bf16) /* h_t in bf16 for the next step's product (ended rows: h_{t-1}, copied above) */
+                    for (long r = 0; r < R; r++)
+                        rk_store_bf16((uint16_t *)a->hb + ((t + 1) % 2) * B * a->Sp + (b0 + r) * a->Sp + u,
+                                      mn + (b0 + r) * H + u, nu);
+#endif
             }
         }
         rk_barrier_wait(&j->bar, nth, &sense);
@@ -217,8 +234,21 @@ static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
             for (long v = v_lo; v < v_hi; v++)
                 nxt[b * S + v] = !ended ? 0 : P ? dh[b * P + v] : cur[b * S + v] + go[b * S + v];
         }
+#if RK_BF16_HERE
+        uint16_t *dpb = a->bf16 ? (uint16_t *)a->dpb + (t % 2) * B * 4 * H : NULL; /* dPre_t in bf16: a ring of 2 */
+        for (long b = 0; dpb && b < B; b++)
+            for (int k = 0; k < 4; k++)
+                for (long u = u_lo; u < u_hi; u += VL)
+                    rk_store_bf16(dpb + b * 4 * H + k * H + u, dp + b * 4 * H + k * H + u, u_hi - u < VL ? u_hi - u : VL);
+#endif
         rk_barrier_wait(&j->bar, nth, &sense);
-        if (t > 0 || a->need_dh0) RK(add_rows_product)(B, 4 * H, dp, 4 * H, a->W, a->ldw, v_lo, v_hi, nxt, S);
+#if RK_BF16_HERE
+        if (dpb && (t > 0 || a->need_dh0))
+            rk_add_rows_product_bf16(B, 2 * H, dpb, 4 * H, a->Wtp, v_lo, v_hi, nxt, S);
+        else
+#endif
+            if (t > 0 || a->need_dh0)
+            RK(add_rows_product)(B, 4 * H, dp, 4 * H, a->W, a->ldw, v_lo, v_hi, nxt, S);
         REAL *swap = cur;
         cur = nxt;
         nxt = swap;

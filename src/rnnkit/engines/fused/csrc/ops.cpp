@@ -13,6 +13,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "rnnkit_c.h"
 
@@ -67,6 +68,24 @@ std::string select_isa(std::string isa) {
 const rk_kernels &kernels(const Tensor &like) {
     if (!g_tables) select_isa("");
     return g_tables[like.scalar_type() == at::kDouble ? 1 : 0];
+}
+
+std::string info();
+
+// Whether the bf16 products of bf16.h run here: built into the selected kernels and supported by the CPU.
+bool bf16_products() {
+    const rk_kernels &k = kernels(at::empty({0}));
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return k.pack_bf16 != nullptr && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+}
+
+void check_bf16_products() {
+    TORCH_CHECK_VALUE(bf16_products(), "rnnkit kernels: bf16 products need AVX512_BF16 and the avx512 kernels (",
+                      info(), "); run in float32 instead");
 }
 
 std::string info() {
@@ -137,6 +156,13 @@ void check_packed(const Tensor &Wp, const Tensor &ref, int64_t ng, int64_t units
                       " (packed for another shape or instruction set?)");
 }
 
+void check_packed_bf16(const Tensor &Wp, int64_t ng, int64_t units, int64_t H, int64_t K, const char *what) {
+    TORCH_CHECK_TYPE(Wp.scalar_type() == at::kBFloat16, "rnnkit kernels: ", what, " must come from rnnkit_c::pack_bf16");
+    TORCH_CHECK_VALUE(Wp.is_contiguous() && Wp.dim() == 1, "rnnkit kernels: ", what, " must come from rnnkit_c::pack_bf16");
+    const int64_t want = (H + units - 1) / units * ((K + 1) / 2) * ng * units * 2;
+    TORCH_CHECK_VALUE(Wp.numel() == want, "rnnkit kernels: ", what, " holds ", Wp.numel(), " values, expected ", want);
+}
+
 // W with its columns padded to a whole number of vectors: the backward's products read whole vectors.
 Tensor padded(const Tensor &W) {
     const int64_t v = vl(W), K = W.size(1), pad = (v - K % v) % v;
@@ -166,6 +192,32 @@ Tensor pack(const Tensor &W, int64_t ngates, bool wide) {
     const rk_pack_args a = {ngates, H, K, U, w.data_ptr(), Wp.data_ptr(), threads()};
     kernels(W).pack(&a);
     return Wp;
+}
+
+// W (ngates·H × K) packed for bf16 products (bf16.h): panels of `units` units, pairs of k interleaved.
+Tensor pack_bf16(const Tensor &W, int64_t ngates, int64_t units) {
+    check_bf16_products();
+    TORCH_CHECK_TYPE(W.device().is_cpu() && W.scalar_type() == at::kFloat, "rnnkit kernels: pack_bf16 takes float32 "
+                     "CPU weights, got ", W.scalar_type(), " on ", W.device());
+    TORCH_CHECK_VALUE(W.dim() == 2 && ngates > 0 && W.size(0) % ngates == 0 && units > 0 && units % 16 == 0,
+                      "rnnkit kernels: cannot pack W of shape ", W.sizes(), " into ", ngates, " gates of ", units,
+                      " units");
+    const Tensor w = W.contiguous();
+    const int64_t H = W.size(0) / ngates, K = W.size(1), KK = (K + 1) / 2;
+    Tensor Wp = at::empty({(H + units - 1) / units * KK * ngates * units * 2}, W.options().dtype(at::kBFloat16));
+    const rk_pack_args a = {ngates, H, K, units, w.data_ptr(), Wp.data_ptr(), threads()};
+    kernels(W).pack_bf16(&a);
+    return Wp;
+}
+
+// `t` (…, K) as bf16 with K padded to even by zeros: the row layout the bf16 products read pairs from.
+Tensor to_bf16_pairs(const Tensor &t) {
+    const int64_t K = t.size(-1);
+    std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+    shape.back() = K + K % 2;
+    Tensor out = at::zeros(shape, t.options().dtype(at::kBFloat16));
+    out.narrow(-1, 0, K).copy_(t);
+    return out;
 }
 
 // a @ b (+ bias) for 2-D tensors of any strides (a transposed view costs nothing).
@@ -206,7 +258,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tens
                                                      const optional<Tensor> &Whrp, const optional<Tensor> &bias_,
                                                      const optional<Tensor> &peep_, const optional<Tensor> &len_,
                                                      const Tensor &h0_, const Tensor &c0_, int64_t act, int64_t rec,
-                                                     bool keep) {
+                                                     bool keep, bool bf16) {
     check_input(x_);
     check_act(act, "activation");
     check_act(rec, "recurrent activation");
@@ -218,8 +270,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tens
     check_shape(h0_, {B, S}, "h0");
     TORCH_CHECK_VALUE(proj || S == H, "rnnkit kernels: h0 has ", S, " features but c0 ", H, " (no projection)");
     const Tensor h0 = input(h0_, x, "h0"), c0 = input(c0_, x, "c0");
-    check_packed(Wxp, x, 4, v, H, F, "packed W_ih");
-    check_packed(Wp, x, 4, v, H, S, "packed W_hh");
+    Tensor xb, hb;
+    if (bf16) {
+        check_bf16_products();
+        TORCH_CHECK_VALUE(!proj && x.scalar_type() == at::kFloat, "rnnkit kernels: bf16 products take float32 "
+                          "inputs and no projection");
+        check_packed_bf16(Wxp, 4, v, H, F, "packed W_ih");
+        check_packed_bf16(Wp, 4, v, H, S, "packed W_hh");
+        xb = to_bf16_pairs(x);
+        hb = at::zeros({2, B, S + S % 2}, x.options().dtype(at::kBFloat16));
+        hb.select(0, 0).narrow(-1, 0, S).copy_(h0);
+    } else {
+        check_packed(Wxp, x, 4, v, H, F, "packed W_ih");
+        check_packed(Wp, x, 4, v, H, S, "packed W_hh");
+    }
     if (proj) check_packed(*Whrp, x, 1, 4 * v, P, H, "packed W_hr");
     const Tensor bias = opt(bias_, x, "bias", {4 * H}), peep = opt(peep_, x, "peepholes", {3, H});
     const Tensor len = lengths(len_, T, B);
@@ -229,7 +293,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tens
     const rk_lstm_fwd_args a = {T, B, H, P, F, (int)act, (int)rec, ptr(x), ptr(Wxp), ptr(Wp),
                                 proj ? ptr(*Whrp) : nullptr, ptr(bias), ptr(peep), lptr(len), ptr(h0), ptr(c0),
                                 (char *)mptr(Hs) + B * S * x.element_size(), (char *)mptr(Cs) + B * H * x.element_size(),
-                                mptr(G), mptr(M), threads()};
+                                mptr(G), mptr(M), threads(), (int)bf16, F + F % 2, S + S % 2, ptr(xb), mptr(hb)};
     if (T > 0 && B > 0) kernels(x).lstm_fwd(&a);
     return {Hs, Cs, G, M};
 }
@@ -237,7 +301,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tens
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const Tensor &G_, const Tensor &Cs_, const Tensor &M_, const Tensor &W_hh, const optional<Tensor> &W_hr,
     const optional<Tensor> &peep_, const optional<Tensor> &len_, const Tensor &gHs_, const optional<Tensor> &gCs_,
-    const optional<Tensor> &gG_, int64_t act, int64_t rec, bool need_dh0) {
+    const optional<Tensor> &gG_, int64_t act, int64_t rec, bool need_dh0, bool bf16) {
     check_real(G_, "G");
     TORCH_CHECK_VALUE(G_.dim() == 3 && G_.size(2) % 4 == 0, "rnnkit kernels: expected gates of shape (T, B, 4H), got ",
                       G_.sizes());
@@ -263,12 +327,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     Tensor dPre = at::empty({T, B, 4 * H}, G.options()), db = at::zeros({4 * H}, G.options());
     Tensor dpeep = peep.defined() ? at::zeros({3, H}, G.options()) : none_like(G);
     Tensor dHt = proj ? at::empty({T, B, P}, G.options()) : none_like(G);
+    Tensor Wtp, dpb;
+    if (bf16) {
+        check_bf16_products();
+        TORCH_CHECK_VALUE(!proj, "rnnkit kernels: bf16 products take no projection");
+        Wtp = pack_bf16(W_hh.t().contiguous(), 1, 16);
+        dpb = at::empty({2, B, 4 * H}, G.options().dtype(at::kBFloat16));
+    }
     const int64_t es = G.element_size();
     const rk_lstm_bwd_args a = {T, B, H, P, (int)act, (int)rec, (int)need_dh0, ptr(G), ptr(Cs), ptr(M), ptr(W),
                                 ptr(Whr), W.size(1), proj ? Whr.size(1) : 0, ptr(peep), lptr(len),
                                 (const char *)ptr(gHs) + B * S * es, gCs.defined() ? (const char *)ptr(gCs) + B * H * es : nullptr,
                                 ptr(gG), mptr(dh), mptr(dh2), mptr(dc), mptr(dPre), mptr(db), mptr(dpeep), mptr(dHt),
-                                mptr(dm), threads()};
+                                mptr(dm), threads(), (int)bf16, ptr(Wtp), mptr(dpb)};
     if (T > 0 && B > 0) kernels(G).lstm_bwd(&a);
     dh.add_(gHs.select(0, 0));  // Hs[0] is the initial state itself
     if (gCs.defined()) dc.add_(gCs.select(0, 0));
@@ -426,14 +497,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_bwd(const Tensor &Ys_,
 TORCH_LIBRARY(rnnkit_c, m) {
     m.def("select_isa(str isa) -> str", &select_isa);
     m.def("info() -> str", &info);
+    m.def("bf16_products() -> bool", &bf16_products);
     m.def("pack(Tensor W, int ngates, bool wide) -> Tensor", &pack);
+    m.def("pack_bf16(Tensor W, int ngates, int units) -> Tensor", &pack_bf16);
     m.def("gemm(Tensor a, Tensor b, Tensor? bias=None) -> Tensor", &gemm);
     m.def("dropout(Tensor x, float p, int seed) -> Tensor", &dropout);
     m.def("lstm_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? Whrp, Tensor? bias, Tensor? peep, Tensor? lengths, "
-          "Tensor h0, Tensor c0, int act, int rec_act, bool keep) -> (Tensor, Tensor, Tensor, Tensor)",
+          "Tensor h0, Tensor c0, int act, int rec_act, bool keep, bool bf16=False) -> (Tensor, Tensor, Tensor, Tensor)",
           &lstm_fwd);
     m.def("lstm_bwd(Tensor G, Tensor Cs, Tensor M, Tensor W_hh, Tensor? W_hr, Tensor? peep, Tensor? lengths, "
-          "Tensor gHs, Tensor? gCs, Tensor? gG, int act, int rec_act, bool need_dh0) "
+          "Tensor gHs, Tensor? gCs, Tensor? gG, int act, int rec_act, bool need_dh0, bool bf16=False) "
           "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
           &lstm_bwd);
     m.def("gru_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? Wnp, Tensor? b_ih, Tensor? b_hh, Tensor? lengths, "

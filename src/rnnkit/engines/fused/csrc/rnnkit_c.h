@@ -54,6 +54,12 @@ typedef struct {
     const void *h0, *c0;
     void *Hs, *Cs, *G, *M;
     int nth;
+    /* bf16 products (bf16.h; no projection): Wxp and Wp packed by pack_bf16, xb (T, B, Fp) the input in bf16,
+       hb (2, B, Sp) a ring of h in bf16 ([0] = h0; Fp, Sp = F, S rounded up to even, zero padding) */
+    int bf16;
+    long Fp, Sp;
+    const void *xb;
+    void *hb;
 } rk_lstm_fwd_args;
 
 typedef struct {
@@ -67,6 +73,10 @@ typedef struct {
     const void *gout, *gC, *gG;
     void *dh, *dh2, *dc, *dPre, *db, *dpeep, *dHt, *dm; /* dh2 (B, S), dm (B, H): scratch */
     int nth;
+    /* bf16 products: Wtp = W_hhᵀ packed by pack_bf16 (NG 1, U 16); dpb (2, B, 4H) a ring of dPre_t in bf16 */
+    int bf16;
+    const void *Wtp;
+    void *dpb;
 } rk_lstm_bwd_args;
 
 /* GRU, both forms. reset_after (torch's): n = act(W_in x + b_in + r ⊙ (W_hn h + b_hn)); HN (T, B, H) keeps
@@ -169,6 +179,7 @@ typedef struct {
     void (*jordan_fwd)(const rk_jordan_fwd_args *);
     void (*jordan_bwd)(const rk_jordan_bwd_args *);
     void (*dropout)(const rk_dropout_args *);
+    void (*pack_bf16)(const rk_pack_args *); /* NULL where this build has no bf16 products (bf16.h) */
 } rk_kernels;
 
 /* One per compiled instruction set: [0] float, [1] double. */
