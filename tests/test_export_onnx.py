@@ -32,8 +32,9 @@ def make_layer(rng: random.Random, cell: str):
     if cell in ("gru", "gru_cho"):
         return rnnkit.GRU(F, H, reset_after=cell == "gru", **common, **gated)
     if cell == "jordan":
-        return rnnkit.Jordan(F, H, rng.randint(1, 4), activation=rng.choice(NAMED),
-                             output_activation=rng.choice(NAMED), **common)  # fmt: skip
+        return rnnkit.Jordan(
+            F, H, rng.randint(1, 4), activation=rng.choice(NAMED), output_activation=rng.choice(NAMED), **common
+        )
     proj = rng.randint(1, H - 1) if H > 1 and rng.random() < 0.3 else 0
     cls = rnnkit.LSTM if cell == "lstm" else rnnkit.PeepholeLSTM
     return cls(F, H, proj_size=proj, **common, **gated)
@@ -75,8 +76,13 @@ def test_random_layer_matches_onnxruntime(seed, tmp_path):
     example = batch_of(layer, 2, 4, g)
     path = tmp_path / "layer.onnx"
     lengths = torch.tensor([4, 2]) if with_lengths else None
-    to_onnx(layer, (example, as_hx(states_of(layer, 2, g))) if with_state else example, path,
-            lengths=lengths, recurrent_ops=ops)  # fmt: skip
+    to_onnx(
+        layer,
+        (example, as_hx(states_of(layer, 2, g))) if with_state else example,
+        path,
+        lengths=lengths,
+        recurrent_ops=ops,
+    )
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     for B, T in [(1, 1), (3, 7), (5, 2)]:
         x = batch_of(layer, B, T, g)
