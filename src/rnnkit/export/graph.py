@@ -151,6 +151,12 @@ def graph_info(name: str, elem_type: int = FLOAT) -> Any:
     return helper.make_tensor_value_info(name, elem_type, None)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(data: bytes, path: str | Path, what: str) -> Path:
     """Write ``data`` to ``path`` through a temporary file beside it: ``path`` is either the complete new file
     or untouched (a failure leaves no partial file). An unwritable folder is one ValueError line."""
@@ -168,6 +174,7 @@ def save_atomic(data: bytes, path: str | Path, what: str) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
