@@ -89,9 +89,13 @@ def export_language_model(
         raise ValueError("a bidirectional language model cannot generate one token at a time")
     if model.head.weight.dtype != torch.float32:
         raise ValueError(f"export writes float32 models, this one is {model.head.weight.dtype}: export model.float()")
-    model.eval()
-    meta = metadata(model, vocab, prompt)
-    data = _onnx_bytes(model, meta) if format == "onnx" else _program_bytes(model, meta, engine)
+    was_training = model.training
+    model.eval()  # the exported step is inference: no dropout
+    try:
+        meta = metadata(model, vocab, prompt)
+        data = _onnx_bytes(model, meta) if format == "onnx" else _program_bytes(model, meta, engine)
+    finally:
+        model.train(was_training)
     return save_atomic(data, path, "rnnkit export")
 
 
