@@ -121,6 +121,14 @@ def test_onnx_example_generates_what_rnnkit_generates(runs, kind, prefix, capsys
     assert len(set(want[len(prefix) :].split() if kind == "word-gru" else want[len(prefix) :])) > 5  # not constant
 
 
+def test_float64_run_exports_as_float32(tmp_path, capsys):
+    run = train(tmp_path, "f64", "--model.cell", "rnn", "--model.hidden_size", "8", "--dtype", "float64")
+    capsys.readouterr()
+    assert export_cmd.main([str(run), "--out", str(tmp_path / "f.onnx")]) == 0
+    assert "converted from torch.float64" in capsys.readouterr().out
+    assert (tmp_path / "f.onnx").is_file()
+
+
 def test_torch_export_program_steps_like_the_model(runs, tmp_path, capsys):
     run = runs["char-lstm"]
     out = tmp_path / "lm.pt2"

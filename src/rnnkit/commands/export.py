@@ -55,10 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     if ns.checkpoint_path:
         cfg.checkpoint = ns.checkpoint_path
     try:
+        import torch
+
         from rnnkit.export.lm import export_language_model
         from rnnkit.tasks.lm import load_language_model
 
         model, vocab, saved = load_language_model(cfg.checkpoint)
+        trained_in = model.head.weight.dtype
+        model = model.float()  # deployment runs float32 (a float64 run converts; the check below covers it)
         out = Path(cfg.out) if cfg.out else default_out(cfg.checkpoint, cfg.format)
         prompt = str(saved.state.get("task", {}).get("prompt") or "")
         path = export_language_model(model, vocab, out, cfg.format, prompt=prompt, engine=cfg.engine)
@@ -66,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rnnkit export: error: {str(e).removeprefix('rnnkit export: ')}", file=sys.stderr)
         return 1
     size = path.stat().st_size / 1e6
+    converted = f", converted from {trained_in}" if trained_in != torch.float32 else ""
     print(
-        f"wrote {path} ({cfg.format}, {size:.2f} MB): {model.rnn.describe_cell()} x {model.rnn.num_layers}, "
-        f"{len(vocab)} tokens"
+        f"wrote {path} ({cfg.format}, {size:.2f} MB{converted}): {model.rnn.describe_cell()} x "
+        f"{model.rnn.num_layers}, {len(vocab)} tokens"
     )
     return 0

@@ -17,6 +17,7 @@ import torch
 from onnx import helper
 from torch import Tensor, nn
 
+from rnnkit.cells import JordanCell
 from rnnkit.export.graph import FLOAT, INT64, Builder, Graph, save_atomic, tensor_info
 from rnnkit.export.layers import layer_nodes
 from rnnkit.layer import Recurrent
@@ -27,8 +28,6 @@ RecurrentOps = Literal["native", "scan"]
 
 def state_names(layer: Recurrent) -> list[str]:
     """The stem of each state tensor's graph name: ``h`` (and ``c`` for LSTMs), ``y`` for a Jordan layer."""
-    from rnnkit.cells import JordanCell
-
     n = len(layer.cells[0].state_sizes)
     return ["y"] if isinstance(layer.cells[0], JordanCell) else ["h", "c"][:n]
 
