@@ -168,6 +168,10 @@ def test_not_an_rnnkit_model(tmp_path):
     assert "torch.nn.modules.rnn.LSTM" in one_line(e) and "rnnkit.LSTM" in one_line(e)
     with pytest.raises(TypeError, match="not torch.nn.modules.linear.Linear"):
         to_onnx(torch.nn.Linear(3, 3), torch.randn(2, 3), tmp_path / "m.onnx")
+    from rnnkit.tasks.classify import SequenceClassifier
+
+    with pytest.raises(TypeError, match=r"SequenceClassifier; export its recurrent layer \(.rnn\)"):
+        to_onnx(SequenceClassifier(4, 3), torch.randn(2, 3, 4), tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
 
 

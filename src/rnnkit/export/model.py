@@ -77,6 +77,11 @@ def _check_module(module: Any) -> None:
     if not isinstance(module, (LanguageModel, Recurrent)):
         kind = f"{type(module).__module__}.{type(module).__name__}"
         hint = ""
+        inner = (
+            [n for n, m in module.named_modules() if isinstance(m, Recurrent)] if isinstance(module, nn.Module) else []
+        )
+        if inner:
+            hint = f"; export its recurrent layer (.{inner[0]}) and run the rest around it"
         if isinstance(module, nn.RNNBase):
             hint = f"; load its state_dict into rnnkit.{type(module).__name__}(same arguments) and export that"
         raise TypeError(
