@@ -6,7 +6,8 @@ Without ``--checkpoint`` it builds the ``recommended`` preset's model (2 x 256 G
 60-token vocabulary with torch's initial weights (latency does not depend on what the weights learned).
 Each contestant generates ``--tokens`` tokens greedily (step, argmax, feed back) from a zero state, batch 1;
 rounds interleave the contestants in one process and the table gives each one's median and its median
-ratio to rnnkit's stepper on the same round (the machine may be shared: ratios are the robust figure).
+ratio to rnnkit's one-thread stepper on the same round (the machine may be shared: ratios are the robust
+figure; on a loaded machine the two-thread runs suffer most, since their threads wait for each other).
 
 Contestants: ``LanguageModel.step`` (rnnkit's stepper: one C call per layer) at 1 and torch's default threads;
 the file ``rnnkit export`` writes (each layer's step as plain ONNX ops) in onnxruntime at 1 and 2 intra-op
@@ -106,9 +107,9 @@ def main() -> None:
     step_bytes = lm_step_graph(model).SerializeToString()
     native_bytes = lm_graph(model, with_state=True).SerializeToString()
     default_threads = torch.get_num_threads()
-    contestants = {
-        f"rnnkit stepper, {default_threads} threads": rnnkit_loop(model, default_threads),
+    contestants = {  # the first is the baseline of the ratios: one thread, as robust as timings get on a shared box
         "rnnkit stepper, 1 thread": rnnkit_loop(model, 1),
+        f"rnnkit stepper, {default_threads} threads": rnnkit_loop(model, default_threads),
         "onnxruntime, exported step, 1 thread": ort_loop(session(step_bytes, 1), names, shape, False),
         "onnxruntime, exported step, 2 threads": ort_loop(session(step_bytes, 2), names, shape, False),
         "onnxruntime, native op (T=1), 1 thread": ort_loop(session(native_bytes, 1), names, shape, True),
