@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from _readonly import read_only, writable
 from rnnkit.commands import export as export_cmd
 from rnnkit.commands import generate as generate_cmd
 from rnnkit.commands import train as train_cmd
@@ -185,6 +186,17 @@ def test_export_bad_input(runs, tmp_path, capsys):
     assert export_cmd.main([str(run), "--out", str(blocker / "m.onnx")]) == 1
     err = capsys.readouterr().err
     assert "cannot write into" in err and err.count("\n") == 1
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    read_only(locked)
+    try:
+        assert export_cmd.main([str(run), "--out", str(locked / "m.onnx")]) == 1
+        err = capsys.readouterr().err
+        assert f"cannot write into '{locked}'" in err and err.count("\n") == 1
+        assert not list(locked.iterdir())
+    finally:
+        writable(locked)
+    locked.rmdir()
     with pytest.raises(SystemExit) as e:
         export_cmd.main([str(run), "--format", "tflite"])
     assert e.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err
