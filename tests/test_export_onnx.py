@@ -138,21 +138,25 @@ def test_native_ops_carry_every_option(tmp_path):
     assert "Scan" in op_types(path) and "LSTM" not in op_types(path)
 
 
-@pytest.mark.parametrize("input_kind", ["onehot", "embedding"])
-def test_language_model_sequence_graph(input_kind, tmp_path):
-    model = LanguageModel(11, "gru", hidden_size=6, num_layers=2, input=input_kind, embed_size=5).eval()
+@pytest.mark.parametrize(
+    ("cell", "input_kind", "tie"),
+    [("gru", "onehot", False), ("lstm", "embedding", True), ("jordan", "embedding", False)],
+)
+def test_language_model_sequence_graph(cell, input_kind, tie, tmp_path):
+    """tokens (B, T) -> logits (B, T, V) and the final state, at another batch size and length than the example's."""
+    model = LanguageModel(11, cell, hidden_size=6, num_layers=2, input=input_kind, embed_size=6, tie_weights=tie).eval()
     tokens = torch.randint(0, 11, (2, 5))
-    state = model.init_state(2)
     path = tmp_path / "lm.onnx"
-    to_onnx(model, (tokens, state), path)
+    to_onnx(model, (tokens, model.init_state(2)), path)
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, 11, (3, 9), generator=g)
-    state = torch.randn(2, 3, 6, generator=g)
-    logits, h_n = run_onnx(path, {"tokens": tokens, "h_0": state})
+    state = tuple(torch.randn(2, 3, s, generator=g) for s in model.rnn.cells[0].state_sizes)
+    names = ["y_0"] if cell == "jordan" else ["h_0", "c_0"][: len(state)]
+    got = run_onnx(path, {"tokens": tokens, **dict(zip(names, state))})
     with torch.no_grad():
-        want_logits, want_h = model(tokens, state)
-    np.testing.assert_allclose(logits, want_logits.numpy(), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(h_n, want_h.numpy(), rtol=1e-5, atol=1e-5)
+        want = flat(model(tokens, as_hx(state)))
+    for o, w in zip(got, want):
+        np.testing.assert_allclose(o, w.numpy(), rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------
