@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.dropout import Dropout
+from rnnkit.engines.fused.stepper import kept_stepper
 from rnnkit.rnn import GRU, LSTM, RNN, Jordan, PeepholeLSTM
-from rnnkit.stepper import kept_stepper
 
 CellName = Literal["lstm", "gru", "rnn", "peephole", "jordan"]
 #: carried recurrent state: one tensor (RNN, GRU, Jordan) or a tuple (LSTM: h, c), or None for zeros

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnkit.activations import Activation, get_activation
-from rnnkit.cells.base import Gates, RecurrentCell, State
+from rnnkit.cells.base import Gates, RecurrentCell, State, check_size
 
 
 class RNNCell(RecurrentCell):
@@ -91,8 +91,7 @@ class JordanCell(RecurrentCell):
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if not isinstance(output_size, int) or isinstance(output_size, bool) or output_size <= 0:
-            raise ValueError(f"output_size must be a positive integer, got {output_size!r}")
+        check_size("output_size", output_size, minimum=0)
         self.jordan_output_size = output_size
         super().__init__(input_size, hidden_size, bias, recurrent_init=recurrent_init, device=device, dtype=dtype)
         self.activation = get_activation(activation)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnkit.activations import Activation
-from rnnkit.cells.base import GatedCell, Gates, State
+from rnnkit.cells.base import GatedCell, Gates, State, check_size
 
 
 class LSTMCell(GatedCell):
@@ -45,9 +45,8 @@ class LSTMCell(GatedCell):
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if not isinstance(proj_size, int) or proj_size < 0:
-            raise ValueError(f"proj_size must be a non-negative integer, got {proj_size!r}")
-        if proj_size >= hidden_size:
+        check_size("proj_size", proj_size, minimum=0)
+        if proj_size and isinstance(hidden_size, int) and proj_size >= hidden_size:
             raise ValueError(f"proj_size ({proj_size}) must be smaller than hidden_size ({hidden_size})")
         if forget_bias and not bias:
             raise ValueError("forget_bias needs bias=True: there is no bias to add it to")

@@ -25,8 +25,9 @@ static void RK(dropout_task)(void *ctx, int tid, int nth) {
 }
 
 /* 0 < p < 1 (the caller handles p = 0 and p = 1); seed: any 64-bit value, drawn from torch's generator. */
-void RK(rk_dropout)(long n, const REAL *x, REAL *y, uint64_t seed, double p, int nth) {
+static void RK(dropout_entry)(const rk_dropout_args *a) {
+    const uint64_t seed = a->seed;
     const uint32_t key = rk_hash32((uint32_t)seed ^ rk_hash32((uint32_t)(seed >> 32) + 0x9e3779b9u));
-    RK(dropout_job) j = {n, x, y, key, (uint32_t)(p * 4294967296.0), (REAL)(1.0 / (1.0 - p))};
-    rk_parallel(RK(dropout_task), &j, n < (1L << 16) ? 1 : nth);
+    RK(dropout_job) j = {a->n, a->x, a->y, key, (uint32_t)(a->p * 4294967296.0), (REAL)(1.0 / (1.0 - a->p))};
+    rk_parallel(RK(dropout_task), &j, a->n < (1L << 16) ? 1 : a->nth);
 }

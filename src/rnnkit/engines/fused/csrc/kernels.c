@@ -1,22 +1,29 @@
 /* rnnkit's compiled kernels, for float and double: a threaded GEMM; whole-sequence forward/backward
-   passes of the LSTM, GRU, Elman and Jordan layers; single-step LSTM/GRU pointwise updates; dropout.
-   Built on first use by rnnkit/engines/_fused_c.py and called through ctypes (plain C, no torch
-   headers); the Python side (rnnkit/engines/_fused_seq.py, rnnkit/dropout.py) owns every buffer.
-   Each type-generic header is included once per type, with RK(name) giving name_f32 / name_f64. */
+   passes of the LSTM, GRU, Elman and Jordan layers; dropout. Plain C (no torch headers), compiled once per
+   instruction set with RK_ISA set to avx512, avx2 or generic (rnnkit/engines/fused/build.py passes the
+   flags); the torch operators of ops.cpp call the table this file exports (rnnkit_c.h). Each type-generic
+   header is included once per type, with RK(name) giving name_f32 / name_f64; everything but the table
+   getter is static, so the instruction-set variants link side by side. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "rnnkit_c.h"
 #include "pool.h"
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
-/* activation codes of the Elman and Jordan kernels (rnnkit/engines/_fused_seq.py: ACT_CODES) */
-#define RK_IDENTITY 0
-#define RK_TANH 1
-#define RK_RELU 2
-#define RK_SIGMOID 3
+#ifndef RK_ISA
+#define RK_ISA generic
+#endif
+#define RK_STR2(x) #x
+#define RK_STR(x) RK_STR2(x)
+#define RK_ISA_STR RK_STR(RK_ISA)
+/* vector width in bytes: a register of the instruction set (SSE2 / NEON: 16) */
+#ifndef RK_VBYTES
+#define RK_VBYTES 16
+#endif
 
 /* lowbias32 (Chris Wellons' integer hash): the counter-based random numbers of dropout.h */
 static inline uint32_t rk_hash32(uint32_t x) {
@@ -88,3 +95,13 @@ static const double EXP_C_f64[] = {1.0,
 #define MMV __m512d
 #define RECIP_STEPS 2
 #include "instance.h"
+
+/* the two tables (float, double) of this instruction set */
+#define RK_ENTRY2(isa) rk_kernels_##isa
+#define RK_ENTRY(isa) RK_ENTRY2(isa)
+const rk_kernels *RK_ENTRY(RK_ISA)(void) {
+    static rk_kernels tables[2];
+    tables[0] = table_f32;
+    tables[1] = table_f64;
+    return tables;
+}

@@ -1,11 +1,18 @@
 /* One type's instance of the kernels (kernels.c defines REAL, SFX and the exp constants first). */
 #include "vmath.h"
 #include "gemm.h"
+#include "panels.h"
 #include "lstm.h"
 #include "gru.h"
 #include "elman.h"
-#include "pointwise.h"
 #include "dropout.h"
+
+static const rk_kernels RK(table) = {
+    RK_ISA_STR,           RK_VBYTES,           RK(gemm_entry),     RK(pack_entry),      RK(lstm_fwd_entry),
+    RK(lstm_bwd_entry),   RK(gru_fwd_entry),   RK(gru_bwd_entry),  RK(elman_fwd_entry), RK(elman_bwd_entry),
+    RK(jordan_fwd_entry), RK(jordan_bwd_entry), RK(dropout_entry),
+};
+#undef UP
 #undef VL
 #undef KC
 #undef MB

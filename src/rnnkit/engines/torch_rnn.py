@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.engines import RunResult, register_engine
+from rnnkit.engines.registry import RunResult, register_engine
 
 if TYPE_CHECKING:
     from rnnkit.layer import Recurrent

@@ -2,11 +2,11 @@
 
    The microkernel computes an R × (NV·VL) tile of A·B: for each k it loads NV vectors of row k of B and
    adds a(r, k) times them into R·NV accumulators held in registers (6 × 4 = 24 of the 32 AVX-512
-   registers). That is ~90 % of the core's peak here, where MKL's sgemm reaches about a third of it on
-   this AMD CPU for the small products an RNN step makes (docs/engines.md has the measurements).
-   The microkernel reads A through strides (a(r, k) = a[r·ars + k·aks]), so a transposed A costs nothing,
-   and B as rows of whole vectors (the GEMM below packs B into such panels; the sequence kernels pack
-   their weights once per call). */
+   registers; 12 of the 16 on AVX2 and the portable build). For the small products an RNN step makes this
+   beats calling a BLAS (MKL's sgemm reached about a third of the core's peak on an AMD Zen 5 CPU for them:
+   docs/engines.md). The microkernel reads A through strides (a(r, k) = a[r·ars + k·aks]), so a transposed A
+   costs nothing, and B as rows of whole vectors (the GEMM below packs B into such panels; the sequence
+   kernels pack their weights once per call). */
 
 #define MR_MAX 8
 
@@ -49,8 +49,15 @@ static inline void RK(tile)(int R, int NV, long K, const REAL *a, long ars, long
     RK(mk_table)[R - 1][NV - 1](K, a, ars, aks, b, ldb, out);
 }
 
-/* Rows per register tile for NV vectors per row: as many as keep the accumulators within 24-28 registers. */
-static inline int RK(tile_rows)(int NV) { return NV == 4 ? 6 : 8; }
+/* Rows per register tile for NV vectors per row: as many as keep the accumulators and the NV loaded vectors
+   of B within the register file (32 vector registers with AVX-512, 16 otherwise). */
+static inline int RK(tile_rows)(int NV) {
+#if RK_VBYTES == 64
+    return NV == 4 ? 6 : 8;
+#else
+    return NV == 4 ? 3 : NV == 3 ? 4 : NV == 2 ? 6 : 8;
+#endif
+}
 
 /* Split n rows into tiles of at most `rows`, as evenly as possible: tile i is [n·i/nt, n·(i+1)/nt). */
 static inline long RK(ntiles)(long n, int rows) { return (n + rows - 1) / rows; }
@@ -88,7 +95,7 @@ static void RK(keep_in)(REAL *dst, const REAL *cur, long B, long N, long u_lo, l
         for (long u = u_lo; u < u_hi; u++) dst[b * N + u] = cur[b * N + u];
 }
 
-/* ---- C (M × N) = beta·C + A·B (+ bias, one value per column), split over threads ---- */
+/* ---- C (M × N) = A·B (+ bias, one value per column), split over threads ---- */
 #define KC 384 /* depth of one pass: the packed A block and B panels of this depth stay in L2 */
 #define MB 48  /* rows of A that one B panel serves before the next panel (8 tiles of 6) */
 
@@ -100,32 +107,27 @@ typedef struct {
     long brs, bcs;
     REAL *C;
     long ldc;
-    REAL beta;
     const REAL *bias;
     int failed; /* a thread could not allocate its panel buffer */
 } RK(gemm_job);
 
-/* Write one tile row into C: the first depth pass applies beta and the bias, later passes add. */
+/* Write one tile row into C: the first depth pass stores (plus the bias), later passes add. */
 static inline void RK(update_row)(const RK(gemm_job) * g, int first, REAL *c, const REAL *t, long n0, long nn) {
     long j = 0;
     for (; j + VL <= nn; j += VL) { /* whole vectors */
         vec v = RK(vload)(t + j);
         if (!first)
             v += RK(vload)(c + j);
-        else {
-            if (g->beta != 0) v += g->beta * RK(vload)(c + j);
-            if (g->bias) v += RK(vload)(g->bias + n0 + j);
-        }
+        else if (g->bias)
+            v += RK(vload)(g->bias + n0 + j);
         RK(vstore)(c + j, v);
     }
     for (; j < nn; j++) {
         REAL v = t[j];
         if (!first)
             v += c[j];
-        else {
-            if (g->beta != 0) v += g->beta * c[j];
-            if (g->bias) v += g->bias[n0 + j];
-        }
+        else if (g->bias)
+            v += g->bias[n0 + j];
         c[j] = v;
     }
 }
@@ -195,16 +197,19 @@ static void RK(gemm_task)(void *ctx, int tid, int nth) {
     free(Bp);
 }
 
-/* C = beta·C + A·B (+ bias), A and B of any strides. Returns 0, or -1 if memory ran out. */
-int RK(rk_gemm)(long M, long N, long K, const REAL *A, long ars, long aks, const REAL *B, long brs, long bcs,
-                REAL *C, long ldc, REAL beta, const REAL *bias, int nth) {
+/* C = A·B (+ bias), A and B of any strides. Returns 0, or -1 if memory ran out. */
+static int RK(gemm_entry)(const rk_gemm_args *a) {
+    const long M = a->M, N = a->N, K = a->K, ldc = a->ldc;
+    REAL *C = a->C;
+    const REAL *bias = a->bias;
+    int nth = a->nth;
     if (M <= 0 || N <= 0) return 0;
-    if (K == 0) { /* an empty sum: C = beta·C + bias */
+    if (K == 0) { /* an empty sum: C = bias */
         for (long m = 0; m < M; m++)
-            for (long n = 0; n < N; n++) C[m * ldc + n] = (beta == 0 ? 0 : beta * C[m * ldc + n]) + (bias ? bias[n] : 0);
+            for (long n = 0; n < N; n++) C[m * ldc + n] = bias ? bias[n] : 0;
         return 0;
     }
-    RK(gemm_job) g = {M, N, K, A, ars, aks, B, brs, bcs, C, ldc, beta, bias, 0};
+    RK(gemm_job) g = {M, N, K, a->A, a->ars, a->aks, a->B, a->brs, a->bcs, C, ldc, bias, 0};
     /* below ~1 MFLOP a second thread costs more to wake than it saves */
     if ((double)M * N * K < 5e5) nth = 1;
     rk_parallel(RK(gemm_task), &g, nth);
@@ -244,7 +249,7 @@ static void RK(pack_task)(void *ctx, int tid, int nth) {
 }
 
 /* Wp must hold ceil(H / U) · K · NG · U values. */
-void RK(rk_pack_gates)(long NG, long H, long K, long U, const REAL *W, REAL *Wp, int nth) {
-    RK(pack_job) j = {NG, H, K, U, W, Wp};
-    rk_parallel(RK(pack_task), &j, (double)NG * H * K < 1e5 ? 1 : nth);
+static void RK(pack_entry)(const rk_pack_args *a) {
+    RK(pack_job) j = {a->NG, a->H, a->K, a->U, a->W, a->Wp};
+    rk_parallel(RK(pack_task), &j, (double)a->NG * a->H * a->K < 1e5 ? 1 : a->nth);
 }
