@@ -11,8 +11,10 @@ figure; on a loaded machine the two-thread runs suffer most, since their threads
 
 Contestants: ``LanguageModel.step`` (rnnkit's stepper: one C call per layer) at 1 and torch's default threads;
 the file ``rnnkit export`` writes (each layer's step as plain ONNX ops) in onnxruntime at 1 and 2 intra-op
-threads; and, for comparison, the same model through ONNX's native GRU/LSTM op run for one time step
-(``to_onnx`` of the whole model with a state input, fed (1, 1) tokens).
+threads; for comparison, the same model through ONNX's native GRU/LSTM op run for one time step
+(``to_onnx`` of the whole model with a state input, fed (1, 1) tokens); and the ``torch-export`` files
+traced on the reference engine (plain torch ops) and on the fused engine (rnnkit's kernels as torch
+operators), run by torch on one thread.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import platform
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -29,7 +32,7 @@ import onnxruntime as ort
 import torch
 
 from rnnkit.data import Vocab
-from rnnkit.export.lm import metadata
+from rnnkit.export.lm import export_language_model, metadata
 from rnnkit.export.model import lm_graph
 from rnnkit.export.step import lm_step_graph
 from rnnkit.models import LanguageModel, ModelConfig
@@ -82,6 +85,27 @@ def rnnkit_loop(model: LanguageModel, threads: int) -> Callable:
     return run
 
 
+def program_loop(model: LanguageModel, vocab: Vocab, engine: str, folder: str) -> Callable:
+    """Greedy generation through the torch.export program that ``rnnkit export --format torch-export`` writes."""
+    path = export_language_model(model, vocab, f"{folder}/{engine}.pt2", "torch-export", engine=engine)
+    program = torch.export.load(str(path)).module()
+    L, sizes = model.rnn.num_layers, model.rnn.cells[0].state_sizes
+
+    def run(n: int) -> None:
+        saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            state, token = [torch.zeros(L, 1, s) for s in sizes], torch.tensor([1])
+            with torch.no_grad():
+                for _ in range(n):
+                    logits, *state = program(token, *state)
+                    token = logits.argmax(-1)
+        finally:
+            torch.set_num_threads(saved)
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="", help="a run of rnnkit train (default: the recommended config)")
@@ -114,6 +138,9 @@ def main() -> None:
         "onnxruntime, exported step, 2 threads": ort_loop(session(step_bytes, 2), names, shape, False),
         "onnxruntime, native op (T=1), 1 thread": ort_loop(session(native_bytes, 1), names, shape, True),
     }
+    folder = tempfile.mkdtemp()
+    for engine in ("reference", "fused"):
+        contestants[f"torch.export program ({engine}), 1 thread"] = program_loop(model, vocab, engine, folder)
     baseline = next(iter(contestants))
     for run in contestants.values():  # warm-up: packing, session allocations, first-call costs
         run(20)
