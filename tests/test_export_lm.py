@@ -151,6 +151,39 @@ def test_torch_export_program_steps_like_the_model(runs, tmp_path, capsys):
     assert prefix + text + "\n" == rnnkit_greedy(run, prefix, n, capsys)
 
 
+def run_python(code):
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_torch_export_files_load_in_a_fresh_process(tmp_path):
+    """The reference engine's program needs torch only; the fused engine's calls rnnkit::sequence, which
+    load_program imports before loading (recorded in the file), in a process that never ran rnnkit."""
+    vocab = Vocab(list("abcdef"))
+    model = LanguageModel(len(vocab), "lstm", hidden_size=8, num_layers=2).eval()
+    token, state = torch.tensor([2, 4]), (torch.randn(2, 2, 8), torch.randn(2, 2, 8))
+    with torch.no_grad():
+        want = model.step(token, state)[0]
+    for engine in ("reference", "fused"):
+        path = export_language_model(model, vocab, tmp_path / f"{engine}.pt2", "torch-export", engine=engine)
+        torch.save({"token": token, "state": state, "want": want}, tmp_path / "io.pt")
+        blocker = "import sys; sys.modules['rnnkit'] = None; " if engine == "reference" else ""
+        loader = (
+            f"program = torch.export.load({str(path)!r}).module()"
+            if engine == "reference"
+            else f"from rnnkit.export.lm import load_program; program = load_program({str(path)!r})"
+        )
+        out = run_python(
+            f"{blocker}import torch; {loader}; io = torch.load({str(tmp_path / 'io.pt')!r}); "
+            "logits, *_ = program(io['token'], *io['state']); print(float((logits - io['want']).abs().max()))"
+        )
+        assert float(out) < 1e-5
+        assert read_metadata(path)["engine"] == engine
+    assert read_metadata(tmp_path / "reference.pt2")["imports"] == []
+    assert read_metadata(tmp_path / "fused.pt2")["imports"] == ["rnnkit.engines.fused.ops"]
+
+
 CELLS = [("lstm", "onehot"), ("gru", "embedding"), ("rnn", "onehot"), ("peephole", "embedding"), ("jordan", "onehot")]
 
 

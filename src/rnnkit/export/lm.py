@@ -5,10 +5,11 @@ state tensor of the recurrent stack, (num_layers, B, S) (``h``; ``h`` and ``c`` 
 
 * ``onnx`` — :func:`rnnkit.export.step.lm_step_graph`, run by onnxruntime or any ONNX runtime; inputs
   ``token``, ``h_0`` (``c_0``), outputs ``logits``, ``h_n`` (``c_n``).
-* ``torch-export`` — a ``torch.export`` program of :class:`StepModule` (``torch.export.load(path).module()``),
-  traced through the layer's public forward on the engine named (``"reference"``: plain torch ops). Nothing
-  in it depends on which engine that is, so an engine whose kernels are registered torch operators can be
-  exported the same way.
+* ``torch-export`` — a ``torch.export`` program of :class:`StepModule`, traced through the layer's public
+  forward on the engine named: ``"reference"`` gives plain torch operators (``torch.export.load(path).module()``
+  runs it wherever torch is installed); an engine whose kernels are torch operators (``"fused"``:
+  ``rnnkit::sequence``) gives a program calling them, which :func:`load_program` loads after importing the
+  modules that define them (recorded in the file). Nothing here depends on which engine it is.
 
 Both files carry, as JSON under the key ``rnnkit``, what a generator needs besides the weights: the
 vocabulary (tokens, level, normalisation), the state layout and a default prompt. Before a file is written,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -150,13 +152,18 @@ def _program_bytes(model: LanguageModel, meta: dict[str, Any], engine: str) -> b
         tokens, state = _random_calls(model)[1]  # batch 3: torch.export would specialise on a batch of 1
         batch = torch.export.Dim("batch")
         shapes = {"token": {0: batch}, "state": tuple({1: batch} for _ in state)}
+        step = StepModule(model)
         with torch.no_grad():
-            program = torch.export.export(StepModule(model), (tokens, *state), dynamic_shapes=shapes)
+            step(
+                tokens, *state
+            )  # once eagerly: one-time set-up (an engine building its kernels) stays out of the trace
+            program = torch.export.export(step, (tokens, *state), dynamic_shapes=shapes)
     except Exception as e:  # torch.export reports untraceable code in many exception types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"rnnkit export: torch.export cannot trace the model on engine={engine!r}: {first}") from None
     finally:
         layer.engine = saved
+    meta = {**meta, "engine": engine, "imports": _operator_modules(program)}
     buffer = io.BytesIO()
     torch.export.save(program, buffer, extra_files={META_KEY: json.dumps(meta)})
     loaded = torch.export.load(io.BytesIO(buffer.getvalue())).module()
@@ -166,14 +173,63 @@ def _program_bytes(model: LanguageModel, meta: dict[str, Any], engine: str) -> b
     return buffer.getvalue()
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``rnnkit`` JSON of a file written by :func:`export_language_model` (either format)."""
-    path = Path(path)
-    if path.suffix == ".pt2":
-        extra = {META_KEY: ""}
-        torch.export.load(str(path), extra_files=extra)
-        return json.loads(extra[META_KEY])
-    import onnx
+def _operator_modules(program: Any) -> list[str]:
+    """The Python modules defining the program's operators beyond torch's own (an engine's kernels registered
+    as torch operators): they must be imported before ``torch.export.load`` can resolve those operators."""
+    from torch._library.custom_ops import OPDEFS  # where torch.library.custom_op keeps each definition
 
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return json.loads(props[META_KEY])
+    modules = set()
+    for node in program.graph.nodes:
+        target = node.target
+        if node.op == "call_function" and isinstance(target, torch._ops.OpOverload):
+            if target.namespace not in ("aten", "prims"):
+                definition = OPDEFS.get(target._schema.name)
+                if definition is None:
+                    raise ValueError(
+                        f"rnnkit export: the traced program calls {target._schema.name}, whose defining "
+                        "module is unknown, so the file could not be loaded elsewhere"
+                    )
+                modules.add(definition._init_fn.__module__)
+    return sorted(modules)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``rnnkit`` JSON of a file written by :func:`export_language_model` (either format), read without
+    loading the model."""
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):  # a .pt2 archive: torch.export.save's extra files live under extra/
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith(f"/extra/{META_KEY}"))
+                return json.loads(archive.read(name))
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return json.loads(props[META_KEY])
+    except (OSError, StopIteration, KeyError, ValueError) as e:
+        raise ValueError(f"{str(path)!r} is not a file written by rnnkit export ({type(e).__name__}: {e})") from None
+
+
+def load_program(path: str | Path) -> nn.Module:
+    """The step module of a ``torch-export`` file: ``step(token, *state) -> (logits, *new_state)``.
+
+    Imports first the modules that define the program's non-torch operators (recorded at export; none for
+    the reference engine, whose program torch alone can load with ``torch.export.load(path).module()``).
+    """
+    import importlib
+
+    modules = read_metadata(path).get("imports", [])
+    for module in modules:
+        importlib.import_module(module)
+    if "rnnkit.engines.fused.ops" in modules:
+        # rnnkit::sequence calls kernels from a library that the engine loads (building it if need be) on its
+        # first use, not the operator itself: load it here, for a process that has not run the engine yet
+        from rnnkit.engines.fused.build import unavailable
+
+        reason = unavailable()
+        if reason is not None:
+            raise ValueError(
+                f"{str(path)!r} calls rnnkit's fused kernels, which cannot load here ({reason}); "
+                "export it with --engine reference"
+            )
+    return torch.export.load(str(path)).module()
