@@ -32,7 +32,7 @@ import onnxruntime as ort
 import torch
 
 from rnnkit.data import Vocab
-from rnnkit.export.lm import export_language_model, metadata
+from rnnkit.export.lm import export_language_model, load_program, metadata
 from rnnkit.export.model import lm_graph
 from rnnkit.export.step import lm_step_graph
 from rnnkit.models import LanguageModel, ModelConfig
@@ -88,7 +88,7 @@ def rnnkit_loop(model: LanguageModel, threads: int) -> Callable:
 def program_loop(model: LanguageModel, vocab: Vocab, engine: str, folder: str) -> Callable:
     """Greedy generation through the torch.export program that ``rnnkit export --format torch-export`` writes."""
     path = export_language_model(model, vocab, f"{folder}/{engine}.pt2", "torch-export", engine=engine)
-    program = torch.export.load(str(path)).module()
+    program = load_program(path)
     L, sizes = model.rnn.num_layers, model.rnn.cells[0].state_sizes
 
     def run(n: int) -> None:
