@@ -154,9 +154,7 @@ def _program_bytes(model: LanguageModel, meta: dict[str, Any], engine: str) -> b
         shapes = {"token": {0: batch}, "state": tuple({1: batch} for _ in state)}
         step = StepModule(model)
         with torch.no_grad():
-            step(
-                tokens, *state
-            )  # once eagerly: one-time set-up (an engine building its kernels) stays out of the trace
+            step(tokens, *state)  # once eagerly: one-time set-up (building kernels) stays out of the trace
             program = torch.export.export(step, (tokens, *state), dynamic_shapes=shapes)
     except Exception as e:  # torch.export reports untraceable code in many exception types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
