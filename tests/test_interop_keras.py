@@ -2,7 +2,7 @@
 
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported anywhere: no TensorFlow needed
+os.environ["KERAS_BACKEND"] = "torch"  # before keras is first imported: Keras on torch, no TensorFlow needed
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -58,6 +58,7 @@ CASES = [
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize(("kind", "kw"), CASES)
 def test_from_keras_and_back(kind, kw, bidirectional):
+    assert keras.backend.backend() == "torch"
     seed = len(kind) * 7 + len(kw) + bidirectional
     inner = keras_layer(kind, seed, **kw)
     layer = keras.layers.Bidirectional(inner) if bidirectional else inner
