@@ -168,3 +168,22 @@ def test_onnx_export_by_tracing_never_records_the_fused_operator() -> None:
     lay.engine = "fused"
     with pytest.raises(ValueError, match="onnx"):
         torch.onnx.export(lay, (x,), io.BytesIO(), dynamo=False)
+
+
+def test_compiled_training_never_takes_the_failing_torch_kernel() -> None:
+    """torch.compile of a training step on torch's CPU kernel fails inside torch (mkldnn_rnn_layer): auto takes
+    the fused operator instead, even for a short sequence that it would otherwise leave to torch."""
+    torch.manual_seed(9)
+    lay = layer("lstm")
+    x = torch.randn(8, 3, 3)
+    assert select_engine(lay, x, False).name == "torch"  # eager: 8 steps stay with torch
+
+    def loss(v):
+        return lay(v)[0].square().sum()
+
+    torch.compile(loss, fullgraph=True, backend="aot_eager")(x).backward()
+    grads = [p.grad.clone() for p in lay.parameters()]
+    lay.zero_grad()
+    loss(x).backward()
+    for g, p in zip(grads, lay.parameters(), strict=True):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)

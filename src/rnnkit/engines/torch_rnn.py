@@ -31,6 +31,14 @@ class TorchEngine:
             return f"torch has no kernel for {layer.describe_cell()}"
         if return_gates:
             return "torch's kernels do not expose gate activations (return_gates=True)"
+        if (
+            torch.compiler.is_compiling()
+            and x.device.type == "cpu"
+            and torch.is_grad_enabled()
+            and any(p.requires_grad for p in layer.flat_weights())
+        ):
+            # torch 2.13: "expected Tensor() for op: torch.ops.aten.mkldnn_rnn_layer.default" on the backward
+            return "torch's oneDNN RNN kernel fails under torch.compile when training on the CPU"
         return None
 
     def run(
