@@ -47,7 +47,16 @@ def test_opcheck(kind: str) -> None:
     config, params = spec.config_and_params(cell, lay.weights(0))
     x = torch.randn(4, 2, 3, dtype=F64, requires_grad=True)
     state = [torch.randn(2, s, dtype=F64, requires_grad=True) for s in cell.state_sizes]
-    args = (spec.name, config, x, state, [p.detach().requires_grad_() for p in params], torch.tensor([4, 2]), True, False)
+    args = (
+        spec.name,
+        config,
+        x,
+        state,
+        [p.detach().requires_grad_() for p in params],
+        torch.tensor([4, 2]),
+        True,
+        False,
+    )
     torch.library.opcheck(torch.ops.rnnkit.sequence.default, args)
 
 
@@ -148,13 +157,6 @@ def test_torch_func_routes_to_the_reference_loop() -> None:
         torch.func.grad(lambda v: lay(v)[0].sum())(x)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="torch.onnx's TorchScript exporter appends forward's keyword-only defaults (lengths=, return_gates=) as "
-    "positional arguments, which Recurrent.forward refuses; this test ran for the first time once onnx joined the "
-    "dev extra (it was skipped before)",
-)
 def test_onnx_export_by_tracing_never_records_the_fused_operator() -> None:
     """torch.onnx's TorchScript exporter only knows torch ops: under it auto picks torch's kernels (which it
     exports as ONNX LSTM/GRU/RNN nodes), and an explicit engine='fused' refuses in one line."""

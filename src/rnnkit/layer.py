@@ -167,7 +167,6 @@ class Recurrent(nn.Module):
         self,
         input: Tensor | PackedSequence,
         hx: StateIn = None,
-        *,
         lengths: Tensor | list[int] | None = None,
         return_gates: bool = False,
     ) -> tuple[Any, ...]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from rnnkit.engines.fused import build
+from rnnkit.engines.fused import build, ops  # noqa: F401  (ops: registers rnnkit::sequence with rnnkit)
 from rnnkit.engines.fused.specs import SPECS, act_code
 from rnnkit.engines.registry import ENGINES, RunResult, exporting_onnx, func_transforms_active, register_engine
 from rnnkit.engines.stack import run_stack
@@ -85,8 +85,6 @@ class FusedEngine:
         if build.unavailable() is not None:
             build.announce_fallback("the fused engine")
             return ENGINES["reference"].run(layer, x, hx, lengths, return_gates)
-        from rnnkit.engines.fused import ops  # noqa: F401  (registers the operators on first use)
-
         # a traced graph must not depend on the grad mode it was traced under (torch.jit.trace checks it)
         grad = torch.is_grad_enabled() or torch.jit.is_tracing()
         low = bf16_products(x)

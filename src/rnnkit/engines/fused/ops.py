@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rnnkit.engines.fused import build
 from rnnkit.engines.fused.specs import BY_NAME
 
 # ---- the sequence operator -------------------------------------------------------------------------------
@@ -41,6 +42,8 @@ def sequence(
     ``bf16``: the matrix products take bf16 operands (float32 accumulation, state and buffers). (No argument
     has a default: the dispatcher drops arguments equal to their defaults, which autograd's bookkeeping of
     the inputs' structure does not expect.)"""
+    if build.unavailable() is not None:  # loads the kernels in a fresh process (e.g. a loaded exported program)
+        raise RuntimeError(f"rnnkit::sequence: the native kernels are unavailable ({build.unavailable()})")
     spec, config = BY_NAME[cell], list(config)
     return spec.run(config, spec.pack(config, list(params), bf16), x, list(state), lengths, keep, bf16)
 
@@ -167,6 +170,8 @@ def _differentiable_backward(ctx: Any, x: Tensor, state: list[Tensor], params: l
 def dropout(x: Tensor, p: float, seed: Tensor) -> Tensor:
     """``x`` with each element kept with probability ``1 - p`` (a hash of ``seed`` and its index) and scaled
     by ``1 / (1 - p)``; 0 < p < 1. ``seed`` is a one-element int64 tensor, so no value leaves the graph."""
+    if build.unavailable() is not None:
+        raise RuntimeError(f"rnnkit::dropout: the native kernels are unavailable ({build.unavailable()})")
     return torch.ops.rnnkit_c.dropout(x, p, int(seed))
 
 

@@ -127,8 +127,15 @@ class LSTMSpec:
         ]
 
     @staticmethod
-    def run(config: list[int], packed: list, x: Tensor, state: list[Tensor], lengths: Tensor | None, keep: bool,
-            bf16: bool = False):
+    def run(
+        config: list[int],
+        packed: list,
+        x: Tensor,
+        state: list[Tensor],
+        lengths: Tensor | None,
+        keep: bool,
+        bf16: bool = False,
+    ):
         Wxp, Wp, Whrp, bias, peep = packed
         h0, c0 = state
         return list(_k.lstm_fwd(x, Wxp, Wp, Whrp, bias, peep, lengths, h0, c0, config[0], config[1], keep, bf16))
@@ -206,8 +213,15 @@ class GRUSpec:
         return [_k.pack(W_ih, 3, False), _k.pack(W_hh[: 2 * H], 2, False), _k.pack(W_hh[2 * H :], 1, False), b_ih, b_hh]
 
     @staticmethod
-    def run(config: list[int], packed: list, x: Tensor, state: list[Tensor], lengths: Tensor | None, keep: bool,
-            bf16: bool = False):
+    def run(
+        config: list[int],
+        packed: list,
+        x: Tensor,
+        state: list[Tensor],
+        lengths: Tensor | None,
+        keep: bool,
+        bf16: bool = False,
+    ):
         Wxp, Wp, Wnp, b_ih, b_hh = packed
         act, rec, after = config[0], config[1], bool(config[3])
         return list(_k.gru_fwd(x, Wxp, Wp, Wnp, b_ih, b_hh, lengths, state[0], act, rec, after, keep))
@@ -272,8 +286,15 @@ class ElmanSpec:
         return [_k.pack(params[0], 1, True), _k.pack(params[1], 1, True), bias]
 
     @staticmethod
-    def run(config: list[int], packed: list, x: Tensor, state: list[Tensor], lengths: Tensor | None, keep: bool,
-            bf16: bool = False):
+    def run(
+        config: list[int],
+        packed: list,
+        x: Tensor,
+        state: list[Tensor],
+        lengths: Tensor | None,
+        keep: bool,
+        bf16: bool = False,
+    ):
         Wxp, Wp, bias = packed
         return [_k.elman_fwd(x, Wxp, Wp, bias, lengths, state[0], config[0])]
 
@@ -330,8 +351,15 @@ class JordanSpec:
         return [_k.pack(W_ih, 1, True), _k.pack(W_yh, 1, True), _k.pack(W_hy, 1, True), bias, b_hy]
 
     @staticmethod
-    def run(config: list[int], packed: list, x: Tensor, state: list[Tensor], lengths: Tensor | None, keep: bool,
-            bf16: bool = False):
+    def run(
+        config: list[int],
+        packed: list,
+        x: Tensor,
+        state: list[Tensor],
+        lengths: Tensor | None,
+        keep: bool,
+        bf16: bool = False,
+    ):
         Wxp, Wyp, Whp, bias, b_hy = packed
         return list(_k.jordan_fwd(x, Wxp, Wyp, Whp, bias, b_hy, lengths, state[0], config[3], config[0], config[1]))
 

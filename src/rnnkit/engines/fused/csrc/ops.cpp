@@ -95,6 +95,19 @@ std::string info() {
 
 int threads() { return at::get_num_threads(); }
 
+// Threads for a sequence kernel whose steps each multiply-add `macs` times: the threads meet once or twice per
+// step, and below ~2^18 multiply-adds per step (one token of a 256-unit GRU at batch 1) a second thread saves
+// less than the meeting costs — and on a busy machine, where the partner may be descheduled, far less.
+int64_t g_min_step_macs = int64_t(1) << 18;
+int step_threads(int64_t macs) { return macs < g_min_step_macs ? 1 : threads(); }
+
+// Set that threshold (tests set 0 to run small problems on every thread); returns the previous one.
+int64_t set_min_step_work(int64_t macs) {
+    const int64_t before = g_min_step_macs;
+    g_min_step_macs = macs;
+    return before;
+}
+
 // ---- checks --------------------------------------------------------------------------------------------
 void check_real(const Tensor &t, const char *what) {
     TORCH_CHECK_VALUE(t.device().is_cpu(), "rnnkit kernels: ", what, " is on ", t.device(),
@@ -293,7 +306,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tens
     const rk_lstm_fwd_args a = {T, B, H, P, F, (int)act, (int)rec, ptr(x), ptr(Wxp), ptr(Wp),
                                 proj ? ptr(*Whrp) : nullptr, ptr(bias), ptr(peep), lptr(len), ptr(h0), ptr(c0),
                                 (char *)mptr(Hs) + B * S * x.element_size(), (char *)mptr(Cs) + B * H * x.element_size(),
-                                mptr(G), mptr(M), threads(), (int)bf16, F + F % 2, S + S % 2, ptr(xb), mptr(hb)};
+                                mptr(G), mptr(M), step_threads(B * 4 * H * (F + S) + B * P * H), (int)bf16,
+                                F + F % 2, S + S % 2, ptr(xb), mptr(hb)};
     if (T > 0 && B > 0) kernels(x).lstm_fwd(&a);
     return {Hs, Cs, G, M};
 }
@@ -339,7 +353,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
                                 ptr(Whr), W.size(1), proj ? Whr.size(1) : 0, ptr(peep), lptr(len),
                                 (const char *)ptr(gHs) + B * S * es, gCs.defined() ? (const char *)ptr(gCs) + B * H * es : nullptr,
                                 ptr(gG), mptr(dh), mptr(dh2), mptr(dc), mptr(dPre), mptr(db), mptr(dpeep), mptr(dHt),
-                                mptr(dm), threads(), (int)bf16, ptr(Wtp), mptr(dpb)};
+                                mptr(dm), step_threads(B * 4 * H * S + B * P * H), (int)bf16, ptr(Wtp), mptr(dpb)};
     if (T > 0 && B > 0) kernels(G).lstm_bwd(&a);
     dh.add_(gHs.select(0, 0));  // Hs[0] is the initial state itself
     if (gCs.defined()) dc.add_(gCs.select(0, 0));
@@ -370,7 +384,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, 
     Tensor scratch = (!keep && !reset_after) ? at::empty({B, 4 * H}, x.options()) : none_like(x);
     const rk_gru_fwd_args a = {T, B, H, F, (int)act, (int)rec, (int)reset_after, ptr(x), ptr(Wxp), ptr(Wp),
                                reset_after ? nullptr : ptr(*Wnp), ptr(bih), ptr(bhh), lptr(len), ptr(h0),
-                               (char *)mptr(Hs) + B * H * x.element_size(), mptr(G), mptr(HN), mptr(scratch), threads()};
+                               (char *)mptr(Hs) + B * H * x.element_size(), mptr(G), mptr(HN), mptr(scratch),
+                               step_threads(B * 3 * H * (F + H))};
     if (T > 0 && B > 0) kernels(x).gru_fwd(&a);
     return {Hs, G, HN};
 }
@@ -399,7 +414,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, con
     const rk_gru_bwd_args a = {T, B, H, (int)act, (int)rec, (int)reset_after, (int)need_dh0, ptr(G), ptr(HN), ptr(Hs),
                                ptr(W), W.size(1), lptr(len), (const char *)ptr(gHs) + B * H * G.element_size(),
                                ptr(gG), mptr(dh), mptr(dh2), mptr(dPre), mptr(dHH), mptr(db_ih), mptr(db_hh), mptr(drh),
-                               threads()};
+                               step_threads(B * 3 * H * H)};
     if (T > 0 && B > 0) kernels(G).gru_bwd(&a);
     dh.add_(gHs.select(0, 0));
     return {dPre, dHH, dh, db_ih, db_hh};
@@ -418,7 +433,7 @@ Tensor elman_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp, const op
     const Tensor bias = opt(bias_, x, "bias", {H}), len = lengths(len_, T, B);
     Tensor Hs = states(h0, T);
     const rk_elman_fwd_args a = {T, B, H, F, (int)act, ptr(x), ptr(Wxp), ptr(Wp), ptr(bias), lptr(len), ptr(h0),
-                                 (char *)mptr(Hs) + B * H * x.element_size(), threads()};
+                                 (char *)mptr(Hs) + B * H * x.element_size(), step_threads(B * H * (F + H))};
     if (T > 0 && B > 0) kernels(x).elman_fwd(&a);
     return Hs;
 }
@@ -437,7 +452,7 @@ std::tuple<Tensor, Tensor, Tensor> elman_bwd(const Tensor &Hs_, const Tensor &W_
     Tensor dPre = at::empty({T, B, H}, Hs.options()), db = at::zeros({H}, Hs.options());
     const rk_elman_bwd_args a = {T, B, H, (int)act, (int)need_dh0, ptr(Hs), ptr(W), W.size(1), lptr(len),
                                  (const char *)ptr(gHs) + B * H * Hs.element_size(), mptr(dh), mptr(dh2), mptr(dPre),
-                                 mptr(db), threads()};
+                                 mptr(db), step_threads(B * H * H)};
     if (T > 0 && B > 0) kernels(Hs).elman_bwd(&a);
     dh.add_(gHs.select(0, 0));
     return {dPre, dh, db};
@@ -461,7 +476,7 @@ std::tuple<Tensor, Tensor> jordan_fwd(const Tensor &x_, const Tensor &Wxp, const
     Tensor Ys = states(y0, T), Hh = at::empty({T, B, H}, x.options());
     const rk_jordan_fwd_args a = {T, B, H, O, F, (int)act, (int)out_act, ptr(x), ptr(Wxp), ptr(Wyp), ptr(Whp),
                                   ptr(bias), ptr(bhy), lptr(len), ptr(y0), (char *)mptr(Ys) + B * O * x.element_size(),
-                                  mptr(Hh), threads()};
+                                  mptr(Hh), step_threads(B * H * (F + 2 * O))};
     if (T > 0 && B > 0) kernels(x).jordan_fwd(&a);
     return {Ys, Hh};
 }
@@ -486,7 +501,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_bwd(const Tensor &Ys_,
     const rk_jordan_bwd_args a = {T, B, H, O, (int)act, (int)out_act, (int)need_dy0, ptr(Ys), ptr(Hh), ptr(Wy), ptr(Wh),
                                   Wy.size(1), Wh.size(1), lptr(len), (const char *)ptr(gYs) + B * O * Hh.element_size(),
                                   ptr(gHh), mptr(dy), mptr(dy2), mptr(dh), mptr(dPre), mptr(dPreY), mptr(db),
-                                  mptr(db_hy), threads()};
+                                  mptr(db_hy), step_threads(B * H * 2 * O)};
     if (T > 0 && B > 0) kernels(Hh).jordan_bwd(&a);
     dy.add_(gYs.select(0, 0));
     return {dPre, dPreY, dy, db, db_hy};
@@ -498,6 +513,7 @@ TORCH_LIBRARY(rnnkit_c, m) {
     m.def("select_isa(str isa) -> str", &select_isa);
     m.def("info() -> str", &info);
     m.def("bf16_products() -> bool", &bf16_products);
+    m.def("set_min_step_work(int macs) -> int", &set_min_step_work);
     m.def("pack(Tensor W, int ngates, bool wide) -> Tensor", &pack);
     m.def("pack_bf16(Tensor W, int ngates, int units) -> Tensor", &pack_bf16);
     m.def("gemm(Tensor a, Tensor b, Tensor? bias=None) -> Tensor", &gemm);
