@@ -23,14 +23,14 @@ static inline uint16_t rk_to_bf16(float f) {
 }
 
 typedef struct {
-    long NG, H, K, U;
+    long NG, H, K, U, KK; /* KK: pairs of k, K padded (to 2 for vdpbf16ps, to 32 for AMX) */
     const float *W;
     uint16_t *Wp;
 } rk_pack_bf16_job;
 
 static void rk_pack_bf16_task(void *ctx, int tid, int nth) {
     const rk_pack_bf16_job *j = ctx;
-    const long U = j->U, K = j->K, KK = (K + 1) / 2, nb = (j->H + U - 1) / U;
+    const long U = j->U, K = j->K, KK = j->KK, nb = (j->H + U - 1) / U;
     long lo, hi;
     rk_share(nb, tid, nth, &lo, &hi);
     for (long p = lo; p < hi; p++) {
@@ -47,9 +47,10 @@ static void rk_pack_bf16_task(void *ctx, int tid, int nth) {
     }
 }
 
-/* Wp holds ceil(H / U) · ceil(K / 2) · NG · U · 2 values. */
+/* Wp holds ceil(H / U) · KK · NG · U · 2 values, KK = ceil(K / kmult) · kmult / 2. */
 static void rk_pack_bf16_entry(const rk_pack_args *a) {
-    rk_pack_bf16_job j = {a->NG, a->H, a->K, a->U, a->W, a->Wp};
+    const long m = a->kmult > 2 ? a->kmult : 2;
+    rk_pack_bf16_job j = {a->NG, a->H, a->K, a->U, (a->K + m - 1) / m * m / 2, a->W, a->Wp};
     rk_parallel(rk_pack_bf16_task, &j, (double)a->NG * a->H * a->K < 1e5 ? 1 : a->nth);
 }
 
@@ -121,3 +122,102 @@ static void rk_add_rows_product_bf16(long B, long KK, const uint16_t *A, long ld
         }
     }
 }
+
+/* ---- AMX: the same products on the tile unit (Intel Sapphire Rapids and later) ----
+   One TDPBF16PS multiplies a 16 × 32 bf16 tile by a 32 × 16 one into 16 × 16 floats: 16 times the products of a
+   vector FMA. The packed weights' layout above is already AMX's "VNNI" layout for the second operand (16 rows
+   of pairs), given k padded to a multiple of 32; operand rows (x, h, dPre in bf16) are padded the same way.
+   Tiles 0-3 accumulate (R rows × 16 floats), tile 4 holds the rows' operand, tile 5 the weights'. */
+#define RK_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} rk_tilecfg;
+
+/* Tiles for R (≤ 16) rows; every thread configures its own before its first tile operation. */
+RK_AMX static void rk_amx_config(int R) {
+    rk_tilecfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 5; t++) c.rows[t] = (uint8_t)R, c.colsb[t] = 64;
+    c.rows[5] = 16, c.colsb[5] = 64;
+    /* GCC does not see ldtilecfg read the struct and drops the stores above without this barrier (the tile
+       unit then faults on the garbage left in the red zone) */
+    __asm__ __volatile__("" : : "r"(&c) : "memory");
+    _tile_loadconfig(&c);
+}
+
+RK_AMX static void rk_amx_release(void) { _tile_release(); }
+
+/* Accumulate into tile `acc` (a constant) the product of rows (tile 4) by weights (tile 5). */
+#define RK_AMX_DP(acc, w, ldw)                                                                                  \
+    do {                                                                                                        \
+        _tile_loadd(5, (w), (ldw));                                                                             \
+        _tile_dpbf16ps(acc, 4, 5);                                                                              \
+    } while (0)
+
+/* out (R rows × NG·16 floats, row stride 64 floats) = A1 · W1 + A2 · W2 for the panel of 16 units whose packed
+   weights start at w1, w2 (NG gates, rk_pack_bf16 with k padded to 32): A rows of K1, K2 bf16 (multiples of 32)
+   at row strides lda1, lda2 (elements); A2 may be NULL. */
+RK_AMX static void rk_amx_gates(int NG, long K1, const uint16_t *a1, long lda1, const uint16_t *w1, long K2,
+                                const uint16_t *a2, long lda2, const uint16_t *w2, float *out) {
+    const long ldw = NG * 64; /* bytes between pair rows of one gate */
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int pass = 0; pass < 2; pass++) {
+        const uint16_t *a = pass ? a2 : a1, *w = pass ? w2 : w1;
+        const long K = pass ? K2 : K1, lda = pass ? lda2 : lda1;
+        for (long kb = 0; a && kb < K / 32; kb++) {
+            const uint16_t *wk = w + kb * 16 * NG * 32; /* 16 pair rows of every gate */
+            _tile_loadd(4, a + kb * 32, lda * 2);
+            RK_AMX_DP(0, wk, ldw);
+            if (NG > 1) RK_AMX_DP(1, wk + 32, ldw);
+            if (NG > 2) RK_AMX_DP(2, wk + 64, ldw);
+            if (NG > 3) RK_AMX_DP(3, wk + 96, ldw);
+        }
+    }
+    _tile_stored(0, out, 256);
+    if (NG > 1) _tile_stored(1, out + 16, 256);
+    if (NG > 2) _tile_stored(2, out + 32, 256);
+    if (NG > 3) _tile_stored(3, out + 48, 256);
+}
+
+/* out[:, n_lo:n_hi] += A · W[:, n_lo:n_hi] on the tile unit: A (bf16, B × K, K a multiple of 32, row stride lda),
+   Wᵀ packed by rk_pack_bf16 in panels of 16 units with k padded to 32; n_lo a multiple of 16. */
+RK_AMX static void rk_amx_add_rows_product(long B, long K, const uint16_t *A, long lda, const uint16_t *Wtp, long n_lo,
+                                           long n_hi, float *out, long ldo) {
+    float tile[16 * 64] __attribute__((aligned(64)));
+    int rows = 16;
+    rk_amx_config(16);
+    for (long b0 = 0; b0 < B; b0 += 16) {
+        const int R = B - b0 < 16 ? (int)(B - b0) : 16;
+        if (R != rows) rk_amx_config(rows = R);
+        for (long n0 = n_lo; n0 < n_hi; n0 += 64) {
+            const long nn = n_hi - n0 < 64 ? n_hi - n0 : 64, np = (nn + 15) / 16;
+            const uint16_t *w = Wtp + (n0 / 16) * (K / 2) * 32, *wp = w + (K / 2) * 32;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (long kb = 0; kb < K / 32; kb++) {
+                _tile_loadd(4, A + b0 * lda + kb * 32, lda * 2);
+                RK_AMX_DP(0, w + kb * 512, 64);
+                if (np > 1) RK_AMX_DP(1, wp + kb * 512, 64);
+                if (np > 2) RK_AMX_DP(2, wp + (K / 2) * 32 + kb * 512, 64);
+                if (np > 3) RK_AMX_DP(3, wp + 2 * (K / 2) * 32 + kb * 512, 64);
+            }
+            _tile_stored(0, tile, 256);
+            if (np > 1) _tile_stored(1, tile + 16, 256);
+            if (np > 2) _tile_stored(2, tile + 32, 256);
+            if (np > 3) _tile_stored(3, tile + 48, 256);
+            for (long r = 0; r < R; r++)
+                for (long v = 0; v < nn; v++) out[(b0 + r) * ldo + n0 + v] += tile[r * 64 + v];
+        }
+    }
+    _tile_release();
+}
+#undef RK_AMX_DP

@@ -60,15 +60,19 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
     RK(lstm_job) *j = ctx;
     const rk_lstm_fwd_args *a = j->f;
     const long T = a->T, B = a->B, H = a->H, P = a->P, F = a->F, S = P ? P : H, nb = (H + VL - 1) / VL;
-    const long nt = RK(ntiles)(B, RK(tile_rows)(4));
+    const int amx = a->bf16 == 2; /* AMX tiles take 16 rows at a time */
+    const long nt = RK(ntiles)(B, amx ? 16 : RK(tile_rows)(4));
     const int dflt = a->act == RK_TANH && a->rec_act == RK_SIGMOID;
     const REAL *x = a->x, *Wxp = a->Wxp, *Wp = a->Wp, *bias = a->bias, *peep = a->peep;
     REAL *Hs = a->Hs, *Cs = a->Cs, *G = a->G, *M = a->M;
     long p_lo, p_hi, q_lo, q_hi, v_lo, v_hi;
     rk_share(nb, tid, nth, &p_lo, &p_hi);
     if (P) RK(own_panels)(P, UP, tid, nth, &q_lo, &q_hi, &v_lo, &v_hi);
-    REAL tx[MR_MAX * 4 * VL] __attribute__((aligned(64))), th[MR_MAX * 4 * VL] __attribute__((aligned(64)));
+    REAL tx[16 * 4 * VL] __attribute__((aligned(64))), th[16 * 4 * VL] __attribute__((aligned(64)));
     int sense = 0;
+    long rows = 0; /* rows the AMX tiles are configured for */
+    (void)rows;
+    if (amx) memset(th, 0, sizeof th); /* the tile unit sums both products into tx */
     for (long t = 0; t < T; t++) {
         const REAL *hp = t ? Hs + (t - 1) * B * S : (const REAL *)a->h0;
         const REAL *cp = t ? Cs + (t - 1) * B * H : (const REAL *)a->c0;
@@ -88,8 +92,14 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
                     const long Fp = a->Fp, Sp = a->Sp;
                     const uint16_t *xbt = (const uint16_t *)a->xb + t * B * Fp + b0 * Fp;
                     const uint16_t *hbp = (const uint16_t *)a->hb + (t % 2) * B * Sp + b0 * Sp;
-                    rk_tile_bf16((int)R, 4, Fp / 2, xbt, Fp, (const uint16_t *)a->Wxp + p * Fp * 4 * VL, 8 * VL, 2 * VL, tx);
-                    rk_tile_bf16((int)R, 4, Sp / 2, hbp, Sp, (const uint16_t *)a->Wp + p * Sp * 4 * VL, 8 * VL, 2 * VL, th);
+                    const uint16_t *wx = (const uint16_t *)a->Wxp + p * Fp * 4 * VL, *wh = (const uint16_t *)a->Wp + p * Sp * 4 * VL;
+                    if (amx) {
+                        if (rows != R) rk_amx_config((int)(rows = R)); /* once, or for a last short tile */
+                        rk_amx_gates(4, Fp, xbt, Fp, wx, Sp, hbp, Sp, wh, tx);
+                    } else {
+                        rk_tile_bf16((int)R, 4, Fp / 2, xbt, Fp, wx, 8 * VL, 2 * VL, tx);
+                        rk_tile_bf16((int)R, 4, Sp / 2, hbp, Sp, wh, 8 * VL, 2 * VL, th);
+                    }
                 } else
 #endif
                 {
@@ -128,6 +138,9 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
             rk_barrier_wait(&j->bar, nth, &sense);
         }
     }
+#if RK_BF16_HERE
+    if (rows) rk_amx_release();
+#endif
 }
 
 static void RK(lstm_fwd_entry)(const rk_lstm_fwd_args *a) {
@@ -235,17 +248,21 @@ static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
                 nxt[b * S + v] = !ended ? 0 : P ? dh[b * P + v] : cur[b * S + v] + go[b * S + v];
         }
 #if RK_BF16_HERE
-        uint16_t *dpb = a->bf16 ? (uint16_t *)a->dpb + (t % 2) * B * 4 * H : NULL; /* dPre_t in bf16: a ring of 2 */
+        const long K4 = a->K4;                                                  /* 4H, padded */
+        uint16_t *dpb = a->bf16 ? (uint16_t *)a->dpb + (t % 2) * B * K4 : NULL; /* dPre_t in bf16: a ring of 2 */
         for (long b = 0; dpb && b < B; b++)
             for (int k = 0; k < 4; k++)
                 for (long u = u_lo; u < u_hi; u += VL)
-                    rk_store_bf16(dpb + b * 4 * H + k * H + u, dp + b * 4 * H + k * H + u, u_hi - u < VL ? u_hi - u : VL);
+                    rk_store_bf16(dpb + b * K4 + k * H + u, dp + b * 4 * H + k * H + u, u_hi - u < VL ? u_hi - u : VL);
 #endif
         rk_barrier_wait(&j->bar, nth, &sense);
 #if RK_BF16_HERE
-        if (dpb && (t > 0 || a->need_dh0))
-            rk_add_rows_product_bf16(B, 2 * H, dpb, 4 * H, a->Wtp, v_lo, v_hi, nxt, S);
-        else
+        if (dpb && (t > 0 || a->need_dh0)) {
+            if (a->bf16 == 2)
+                rk_amx_add_rows_product(B, K4, dpb, K4, a->Wtp, v_lo, v_hi, nxt, S);
+            else
+                rk_add_rows_product_bf16(B, K4 / 2, dpb, K4, a->Wtp, v_lo, v_hi, nxt, S);
+        } else
 #endif
             if (t > 0 || a->need_dh0)
             RK(add_rows_product)(B, 4 * H, dp, 4 * H, a->W, a->ldw, v_lo, v_hi, nxt, S);

@@ -13,6 +13,10 @@
 
 #include <cstdlib>
 #include <string>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include <vector>
 
 #include "rnnkit_c.h"
@@ -72,16 +76,33 @@ const rk_kernels &kernels(const Tensor &like) {
 
 std::string info();
 
-// Whether the bf16 products of bf16.h run here: built into the selected kernels and supported by the CPU.
-bool bf16_products() {
+// Which bf16 products run here (bf16.h): 2 = AMX tiles, 1 = vdpbf16ps, 0 = none. AMX needs the CPU's tiles and the
+// kernel's permission to use their state (Linux: arch_prctl, once per process; torch's oneDNN asks for it too).
+// RNNKIT_BF16=dot keeps vdpbf16ps where AMX exists (tests compare the two).
+int64_t bf16_mode() {
+    static int64_t mode = -1;
+    if (mode >= 0) return mode;
     const rk_kernels &k = kernels(at::empty({0}));
-#if defined(__x86_64__) || defined(__i386__)
+    mode = 0;
+#if defined(__x86_64__)
     __builtin_cpu_init();
-    return k.pack_bf16 != nullptr && __builtin_cpu_supports("avx512bf16");
-#else
-    return false;
+    if (k.pack_bf16 != nullptr && __builtin_cpu_supports("avx512bf16")) mode = 1;
+    const char *force = std::getenv("RNNKIT_BF16");
+    const bool dot_only = force && std::string(force) == "dot";
+#if defined(__linux__)
+    if (mode == 1 && !dot_only && __builtin_cpu_supports("amx-bf16") && __builtin_cpu_supports("amx-tile") &&
+        syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0)
+        mode = 2;
 #endif
+#endif
+    return mode;
 }
+
+bool bf16_products() { return bf16_mode() > 0; }
+
+// Operand rows and packed weights pad k to this many values: pairs for vdpbf16ps, tiles of 32 for AMX.
+int64_t bf16_kmult() { return bf16_mode() == 2 ? 32 : 2; }
+int64_t kpad(int64_t K) { return (K + bf16_kmult() - 1) / bf16_kmult() * bf16_kmult(); }
 
 void check_bf16_products() {
     TORCH_CHECK_VALUE(bf16_products(), "rnnkit kernels: bf16 products need AVX512_BF16 and the avx512 kernels (",
@@ -172,7 +193,7 @@ void check_packed(const Tensor &Wp, const Tensor &ref, int64_t ng, int64_t units
 void check_packed_bf16(const Tensor &Wp, int64_t ng, int64_t units, int64_t H, int64_t K, const char *what) {
     TORCH_CHECK_TYPE(Wp.scalar_type() == at::kBFloat16, "rnnkit kernels: ", what, " must come from rnnkit_c::pack_bf16");
     TORCH_CHECK_VALUE(Wp.is_contiguous() && Wp.dim() == 1, "rnnkit kernels: ", what, " must come from rnnkit_c::pack_bf16");
-    const int64_t want = (H + units - 1) / units * ((K + 1) / 2) * ng * units * 2;
+    const int64_t want = (H + units - 1) / units * (kpad(K) / 2) * ng * units * 2;
     TORCH_CHECK_VALUE(Wp.numel() == want, "rnnkit kernels: ", what, " holds ", Wp.numel(), " values, expected ", want);
 }
 
@@ -216,18 +237,18 @@ Tensor pack_bf16(const Tensor &W, int64_t ngates, int64_t units) {
                       "rnnkit kernels: cannot pack W of shape ", W.sizes(), " into ", ngates, " gates of ", units,
                       " units");
     const Tensor w = W.contiguous();
-    const int64_t H = W.size(0) / ngates, K = W.size(1), KK = (K + 1) / 2;
+    const int64_t H = W.size(0) / ngates, K = W.size(1), KK = kpad(K) / 2;
     Tensor Wp = at::empty({(H + units - 1) / units * KK * ngates * units * 2}, W.options().dtype(at::kBFloat16));
-    const rk_pack_args a = {ngates, H, K, units, w.data_ptr(), Wp.data_ptr(), threads()};
+    const rk_pack_args a = {ngates, H, K, units, w.data_ptr(), Wp.data_ptr(), threads(), bf16_kmult()};
     kernels(W).pack_bf16(&a);
     return Wp;
 }
 
-// `t` (…, K) as bf16 with K padded to even by zeros: the row layout the bf16 products read pairs from.
+// `t` (…, K) as bf16 with K padded by zeros (kpad): the row layout the bf16 products read.
 Tensor to_bf16_pairs(const Tensor &t) {
     const int64_t K = t.size(-1);
     std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
-    shape.back() = K + K % 2;
+    shape.back() = kpad(K);
     Tensor out = at::zeros(shape, t.options().dtype(at::kBFloat16));
     out.narrow(-1, 0, K).copy_(t);
     return out;
@@ -291,7 +312,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tens
         check_packed_bf16(Wxp, 4, v, H, F, "packed W_ih");
         check_packed_bf16(Wp, 4, v, H, S, "packed W_hh");
         xb = to_bf16_pairs(x);
-        hb = at::zeros({2, B, S + S % 2}, x.options().dtype(at::kBFloat16));
+        hb = at::zeros({2, B, kpad(S)}, x.options().dtype(at::kBFloat16));
         hb.select(0, 0).narrow(-1, 0, S).copy_(h0);
     } else {
         check_packed(Wxp, x, 4, v, H, F, "packed W_ih");
@@ -306,8 +327,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tens
     const rk_lstm_fwd_args a = {T, B, H, P, F, (int)act, (int)rec, ptr(x), ptr(Wxp), ptr(Wp),
                                 proj ? ptr(*Whrp) : nullptr, ptr(bias), ptr(peep), lptr(len), ptr(h0), ptr(c0),
                                 (char *)mptr(Hs) + B * S * x.element_size(), (char *)mptr(Cs) + B * H * x.element_size(),
-                                mptr(G), mptr(M), step_threads(B * 4 * H * (F + S) + B * P * H), (int)bf16,
-                                F + F % 2, S + S % 2, ptr(xb), mptr(hb)};
+                                mptr(G), mptr(M), step_threads(B * 4 * H * (F + S) + B * P * H),
+                                bf16 ? bf16_mode() : 0, kpad(F), kpad(S), ptr(xb), mptr(hb)};
     if (T > 0 && B > 0) kernels(x).lstm_fwd(&a);
     return {Hs, Cs, G, M};
 }
@@ -346,14 +367,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
         check_bf16_products();
         TORCH_CHECK_VALUE(!proj, "rnnkit kernels: bf16 products take no projection");
         Wtp = pack_bf16(W_hh.t().contiguous(), 1, 16);
-        dpb = at::empty({2, B, 4 * H}, G.options().dtype(at::kBFloat16));
+        dpb = at::zeros({2, B, kpad(4 * H)}, G.options().dtype(at::kBFloat16));  // padding stays zero
     }
     const int64_t es = G.element_size();
     const rk_lstm_bwd_args a = {T, B, H, P, (int)act, (int)rec, (int)need_dh0, ptr(G), ptr(Cs), ptr(M), ptr(W),
                                 ptr(Whr), W.size(1), proj ? Whr.size(1) : 0, ptr(peep), lptr(len),
                                 (const char *)ptr(gHs) + B * S * es, gCs.defined() ? (const char *)ptr(gCs) + B * H * es : nullptr,
                                 ptr(gG), mptr(dh), mptr(dh2), mptr(dc), mptr(dPre), mptr(db), mptr(dpeep), mptr(dHt),
-                                mptr(dm), step_threads(B * 4 * H * S + B * P * H), (int)bf16, ptr(Wtp), mptr(dpb)};
+                                mptr(dm), step_threads(B * 4 * H * S + B * P * H), bf16 ? bf16_mode() : 0, ptr(Wtp),
+                                mptr(dpb), bf16 ? kpad(4 * H) : 0};
     if (T > 0 && B > 0) kernels(G).lstm_bwd(&a);
     dh.add_(gHs.select(0, 0));  // Hs[0] is the initial state itself
     if (gCs.defined()) dc.add_(gCs.select(0, 0));
@@ -513,6 +535,7 @@ TORCH_LIBRARY(rnnkit_c, m) {
     m.def("select_isa(str isa) -> str", &select_isa);
     m.def("info() -> str", &info);
     m.def("bf16_products() -> bool", &bf16_products);
+    m.def("bf16_mode() -> int", &bf16_mode);
     m.def("set_min_step_work(int macs) -> int", &set_min_step_work);
     m.def("pack(Tensor W, int ngates, bool wide) -> Tensor", &pack);
     m.def("pack_bf16(Tensor W, int ngates, int units) -> Tensor", &pack_bf16);

@@ -36,6 +36,7 @@ typedef struct {
     const void *W;
     void *Wp;
     int nth;
+    long kmult; /* pack_bf16: k padded to a multiple of this (2, or 32 for AMX tiles) */
 } rk_pack_args;
 
 /* LSTM (peepholes and projection optional). S = P if P > 0 else H: the width of h.
@@ -54,8 +55,9 @@ typedef struct {
     const void *h0, *c0;
     void *Hs, *Cs, *G, *M;
     int nth;
-    /* bf16 products (bf16.h; no projection): Wxp and Wp packed by pack_bf16, xb (T, B, Fp) the input in bf16,
-       hb (2, B, Sp) a ring of h in bf16 ([0] = h0; Fp, Sp = F, S rounded up to even, zero padding) */
+    /* bf16 products (bf16.h; no projection), 1: vdpbf16ps, 2: AMX tiles: Wxp and Wp packed by pack_bf16, xb
+       (T, B, Fp) the input in bf16, hb (2, B, Sp) a ring of h in bf16 ([0] = h0; Fp, Sp = F, S padded by zeros
+       to a multiple of 2, or of 32 for AMX) */
     int bf16;
     long Fp, Sp;
     const void *xb;
@@ -73,10 +75,12 @@ typedef struct {
     const void *gout, *gC, *gG;
     void *dh, *dh2, *dc, *dPre, *db, *dpeep, *dHt, *dm; /* dh2 (B, S), dm (B, H): scratch */
     int nth;
-    /* bf16 products: Wtp = W_hhᵀ packed by pack_bf16 (NG 1, U 16); dpb (2, B, 4H) a ring of dPre_t in bf16 */
+    /* bf16 products (1, 2 as forward): Wtp = W_hhᵀ packed by pack_bf16 (NG 1, U 16); dpb (2, B, K4) a ring of
+       dPre_t in bf16, K4 = 4H padded by zeros as the forward's Fp */
     int bf16;
     const void *Wtp;
     void *dpb;
+    long K4;
 } rk_lstm_bwd_args;
 
 /* GRU, both forms. reset_after (torch's): n = act(W_in x + b_in + r ⊙ (W_hn h + b_hn)); HN (T, B, H) keeps
