@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import os
 import platform
@@ -29,6 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from rnnkit.atomic import write_json
 from rnnkit.config import parse_config, to_dict
 
 log = logging.getLogger(__name__)
@@ -428,8 +428,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(format_tables(result))
     if cfg.json:
-        tmp = Path(cfg.json).with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-        tmp.replace(cfg.json)  # atomic: an interrupted run never leaves half a file
+        write_json(Path(cfg.json), result)  # atomic: an interrupted run never leaves half a file
         log.info("wrote %s", cfg.json)
     return 0

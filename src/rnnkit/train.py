@@ -24,10 +24,13 @@ decays over whichever of ``steps`` and ``max_time`` runs out first.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +133,10 @@ class TrainResult:
     last: dict[str, Any]
     """the final validation metrics"""
     out_dir: Path
+    new_steps: int = 0
+    """steps taken by this call (0 when a resumed run had already spent its budget)"""
+    unit: str = "units"
+    """what ``units_per_s`` counts (the task's ``unit``: tokens, sequences, windows…)"""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,7 +198,7 @@ def model_signature(model: nn.Module) -> dict[str, Any]:
 
 def describe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``key: old -> new`` for each difference; long lists (vocabularies) summarised."""
-    fa, fb = flatten(saved), flatten(current)
+    fa, fb = flatten(_as_json(saved)), flatten(_as_json(current))
     out = []
     for k in sorted(set(fa) | set(fb)):
         a, b = fa.get(k), fb.get(k)
@@ -205,6 +212,11 @@ def describe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
         else:
             out.append(f"{k}: {a!r} -> {b!r}")
     return out
+
+
+def _as_json(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` as it reads back from JSON (tuples become lists), so that a saved config compares equal to its source."""
+    return json.loads(json.dumps(d))
 
 
 def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -236,9 +248,70 @@ def _fmt(metrics: dict[str, Any]) -> str:
     return " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
 
 
+RUN_FILES = ("last", "best", "metrics.jsonl", "metrics.csv", "curves.png")
+
+#: with no progress bar (not a terminal), a progress line at least this often (seconds of wall time)
+HEARTBEAT_S = 10.0
+
+
 def _run_files(out: Path) -> list[Path]:
-    names = ("last", "best", "metrics.jsonl", "metrics.csv", "curves.png")
-    return [out / n for n in names if (out / n).exists()]
+    return [out / n for n in RUN_FILES if (out / n).exists()]
+
+
+def _budget(cfg: TrainConfig) -> str:
+    """``150 s of training or 1,000,000 steps`` — what ends the run, in the flags' terms."""
+    parts = [f"{cfg.max_time:g} s (evaluation excluded)"] if cfg.max_time else []
+    parts.append(f"{cfg.steps:,} steps" + (f" ({cfg.epochs:g} epochs)" if getattr(cfg, "epochs", 0) else ""))
+    if cfg.stop_at:
+        parts.append(f"a pause at step {cfg.stop_at:,}")
+    return " or ".join(parts)
+
+
+def _finished(cfg: TrainConfig, step: int, train_time: float) -> str:
+    """Why a run at ``step``/``train_time`` cannot train further under ``cfg`` ('' if it can)."""
+    if step >= cfg.steps:
+        return "steps"
+    if cfg.stop_at and step >= cfg.stop_at:
+        return "stop_at"
+    if cfg.max_time and train_time >= cfg.max_time:
+        return "max_time"
+    return ""
+
+
+def _extend_hint(reason: str, cfg: TrainConfig) -> str:
+    if reason == "max_time":
+        return f"a larger --max-time (now {cfg.max_time:g})"
+    if reason == "stop_at":
+        return f"a later --stop-at (now {cfg.stop_at}) or --stop-at 0"
+    if getattr(cfg, "epochs", 0):
+        return f"a larger --epochs (now {cfg.epochs:g}, {cfg.steps:,} steps)"
+    return f"a larger --steps (now {cfg.steps:,})"
+
+
+@contextlib.contextmanager
+def _writing(what: str, out: Path) -> Any:
+    """Turn a failed write (full disk, file-size limit, read-only folder) into one line that says what to do."""
+    try:
+        yield
+    except OSError as e:
+        raise OSError(
+            f"cannot write {what} in {str(out)!r}: {e.strerror or e}; free space or choose another --out "
+            "(the last complete checkpoint is kept: continue it with --resume)"
+        ) from None
+
+
+def _bar(total: float, initial: float, by_time: bool) -> Any:
+    """A tqdm bar on stderr when it is a terminal (None otherwise). A terminal that reports no width
+    (some IDE consoles and remote shells say 0 columns) gets 100: tqdm would otherwise draw an empty bar."""
+    import shutil
+
+    from tqdm import tqdm
+
+    width = shutil.get_terminal_size((0, 0)).columns
+    fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if by_time else None
+    bar = tqdm(total=total, initial=min(initial, total), bar_format=fmt, unit="step", leave=False, disable=None,
+               dynamic_ncols=width > 0, ncols=None if width > 0 else 100)  # fmt: skip
+    return None if bar.disable else bar
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,14 +340,31 @@ def train(
     if world > 1 and torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         model.to(device)
-    existing = _run_files(out)
-    if existing and not resume and not overwrite:
-        raise ValueError(f"{str(out)!r} already holds a run ({existing[0].name}): resume it (--resume), "
-                         "overwrite it (--overwrite) or choose another --out")  # fmt: skip
-    if resume and not existing:
-        raise ValueError(f"nothing to resume in {str(out)!r}: no checkpoint there (drop --resume to start a run)")
+    unit = getattr(task, "unit", "units")
+    saved = None
+    if main_process:
+        if resume:
+            for line in ckpt.recover_run(out):  # a kill can leave a checkpoint mid-swap and half-written files
+                log.info("%s: %s", out, line)
+        existing = _run_files(out)
+        if resume and ckpt.has_checkpoint(out):
+            saved = ckpt.load_checkpoint(out, prefer="last")  # falls back to best/ (and says so) if last/ is damaged
+        elif resume:
+            log.info("no checkpoint in %s yet%s: starting the run from step 0", out,
+                     " (it stopped before its first evaluation)" if existing else "")  # fmt: skip
+        elif existing and not overwrite:
+            what = "a run" if ckpt.has_checkpoint(out) else "a run that stopped before its first checkpoint"
+            raise ValueError(f"{str(out)!r} already holds {what} ({existing[0].name}): continue it (--resume), "
+                             "discard it (--overwrite) or choose another --out")  # fmt: skip
+        if not saved:
+            for p in existing:  # --overwrite, or a --resume with nothing to resume from
+                p.unlink() if p.is_file() else shutil.rmtree(p)
+            ckpt.recover_run(out)
     if world > 1:
-        torch.distributed.barrier()  # every process has looked at out_dir before rank 0 writes there
+        flag = torch.tensor([int(saved is not None)], device=device)
+        torch.distributed.broadcast(flag, 0)  # rank 0 has looked at out_dir: every process resumes or none does
+        if flag.item() and saved is None:
+            saved = ckpt.load_checkpoint(out, prefer="last")
     record = to_dict(cfg) if record is None else record
     signature = {"model": model_signature(model), "task": {"name": task.name, **task.metadata()}}
     optimizer = make_optimizer(model, cfg.optim)
@@ -284,8 +374,7 @@ def train(
     step, train_time, carry = 0, 0.0, None
     best: dict[str, Any] = {}
     last_eval: dict[str, Any] = {}
-    if resume:
-        saved = ckpt.load_checkpoint(out, prefer="last")
+    if saved is not None:
         diffs = resume_differences(saved.state["signature"], signature)
         if diffs:
             raise ValueError(f"cannot resume {str(out)!r}: the model or data changed: " + "; ".join(diffs))
@@ -298,16 +387,24 @@ def train(
         carry = ckpt.carry_from_tensors(saved.state["carry"], saved.tensors, device)
         step, train_time = saved.step, float(saved.state["train_time"])
         best, last_eval = saved.state.get("best", {}), saved.state.get("last_eval", {})
+        done = _finished(cfg, step, train_time)
+        if done:  # nothing to train: say so at once instead of evaluating and reporting 0 units/s
+            if main_process:
+                log.info("%s is finished: its budget (%s) is spent at step %d, %.1f s of training. To train longer, "
+                         "resume with %s", out, _budget(cfg), step, train_time, _extend_hint(done, cfg))  # fmt: skip
+            return TrainResult(step, train_time, 0.0, done, best, last_eval, out, new_steps=0, unit=unit)
         if main_process:
-            log.info("resumed %s at step %d (%.1fs of training)", saved.path, step, train_time)
+            log.info("resumed %s at step %d (%.1f s of training)", saved.path, step, train_time)
     else:
-        if overwrite and main_process:
-            for p in existing:
-                p.unlink() if p.is_file() else __import__("shutil").rmtree(p)
         torch.manual_seed(cfg.seed + rank)  # dropout masks differ between processes, init does not matter here
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-    metrics = MetricsLog(out, keep_until=step, enabled=main_process)
+    if main_process:
+        log.info("training for up to %s, validating every %s steps; writing %s: last/ and best/ checkpoints, "
+                 "metrics.jsonl, metrics.csv%s", _budget(cfg), f"{cfg.eval_every:,}", out,
+                 ", curves.png" if cfg.plot else "")  # fmt: skip
+    with _writing("metrics.jsonl", out):
+        metrics = MetricsLog(out, keep_until=step, enabled=main_process)
 
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -336,7 +433,8 @@ def train(
         state = {"step": step, "train_time": train_time, "best": best, "last_eval": last_eval,
                  "config": record, "signature": signature, "task": signature["task"],
                  "optimizer": opt_js, "rng": rng_js, "carry": layout, "world_size": world}  # fmt: skip
-        ckpt.save_checkpoint(out / name, model, state, {**opt_t, **rng_t, **carry_t})
+        with _writing(f"checkpoint {name}/", out):
+            ckpt.save_checkpoint(out / name, model, state, {**opt_t, **rng_t, **carry_t})
 
     def evaluate() -> dict[str, Any]:
         model.eval()
@@ -345,17 +443,14 @@ def train(
         model.train()
         return result
 
+    # A bar on a terminal; elsewhere (logs, CI, pipes) a line at least every HEARTBEAT_S seconds.
     bar = None
     if progress and main_process:
-        from tqdm import tqdm
+        by_time = bool(cfg.max_time)
+        bar = _bar(cfg.max_time if by_time else cfg.steps, train_time if by_time else step, by_time)
+    heartbeat = time.monotonic()
 
-        total = cfg.max_time if cfg.max_time else cfg.steps
-        fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if cfg.max_time else None
-        # disable=None: no bar when stderr is not a terminal (logs and CI keep the one-line summaries)
-        bar = tqdm(total=total, initial=min(train_time if cfg.max_time else step, total), bar_format=fmt,
-                   unit="step", dynamic_ncols=True, leave=False, disable=None)  # fmt: skip
-
-    run_units, run_time = 0, 0.0
+    run_units, run_time, run_steps = 0, 0.0, 0
     window_units, window_time, window_loss, window_steps = (
         0,
         0.0,
@@ -412,6 +507,7 @@ def train(
             train_time = float(clock)
         window_time += dt
         run_units += int(units) * world
+        run_steps += 1
         run_time += dt
         if bar is not None:  # never past the total: tqdm drops the total (and our format) when n exceeds it
             bar.update(min(dt, cfg.max_time - bar.n) if cfg.max_time else 1)
@@ -434,10 +530,11 @@ def train(
                     f"training loss became {train_loss} by step {step} (lr {lr:.3g}): lower --optim.lr or clip "
                     f"gradients (--optim.clip_norm); " + (where if last_eval else "no checkpoint was written")
                 )
-            metrics.add({"step": step, "split": "train", "time": round(train_time, 3), "loss": train_loss,
-                         "lr": lr, "units_per_s": round(speed, 1)})  # fmt: skip
+            with _writing("metrics.jsonl", out):
+                metrics.add({"step": step, "split": "train", "time": round(train_time, 3), "loss": train_loss,
+                             "lr": lr, "units_per_s": round(speed, 1)})  # fmt: skip
             if bar is not None:
-                bar.set_postfix_str(f"loss {train_loss:.3f} | {speed:,.0f} units/s")
+                bar.set_postfix_str(f"loss {train_loss:.3f} | {speed:,.0f} {unit}/s")
             window_loss, window_steps, window_units, window_time = torch.zeros_like(window_loss), 0, 0, 0.0
 
             # ---- 8. evaluate on the validation split and checkpoint (last/, best/) -------------
@@ -455,27 +552,33 @@ def train(
                 if main_process:
                     msg = (f"step {step} | {train_time:.1f}s | train loss {train_loss:.4f} | val "
                            f"{_fmt({k: v for k, v in last_eval.items() if k not in ('step', 'tokens')})} | "
-                           f"{speed:,.0f} units/s | lr {lr:.2e}{' | best' if is_best else ''}")  # fmt: skip
+                           f"{speed:,.0f} {unit}/s | lr {lr:.2e}{' | best' if is_best else ''}")  # fmt: skip
                     (bar.write if bar is not None else log.info)(msg)
-                metrics.write_csv()
-                checkpoint("last")
+                    heartbeat = time.monotonic()
+                with _writing("metrics.csv", out):
+                    metrics.write_csv()
+                # best/ first: a kill between the two leaves last/ older, and the resume from it re-derives best/
                 if is_best:
                     checkpoint("best")
+                checkpoint("last")
+        if bar is None and main_process and window_steps and time.monotonic() - heartbeat >= HEARTBEAT_S:
+            so_far = window_loss.item() / window_steps  # this log window's mean so far; the window goes on
+            log.info("step %d | %.1fs%s | train loss %.4f | %s %s/s", step, train_time,
+                     f" of {cfg.max_time:g}s" if cfg.max_time else f" (step budget {cfg.steps:,})", so_far,
+                     f"{window_units / max(window_time, 1e-9):,.0f}", unit)  # fmt: skip
+            heartbeat = time.monotonic()
 
     if bar is not None:
         bar.close()
-    metrics.close()
+    with _writing("metrics.csv", out):
+        metrics.close()
     if cfg.plot and main_process:
-        plot_curves(metrics.rows, out / "curves.png")
-    result = TrainResult(step, train_time, run_units / max(run_time, 1e-9), stop_reason, best, last_eval, out)
+        with _writing("curves.png", out):
+            plot_curves(metrics.rows, out / "curves.png")
+    result = TrainResult(step, train_time, run_units / max(run_time, 1e-9), stop_reason, best, last_eval, out,
+                         new_steps=run_steps, unit=unit)  # fmt: skip
     if main_process:
-        log.info(
-            "done: %d steps (%s) in %.1fs of training, %s units/s; best val %s at step %s",
-            step,
-            stop_reason,
-            train_time,
-            f"{result.units_per_s:,.0f}",
-            _fmt({k: v for k, v in best.items() if k not in ("step", "tokens")}),
-            best.get("step"),
-        )
+        log.info("done: %d steps (%s) in %.1fs of training, %s %s/s; best val %s at step %s", step, stop_reason,
+                 train_time, f"{result.units_per_s:,.0f}", unit,
+                 _fmt({k: v for k, v in best.items() if k not in ("step", "tokens")}), best.get("step"))  # fmt: skip
     return result

@@ -109,12 +109,10 @@ def run_classify(
 
 def plot_confusion(cm: Any, classes: list[str], accuracy: float, path: Path) -> None:
     """Confusion matrix as a PNG: rows true class, columns predicted, counts in the cells."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig = Figure(figsize=(4.6, 4.2))
+    ax = fig.subplots()
     ax.imshow(cm, cmap="Blues")
     for i in range(len(classes)):
         for j in range(len(classes)):

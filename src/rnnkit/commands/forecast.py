@@ -141,11 +141,8 @@ def run_forecast(
 def plot_forecast(task: Any, report: dict[str, Any], path: Path, context: int = 0) -> None:
     """Truth over the last part of the series and, on the test tail, H-step forecasts from every H-th origin
     (so consecutive forecast paths tile the tail) of the RNN and the best baseline by MASE."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     series, H = task.series, task.horizon
     metrics = report["metrics"]
@@ -155,7 +152,8 @@ def plot_forecast(task: Any, report: dict[str, Any], path: Path, context: int = 
     t = np.arange(len(series))
     f = 0  # first target column
     col = task.target_index[f]
-    fig, ax = plt.subplots(figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax = fig.subplots()
     ax.plot(t[start:], series.values[start:, col], color="black", lw=1.2, label="truth")
     ax.axvline(task.b, color="gray", ls=":", lw=1)
     ax.text(task.b, ax.get_ylim()[1], " test", va="top", color="gray")

@@ -210,12 +210,10 @@ def format_table(results: dict[str, dict[str, Any]], seq_len: int) -> str:
 
 def plot(results: dict[str, dict[str, Any]], seq_len: int, path: Path, title: str = "") -> None:
     """One panel per cell: ‖∂L_T/∂h_t‖ against T − t on a log scale, one line per condition."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), sharey=True, squeeze=False)
+    fig = Figure(figsize=(4.2 * len(results), 3.6))
+    axes = fig.subplots(1, len(results), sharey=True, squeeze=False)
     d = np.arange(seq_len)
     for ax, (cell, conds) in zip(axes[0], results.items()):
         for name, e in conds.items():
