@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rnnkit.atomic import atomic_file, save_figure, write_text
-from rnnkit.commands.common import run_guarded
 from rnnkit.config import flatten, from_flat, parse_config
+from rnnkit.runner import guarded
 
 log = logging.getLogger("rnnkit.sweep")
 PROG = "rnnkit sweep"
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(SweepConfig, argv, prog=PROG, extra=extra,
                            description="Train a grid of language models for the same budget; table + plot of "
                            "training time vs perplexity (d2l's hyper-parameter exercise).")  # fmt: skip
-    result = run_guarded(
+    result = guarded(
         PROG,
         lambda: sweep(cfg, overwrite=ns.overwrite, progress=True),
         on_interrupt=f"finished runs are in {cfg.out}/results.csv",

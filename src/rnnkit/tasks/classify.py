@@ -181,6 +181,7 @@ class ClassifyTask:
     """Stratified train/val/test split of a :class:`SequenceSet`; cross-entropy loss; accuracy on val."""
 
     name = "classify"
+    unit = "sequences"  # what loss() counts, for throughput
 
     def __init__(
         self,
@@ -239,16 +240,16 @@ class ClassifyTask:
         was_training = model.training
         model.eval()
         x, lengths, y = self.tensors[part]
-        pred = model(x, lengths).argmax(-1)
+        pred = model(x.to(_device(model)), lengths).argmax(-1)
         model.train(was_training)
-        return pred.numpy(), y.numpy()
+        return pred.cpu().numpy(), y.numpy()
 
     @torch.no_grad()
     def evaluate(self, model: SequenceClassifier) -> dict[str, float]:
         was_training = model.training
         model.eval()
         x, lengths, y = self.tensors["val"]
-        logits = model(x, lengths)
+        logits = model(x.to(_device(model)), lengths).cpu()
         model.train(was_training)
         loss = nn.functional.cross_entropy(logits.double(), y)
         return {"loss": float(loss), "accuracy": float((logits.argmax(-1) == y).double().mean())}
@@ -290,6 +291,10 @@ class ClassifyTask:
             "majority class": float(np.mean(y[te] == majority)),
             "logistic regression": float(clf.score(flat[te], y[te])),
         }
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def confusion_matrix(truth: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:

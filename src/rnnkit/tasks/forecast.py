@@ -174,6 +174,7 @@ class ForecastTask:
     """
 
     name = "forecast"
+    unit = "windows"  # what loss() counts, for throughput
 
     def __init__(
         self,
@@ -269,7 +270,8 @@ class ForecastTask:
         was_training = model.training
         model.eval()
         x, y = make_windows(self.scaled, self.at[part], self.window, self.horizon)
-        pred = model(torch.as_tensor(x, dtype=self.dtype)).double().numpy()
+        device = next(model.parameters()).device
+        pred = model(torch.as_tensor(x, dtype=self.dtype, device=device)).double().cpu().numpy()
         model.train(was_training)
         truth = y[..., self.target_index]
         if scaled:

@@ -93,6 +93,7 @@ class LanguageModelTask:
     """Next-token prediction on a corpus; ``vocab`` (e.g. from a checkpoint) overrides building one."""
 
     name = "lm"
+    unit = "tokens"  # what loss() counts, for throughput
 
     def __init__(self, corpus: Corpus | str | Path = "stdlib", cfg: LMConfig | None = None, vocab: Vocab | None = None):
         self.cfg = cfg = cfg or LMConfig()

@@ -100,6 +100,7 @@ class AddingTask:
     """The adding problem at length ``seq_len`` for :func:`rnnkit.train.train` (MSE at the last step)."""
 
     name = "adding"
+    unit = "sequences"
     input_size, output_size = 2, 1
 
     def __init__(self, seq_len: int, batch_size: int = 32, val_size: int = 1000, seed: int = 1234) -> None:
@@ -133,6 +134,7 @@ class CopyTask:
     """Copy memory with ``delay`` blanks for :func:`rnnkit.train.train` (cross-entropy at every step)."""
 
     name = "copy"
+    unit = "sequences"
 
     def __init__(
         self,
