@@ -30,10 +30,11 @@ from torch import Tensor, nn
 
 from rnnkit.atomic import write_json
 from rnnkit.config import parse_config, to_dict
+from rnnkit.rnn import CELL_NAMES, make_layer
 
 log = logging.getLogger(__name__)
 
-CELLS = ("rnn", "gru", "lstm", "peephole", "jordan")
+CELLS = CELL_NAMES
 #: name -> (input size, hidden, batch, steps, modes)
 WORKLOADS: dict[str, tuple[int, int, int, int, tuple[str, ...]]] = {
     "d2l": (28, 256, 32, 35, ("train", "infer")),  # d2l's char LM: one-hot vocab 28, 35-step BPTT windows
@@ -142,12 +143,7 @@ def workload_sizes(cfg: BenchConfig, name: str) -> tuple[int, int, int, int]:
 
 
 def rnnkit_layer(cell: str, F: int, H: int, engine: str, **factory: Any) -> nn.Module:
-    import rnnkit
-
-    if cell == "jordan":
-        return rnnkit.Jordan(F, H, H, engine=engine, **factory)  # output fed back has H features too
-    cls = {"rnn": rnnkit.RNN, "gru": rnnkit.GRU, "lstm": rnnkit.LSTM, "peephole": rnnkit.PeepholeLSTM}[cell]
-    return cls(F, H, engine=engine, **factory)
+    return make_layer(cell, F, H, engine=engine, **factory)  # a Jordan layer feeds back H features too
 
 
 def build_contenders(cfg: BenchConfig, cell: str, F: int, H: int, x: Tensor) -> tuple[list[Contender], list[str]]:

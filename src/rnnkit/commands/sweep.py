@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from rnnkit.atomic import atomic_file, save_figure, write_text
 from rnnkit.config import flatten, from_flat, parse_config
+from rnnkit.rnn import CellName
 from rnnkit.runner import guarded
 
 log = logging.getLogger("rnnkit.sweep")
@@ -39,7 +40,7 @@ class SweepConfig:
     """corpus: timemachine (the seed's), stdlib, tinyshakespeare, or a UTF-8 text file"""
     preset: Literal["d2l", "recommended"] = "d2l"
     """rnnkit train preset every run starts from (d2l: one-hot LSTM, SGD, letters only)"""
-    cell: Literal["lstm", "gru", "rnn", "peephole", "jordan"] = "lstm"
+    cell: CellName = "lstm"
     """recurrent cell of every run"""
     hidden_size: tuple[int, ...] = (128, 256)
     """grid: hidden units per layer"""

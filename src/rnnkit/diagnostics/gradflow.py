@@ -30,11 +30,10 @@ import torch
 
 from rnnkit import numpy_bptt as nb
 from rnnkit.atomic import save_figure
+from rnnkit.rnn import CELL_NAMES
 from rnnkit.tasks.longrange import AddingTask, SequenceModel, adding_problem
 
 log = logging.getLogger("rnnkit.gradflow")
-
-GRADFLOW_CELLS = ("rnn", "gru", "lstm", "peephole", "jordan")
 
 
 @dataclass
@@ -69,9 +68,9 @@ class GradFlowConfig:
     """output folder: gradflow.png, gradflow.json"""
 
     def __post_init__(self) -> None:
-        bad = [c for c in self.cells if c not in GRADFLOW_CELLS]
+        bad = [c for c in self.cells if c not in CELL_NAMES]
         if bad or not self.cells:
-            raise ValueError(f"cells must be a comma list of {', '.join(GRADFLOW_CELLS)}, got {','.join(self.cells)}")
+            raise ValueError(f"cells must be a comma list of {', '.join(CELL_NAMES)}, got {','.join(self.cells)}")
         for name in ("hidden_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.dropout import Dropout
-from rnnkit.tasks.layers import CELLS, build_layer, top_final_state
+from rnnkit.rnn import CellName, check_cell
+from rnnkit.tasks.layers import build_layer, top_final_state
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class ClassifyDataConfig:
 
 @dataclass
 class ClassifyModelConfig:
-    cell: Literal["rnn", "gru", "lstm", "peephole", "jordan"] = "gru"
+    cell: CellName = "gru"
     """recurrent cell"""
     hidden_size: int = 64
     """hidden units per layer and direction"""
@@ -64,8 +65,7 @@ class ClassifyModelConfig:
     """rnnkit engine (auto, torch, reference, ...)"""
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
+        check_cell(self.cell, "model.cell")
         if self.hidden_size < 1 or self.num_layers < 1:
             raise ValueError(f"hidden_size and num_layers must be >= 1, got {self.hidden_size}, {self.num_layers}")
 

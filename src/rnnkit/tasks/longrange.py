@@ -26,10 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.rnn import GRU, LSTM, RNN, Jordan, PeepholeLSTM
-
-#: cell name -> rnnkit layer class (the names the long-range and gradient-flow commands accept)
-CELLS = {"rnn": RNN, "gru": GRU, "lstm": LSTM, "peephole": PeepholeLSTM, "jordan": Jordan}
+from rnnkit.rnn import make_layer
 
 
 def adding_problem(n: int, seq_len: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -82,13 +79,11 @@ class SequenceModel(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}: use one of {', '.join(CELLS)}")
         self.config = {"cell": cell, "input_size": input_size, "hidden_size": hidden_size, "output_size": output_size}
-        extra: dict[str, Any] = {"output_size": hidden_size} if cell == "jordan" else {}
+        extra: dict[str, Any] = {}
         if cell in ("lstm", "peephole"):
             extra["forget_bias"] = forget_bias  # added to the forget-gate bias at init (LSTMs only)
-        self.rnn = CELLS[cell](input_size, hidden_size, batch_first=True, engine=engine, dtype=dtype, **extra)
+        self.rnn = make_layer(cell, input_size, hidden_size, batch_first=True, engine=engine, dtype=dtype, **extra)
         self.head = nn.Linear(self.rnn.output_size, output_size, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
