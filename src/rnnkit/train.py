@@ -392,6 +392,13 @@ def train(
             if main_process:
                 log.info("%s is finished: its budget (%s) is spent at step %d, %.1f s of training. To train longer, "
                          "resume with %s", out, _budget(cfg), step, train_time, _extend_hint(done, cfg))  # fmt: skip
+                if not (out / "metrics.csv").exists() or (cfg.plot and not (out / "curves.png").exists()):
+                    with _writing("metrics.csv", out):  # the run was killed after its last checkpoint
+                        metrics = MetricsLog(out, keep_until=step)
+                        metrics.close()
+                    if cfg.plot:
+                        with _writing("curves.png", out):
+                            plot_curves(metrics.rows, out / "curves.png")
             return TrainResult(step, train_time, 0.0, done, best, last_eval, out, new_steps=0, unit=unit)
         if main_process:
             log.info("resumed %s at step %d (%.1f s of training)", saved.path, step, train_time)
