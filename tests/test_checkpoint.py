@@ -168,3 +168,18 @@ def test_recover_run_restores_a_swap_and_removes_leftovers(tmp_path):
     assert len(done) == 3 and "restored last/" in done[0]
     assert sorted(os.listdir(tmp_path)) == ["last", "metrics.jsonl"]
     assert ck.load_checkpoint(tmp_path / "last").step == 4
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    """Temporary names are private while written, but the finished files follow the umask like open() does."""
+    from rnnkit.atomic import write_text
+
+    umask = os.umask(0o022)
+    try:
+        ck.save_checkpoint(tmp_path / "c", small(), {"step": 1})
+        write_text(tmp_path / "r.txt", "x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "c").stat().st_mode & 0o777 == 0o755
+    assert {(p.stat().st_mode & 0o777) for p in (tmp_path / "c").iterdir()} == {0o644}
+    assert (tmp_path / "r.txt").stat().st_mode & 0o777 == 0o644

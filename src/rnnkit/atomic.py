@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +37,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fresh(parent: Path, prefix: str, suffix: str, folder: bool) -> Path:
+    """Create a new file or folder with a unique name in ``parent``, with the permissions a plain ``open`` or
+    ``mkdir`` would give (tempfile's are private: 0600/0700, which would then be what the user gets)."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            if folder:
+                os.mkdir(path, 0o777)  # the umask applies
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {parent}")
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w", **open_kw: Any) -> Iterator[IO[Any]]:
     """``with atomic_file(p) as f: f.write(...)``: ``p`` appears, complete and synced, only if the block succeeds.
@@ -49,9 +65,9 @@ def atomic_file(path: str | Path, mode: str = "w", **open_kw: Any) -> Iterator[I
         raise ValueError(f"atomic_file writes whole files: mode must be 'w' or 'wb', got {mode!r}")
     if mode == "w":
         open_kw.setdefault("encoding", "utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _fresh(path.parent, f".{path.name}.", ".tmp", folder=False)
     try:
-        with os.fdopen(fd, mode, **open_kw) as f:
+        with open(tmp, mode, **open_kw) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -92,7 +108,7 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+    tmp = _fresh(path.parent, f".tmp-{path.name}-", "", folder=True)
     try:
         yield tmp
     except BaseException:

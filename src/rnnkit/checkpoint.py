@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,15 +89,31 @@ def save_checkpoint(
     """
     path = Path(path)
     with atomic_folder(path) as tmp:
-        save_file(_unique_state_dict(model), str(tmp / MODEL_FILE), metadata={"format": str(FORMAT)})
-        save_file({k: v.detach().contiguous().cpu() for k, v in (tensors or {}).items()}, str(tmp / TENSORS_FILE))
+        _save(_unique_state_dict(model), tmp / MODEL_FILE, metadata={"format": str(FORMAT)})
+        _save({k: v.detach().contiguous().cpu() for k, v in (tensors or {}).items()}, tmp / TENSORS_FILE)
         files = {}
         for name in (MODEL_FILE, TENSORS_FILE):
             _fsync(tmp / name)
             files[name] = sha256_file(tmp / name)  # of the bytes on disk, read back after the write
         with atomic_file(tmp / STATE_FILE) as f:  # last: its presence marks a complete folder
             json.dump({**state, "format": FORMAT, "files": files}, f, indent=1, sort_keys=True)
+        mode = (tmp / STATE_FILE).stat().st_mode & 0o777  # what open() gives under the umask; safetensors'
+        for name in (MODEL_FILE, TENSORS_FILE):  # own files are private (0600)
+            os.chmod(tmp / name, mode)
     return path
+
+
+def _save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, with its I/O failures (full disk, size limit) raised as the OSError they are."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except OSError:
+        raise
+    except Exception as e:  # safetensors reports "I/O error: File too large (os error 27)" as its own type
+        code = re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from None
 
 
 def _fsync(path: Path) -> None:
