@@ -211,3 +211,36 @@ def test_python_api_matches_cli(corpus, tmp_path):
                                     "sample": {"num_tokens": 0}})  # fmt: skip
     summary = train_language_model(cfg)
     assert summary["steps"] == 6 and summary["split"] == "test" and summary["ppl"] > 1
+
+
+def test_generate_checks_the_prefix_before_echoing_it(run, capsys):
+    assert generate_cmd.main(["--checkpoint", str(run), "--prefix", "the ZEBRA"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("rnnkit generate: error: the prefix holds 5 token")
+
+
+def test_generate_seeds_differ_by_default_and_repeat_when_given(run, capsys, caplog):
+    """Without --seed every call draws (and logs) a fresh seed, so different prompts do not share one random
+    stream; giving that seed back repeats the sample exactly."""
+    args = ["--checkpoint", str(run), "--prefix", "the ", "--num-tokens", "40", "--temperature", "1.5"]
+    samples, seeds = set(), []
+    for _ in range(3):
+        with caplog.at_level("INFO"):
+            assert generate_cmd.main(args) == 0
+        samples.add(capsys.readouterr().out)
+        seeds.append(int(caplog.text.rsplit("sampling seed ", 1)[1].split()[0]))
+    assert len(samples) == 3 and len(set(seeds)) == 3
+    assert generate_cmd.main([*args, "--seed", str(seeds[-1])]) == 0
+    assert capsys.readouterr().out in samples
+
+
+def test_every_named_corpus_is_offered_alike():
+    """--help and the unknown-corpus error name the same corpora: the embedded one and every named download."""
+    from rnnkit.config import field_docs
+    from rnnkit.data.corpora import CORPORA, resolve_corpus_path
+
+    help_text = field_docs(LMTrainConfig)["data"]
+    with pytest.raises(ValueError) as e:
+        resolve_corpus_path("no-such-corpus")
+    for name in ["stdlib", *CORPORA]:
+        assert name in help_text and name in str(e.value)

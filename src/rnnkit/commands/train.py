@@ -143,7 +143,8 @@ def _report(cfg: LMTrainConfig, s: Setup, best: Any, result: Any) -> dict[str, A
     held_out = "test" if len(task.test_ids) > 1 else "val"
     summary = {"split": held_out, **task.score(s.model, held_out)}
     if cfg.sample.num_tokens:  # a few milliseconds: printed whole by the command, not streamed
-        summary["sample"] = sample_text(s.model, task.vocab, cfg.sample, task.prompt())
+        seed = cfg.seed if cfg.sample.seed is None else cfg.sample.seed  # the run's seed: a rerun samples alike
+        summary["sample"] = sample_text(s.model, task.vocab, cfg.sample, task.prompt(), seed=seed)
     return summary
 
 
