@@ -55,7 +55,7 @@ class LMTrainConfig(RunConfig):
 
 #: named starting points; flags and --config override them
 PRESETS: dict[str, dict[str, Any]] = {
-    # d2l seed 003 exactly: one-hot input, 1×256 LSTM, random sampling, batch 32 × 35 steps, SGD lr 1, clip 1
+    # d2l's LSTM chapter exactly: one-hot input, 1×256 LSTM, random sampling, batch 32 × 35 steps, SGD lr 1, clip 1
     "d2l": {
         "lm": {"normalize": "d2l", "batch_size": 32, "num_steps": 35, "sampling": "random"},
         "model": {

@@ -3,7 +3,7 @@
 ``load_corpus(name_or_path)`` resolves, in this order:
 
 1. an explicit existing file path (``load_corpus("notes.txt")``);
-2. ``$RNNKIT_DATA_DIR/<filename>`` for a named corpus (CI points it at ``../shared/data``);
+2. ``$RNNKIT_DATA_DIR/<filename>`` for a named corpus (e.g. a folder of corpora shared by several checkouts);
 3. the user cache: ``$RNNKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``;
 4. a download into that cache (temporary file + rename, sha1 verified before it becomes visible).
 

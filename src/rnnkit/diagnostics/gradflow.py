@@ -1,6 +1,6 @@
 """How far back does the gradient reach? ‖∂L_T/∂h_t‖ against the distance T − t, measured.
 
-Seed 000 writes the gradient reaching step t from a loss at step T as a product of per-step factors,
+RNN tutorials write the gradient reaching step t from a loss at step T as a product of per-step factors,
 ``∂L_T/∂h_t = ∂L_T/∂h_T · ∏_{i=t+1}^{T} ∂h_i/∂h_{i-1}``; for an Elman cell each factor is
 ``diag(f'(a_i)) W``, so the norm shrinks (vanishes) or grows (explodes) geometrically with T − t
 depending on the size of ``W`` (its spectral radius ρ) and the saturation of ``f``. This module measures

@@ -1,7 +1,7 @@
 """Sequence classification (many→one): an RNN reads a variable-length sequence and one label is predicted from
 its final state or from its outputs pooled over the valid steps; trained by :func:`rnnkit.train.train`.
 
-Real data, offline: scikit-learn's 8×8 handwritten digits read as a sequence of glimpses (seed 000's example),
+Real data, offline: scikit-learn's 8×8 handwritten digits read as a sequence of glimpses (many-to-one),
 row by row (8 steps × 8 pixels), column by column, or pixel by pixel (64 steps × 1). With ``trim=True``
 all-blank leading and trailing glimpses are dropped, so sequences have different lengths (reading by
 columns gives 2–8 steps) and the batch is padded and run with ``lengths=`` — never sorted.

@@ -1,7 +1,7 @@
 """Long-range dependency benchmarks: the adding problem and the copy-memory task, as data and as tasks.
 
 Both are the classic proofs that gates matter: the answer depends on inputs seen T steps earlier, so the
-training signal has to cross T steps of the product ``∏ ∂s_i/∂s_{i-1}`` (seed 000).
+training signal has to cross T steps of the product ``∏ ∂s_i/∂s_{i-1}`` (why gradients vanish).
 
 * **Adding problem** (Hochreiter & Schmidhuber 1997, experiment 4; the form of Le et al. 2015): each step
   carries a value ``u ~ U(0, 1)`` and a marker; exactly two steps are marked, one in each half of the
