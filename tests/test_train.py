@@ -131,9 +131,9 @@ def test_resume_reports_only_real_changes(tmp_path, caplog):
 
 
 def test_progress_header_and_a_line_every_few_seconds(tmp_path, caplog, monkeypatch):
-    import rnnkit.train as train_module
+    import rnnkit.progress
 
-    monkeypatch.setattr(train_module, "HEARTBEAT_S", 0.0)  # a line after every step that prints none
+    monkeypatch.setattr(rnnkit.progress, "HEARTBEAT_S", 0.0)  # a line after every step that prints none
     cfg = TrainConfig(steps=6, max_time=30, eval_every=3, log_every=100, plot=True)
     with caplog.at_level("INFO"):
         train(model(), ToyTask(), cfg, out_dir=tmp_path)

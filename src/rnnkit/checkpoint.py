@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from rnnkit.atomic import atomic_file, atomic_folder, recover
+from rnnkit.config import flatten, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,55 @@ def load_model_weights(model: nn.Module, ckpt: Checkpoint) -> None:
     with torch.no_grad():
         for k, v in saved.items():
             own[k].copy_(v)
+
+
+# ------------------------------------------------------------------------------------------------
+# what must match for a resume
+def model_signature(model: nn.Module) -> dict[str, Any]:
+    """What must match for a resume: class, configuration and parameter shapes."""
+    config = getattr(model, "config", None)
+    return {
+        "class": type(model).__name__,
+        "config": to_dict(config) if config is not None and hasattr(config, "__dataclass_fields__") else None,
+        "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
+    }
+
+
+def describe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for each difference; long lists (vocabularies) summarised."""
+    fa, fb = flatten(_as_json(saved)), flatten(_as_json(current))
+    out = []
+    for k in sorted(set(fa) | set(fb)):
+        a, b = fa.get(k), fb.get(k)
+        if a == b:
+            continue
+        if isinstance(a, list) and isinstance(b, list) and max(len(a), len(b)) > 8:
+            sa, sb = {repr(x) for x in a}, {repr(x) for x in b}
+            added, removed = sorted(sb - sa)[:5], sorted(sa - sb)[:5]
+            out.append(f"{k}: {len(a)} -> {len(b)} entries (added {', '.join(added) or 'none'}; "
+                       f"removed {', '.join(removed) or 'none'})")  # fmt: skip
+        else:
+            out.append(f"{k}: {a!r} -> {b!r}")
+    return out
+
+
+def _as_json(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` as it reads back from JSON (tuples become lists), so that a saved config compares equal to its source."""
+    return json.loads(json.dumps(d))
+
+
+def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Why a checkpoint cannot continue with this model and task: config and metadata differences, else shapes."""
+
+    def view(sig: dict[str, Any], shapes: bool) -> dict[str, Any]:
+        model = {"class": sig["model"]["class"], **(sig["model"]["config"] or {})}
+        if shapes:
+            model["parameters"] = sig["model"]["parameters"]
+        return {"model": model, "task": sig["task"]}
+
+    return describe_differences(view(saved, False), view(current, False)) or describe_differences(
+        view(saved, True), view(current, True)
+    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -24,8 +24,6 @@ decays over whichever of ``steps`` and ``max_time`` runs out first.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import os
@@ -41,7 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit import checkpoint as ckpt
-from rnnkit.config import flatten, to_dict
+from rnnkit import progress as ui  # (train() has a `progress` flag: the bar)
+from rnnkit.config import to_dict
 from rnnkit.metrics_log import MetricsLog, plot_curves
 
 log = logging.getLogger("rnnkit.train")
@@ -186,53 +185,6 @@ def shard(batch: Any, rank: int, world: int) -> Any:
     return batch
 
 
-def model_signature(model: nn.Module) -> dict[str, Any]:
-    """What must match for a resume: class, configuration and parameter shapes."""
-    config = getattr(model, "config", None)
-    return {
-        "class": type(model).__name__,
-        "config": to_dict(config) if config is not None and hasattr(config, "__dataclass_fields__") else None,
-        "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
-    }
-
-
-def describe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: old -> new`` for each difference; long lists (vocabularies) summarised."""
-    fa, fb = flatten(_as_json(saved)), flatten(_as_json(current))
-    out = []
-    for k in sorted(set(fa) | set(fb)):
-        a, b = fa.get(k), fb.get(k)
-        if a == b:
-            continue
-        if isinstance(a, list) and isinstance(b, list) and max(len(a), len(b)) > 8:
-            sa, sb = {repr(x) for x in a}, {repr(x) for x in b}
-            added, removed = sorted(sb - sa)[:5], sorted(sa - sb)[:5]
-            out.append(f"{k}: {len(a)} -> {len(b)} entries (added {', '.join(added) or 'none'}; "
-                       f"removed {', '.join(removed) or 'none'})")  # fmt: skip
-        else:
-            out.append(f"{k}: {a!r} -> {b!r}")
-    return out
-
-
-def _as_json(d: dict[str, Any]) -> dict[str, Any]:
-    """``d`` as it reads back from JSON (tuples become lists), so that a saved config compares equal to its source."""
-    return json.loads(json.dumps(d))
-
-
-def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Why a checkpoint cannot continue with this model and task: config and metadata differences, else shapes."""
-
-    def view(sig: dict[str, Any], shapes: bool) -> dict[str, Any]:
-        model = {"class": sig["model"]["class"], **(sig["model"]["config"] or {})}
-        if shapes:
-            model["parameters"] = sig["model"]["parameters"]
-        return {"model": model, "task": sig["task"]}
-
-    return describe_differences(view(saved, False), view(current, False)) or describe_differences(
-        view(saved, True), view(current, True)
-    )
-
-
 def _distributed() -> tuple[int, int]:
     """(rank, world size); initialises the process group under ``torchrun`` (gloo on CPU, nccl on GPU)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -244,74 +196,11 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _fmt(metrics: dict[str, Any]) -> str:
-    return " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-
-
 RUN_FILES = ("last", "best", "metrics.jsonl", "metrics.csv", "curves.png")
-
-#: with no progress bar (not a terminal), a progress line at least this often (seconds of wall time)
-HEARTBEAT_S = 10.0
 
 
 def _run_files(out: Path) -> list[Path]:
     return [out / n for n in RUN_FILES if (out / n).exists()]
-
-
-def _budget(cfg: TrainConfig) -> str:
-    """``150 s of training or 1,000,000 steps`` — what ends the run, in the flags' terms."""
-    parts = [f"{cfg.max_time:g} s (evaluation excluded)"] if cfg.max_time else []
-    parts.append(f"{cfg.steps:,} steps" + (f" ({cfg.epochs:g} epochs)" if getattr(cfg, "epochs", 0) else ""))
-    if cfg.stop_at:
-        parts.append(f"a pause at step {cfg.stop_at:,}")
-    return " or ".join(parts)
-
-
-def _finished(cfg: TrainConfig, step: int, train_time: float) -> str:
-    """Why a run at ``step``/``train_time`` cannot train further under ``cfg`` ('' if it can)."""
-    if step >= cfg.steps:
-        return "steps"
-    if cfg.stop_at and step >= cfg.stop_at:
-        return "stop_at"
-    if cfg.max_time and train_time >= cfg.max_time:
-        return "max_time"
-    return ""
-
-
-def _extend_hint(reason: str, cfg: TrainConfig) -> str:
-    if reason == "max_time":
-        return f"a larger --max-time (now {cfg.max_time:g})"
-    if reason == "stop_at":
-        return f"a later --stop-at (now {cfg.stop_at}) or --stop-at 0"
-    if getattr(cfg, "epochs", 0):
-        return f"a larger --epochs (now {cfg.epochs:g}, {cfg.steps:,} steps)"
-    return f"a larger --steps (now {cfg.steps:,})"
-
-
-@contextlib.contextmanager
-def _writing(what: str, out: Path) -> Any:
-    """Turn a failed write (full disk, file-size limit, read-only folder) into one line that says what to do."""
-    try:
-        yield
-    except OSError as e:
-        raise OSError(
-            f"cannot write {what} in {str(out)!r}: {e.strerror or e}; free space or choose another --out "
-            "(the last complete checkpoint is kept: continue it with --resume)"
-        ) from None
-
-
-def _bar(total: float, initial: float, by_time: bool) -> Any:
-    """A tqdm bar on stderr when it is a terminal (None otherwise). A terminal that reports no width
-    (some IDE consoles and remote shells say 0 columns) gets 100: tqdm would otherwise draw an empty bar."""
-    import shutil
-
-    from tqdm import tqdm
-
-    width = shutil.get_terminal_size((0, 0)).columns
-    fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if by_time else None
-    bar = tqdm(total=total, initial=min(initial, total), bar_format=fmt, unit="step", leave=False, disable=None,
-               dynamic_ncols=width > 0, ncols=None if width > 0 else 100)  # fmt: skip
-    return None if bar.disable else bar
 
 
 # ------------------------------------------------------------------------------------------------
@@ -366,7 +255,7 @@ def train(
         if flag.item() and saved is None:
             saved = ckpt.load_checkpoint(out, prefer="last")
     record = to_dict(cfg) if record is None else record
-    signature = {"model": model_signature(model), "task": {"name": task.name, **task.metadata()}}
+    signature = {"model": ckpt.model_signature(model), "task": {"name": task.name, **task.metadata()}}
     optimizer = make_optimizer(model, cfg.optim)
     o = cfg.optim
 
@@ -375,10 +264,10 @@ def train(
     best: dict[str, Any] = {}
     last_eval: dict[str, Any] = {}
     if saved is not None:
-        diffs = resume_differences(saved.state["signature"], signature)
+        diffs = ckpt.resume_differences(saved.state["signature"], signature)
         if diffs:
             raise ValueError(f"cannot resume {str(out)!r}: the model or data changed: " + "; ".join(diffs))
-        changed = describe_differences(saved.state.get("config", {}), record)
+        changed = ckpt.describe_differences(saved.state.get("config", {}), record)
         if changed and main_process:
             log.warning("resuming with changed settings: %s", "; ".join(changed))
         ckpt.load_model_weights(model, saved)
@@ -387,17 +276,16 @@ def train(
         carry = ckpt.carry_from_tensors(saved.state["carry"], saved.tensors, device)
         step, train_time = saved.step, float(saved.state["train_time"])
         best, last_eval = saved.state.get("best", {}), saved.state.get("last_eval", {})
-        done = _finished(cfg, step, train_time)
+        done = ui.finished(cfg, step, train_time)
         if done:  # nothing to train: say so at once instead of evaluating and reporting 0 units/s
             if main_process:
-                log.info("%s is finished: its budget (%s) is spent at step %d, %.1f s of training. To train longer, "
-                         "resume with %s", out, _budget(cfg), step, train_time, _extend_hint(done, cfg))  # fmt: skip
+                log.info("%s", ui.finished_line(out, cfg, step, train_time, done))
                 if not (out / "metrics.csv").exists() or (cfg.plot and not (out / "curves.png").exists()):
-                    with _writing("metrics.csv", out):  # the run was killed after its last checkpoint
+                    with ui.writing("metrics.csv", out):  # the run was killed after its last checkpoint
                         metrics = MetricsLog(out, keep_until=step)
                         metrics.close()
                     if cfg.plot:
-                        with _writing("curves.png", out):
+                        with ui.writing("curves.png", out):
                             plot_curves(metrics.rows, out / "curves.png")
             return TrainResult(step, train_time, 0.0, done, best, last_eval, out, new_steps=0, unit=unit)
         if main_process:
@@ -408,9 +296,9 @@ def train(
         np.random.seed(cfg.seed)
     if main_process:
         log.info("training for up to %s, validating every %s steps; writing %s: last/ and best/ checkpoints, "
-                 "metrics.jsonl, metrics.csv%s", _budget(cfg), f"{cfg.eval_every:,}", out,
+                 "metrics.jsonl, metrics.csv%s", ui.budget(cfg), f"{cfg.eval_every:,}", out,
                  ", curves.png" if cfg.plot else "")  # fmt: skip
-    with _writing("metrics.jsonl", out):
+    with ui.writing("metrics.jsonl", out):
         metrics = MetricsLog(out, keep_until=step, enabled=main_process)
 
     if world > 1:
@@ -440,7 +328,7 @@ def train(
         state = {"step": step, "train_time": train_time, "best": best, "last_eval": last_eval,
                  "config": record, "signature": signature, "task": signature["task"],
                  "optimizer": opt_js, "rng": rng_js, "carry": layout, "world_size": world}  # fmt: skip
-        with _writing(f"checkpoint {name}/", out):
+        with ui.writing(f"checkpoint {name}/", out):
             ckpt.save_checkpoint(out / name, model, state, {**opt_t, **rng_t, **carry_t})
 
     def evaluate() -> dict[str, Any]:
@@ -450,11 +338,11 @@ def train(
         model.train()
         return result
 
-    # A bar on a terminal; elsewhere (logs, CI, pipes) a line at least every HEARTBEAT_S seconds.
+    # A bar on a terminal; elsewhere (logs, CI, pipes) a line at least every ui.HEARTBEAT_S seconds.
     bar = None
     if progress and main_process:
         by_time = bool(cfg.max_time)
-        bar = _bar(cfg.max_time if by_time else cfg.steps, train_time if by_time else step, by_time)
+        bar = ui.bar(cfg.max_time if by_time else cfg.steps, train_time if by_time else step, by_time)
     heartbeat = time.monotonic()
 
     run_units, run_time, run_steps = 0, 0.0, 0
@@ -537,7 +425,7 @@ def train(
                     f"training loss became {train_loss} by step {step} (lr {lr:.3g}): lower --optim.lr or clip "
                     f"gradients (--optim.clip_norm); " + (where if last_eval else "no checkpoint was written")
                 )
-            with _writing("metrics.jsonl", out):
+            with ui.writing("metrics.jsonl", out):
                 metrics.add({"step": step, "split": "train", "time": round(train_time, 3), "loss": train_loss,
                              "lr": lr, "units_per_s": round(speed, 1)})  # fmt: skip
             if bar is not None:
@@ -558,17 +446,17 @@ def train(
                     best = dict(last_eval)
                 if main_process:
                     msg = (f"step {step} | {train_time:.1f}s | train loss {train_loss:.4f} | val "
-                           f"{_fmt({k: v for k, v in last_eval.items() if k not in ('step', 'tokens')})} | "
+                           f"{ui.fmt({k: v for k, v in last_eval.items() if k not in ('step', 'tokens')})} | "
                            f"{speed:,.0f} {unit}/s | lr {lr:.2e}{' | best' if is_best else ''}")  # fmt: skip
                     (bar.write if bar is not None else log.info)(msg)
                     heartbeat = time.monotonic()
-                with _writing("metrics.csv", out):
+                with ui.writing("metrics.csv", out):
                     metrics.write_csv()
                 # best/ first: a kill between the two leaves last/ older, and the resume from it re-derives best/
                 if is_best:
                     checkpoint("best")
                 checkpoint("last")
-        if bar is None and main_process and window_steps and time.monotonic() - heartbeat >= HEARTBEAT_S:
+        if bar is None and main_process and window_steps and time.monotonic() - heartbeat >= ui.HEARTBEAT_S:
             so_far = window_loss.item() / window_steps  # this log window's mean so far; the window goes on
             log.info("step %d | %.1fs%s | train loss %.4f | %s %s/s", step, train_time,
                      f" of {cfg.max_time:g}s" if cfg.max_time else f" (step budget {cfg.steps:,})", so_far,
@@ -577,15 +465,15 @@ def train(
 
     if bar is not None:
         bar.close()
-    with _writing("metrics.csv", out):
+    with ui.writing("metrics.csv", out):
         metrics.close()
     if cfg.plot and main_process:
-        with _writing("curves.png", out):
+        with ui.writing("curves.png", out):
             plot_curves(metrics.rows, out / "curves.png")
     result = TrainResult(step, train_time, run_units / max(run_time, 1e-9), stop_reason, best, last_eval, out,
                          new_steps=run_steps, unit=unit)  # fmt: skip
     if main_process:
         log.info("done: %d steps (%s) in %.1fs of training, %s %s/s; best val %s at step %s", step, stop_reason,
                  train_time, f"{result.units_per_s:,.0f}", unit,
-                 _fmt({k: v for k, v in best.items() if k not in ("step", "tokens")}), best.get("step"))  # fmt: skip
+                 ui.fmt({k: v for k, v in best.items() if k not in ("step", "tokens")}), best.get("step"))  # fmt: skip
     return result
