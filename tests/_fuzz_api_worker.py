@@ -46,6 +46,7 @@ def cases(draw: st.DrawFn) -> dict:
         "backward": draw(st.booleans()),
         "non_contiguous": draw(st.booleans()),
         "mistake": draw(st.sampled_from(MISTAKES)),
+        "stepper": draw(st.booleans()),  # also run it one token at a time through layer.stepper()
         "seed": draw(st.integers(0, 2**31 - 1)),
     }
     if not c["unbatched"] and draw(st.booleans()):
@@ -179,6 +180,28 @@ def check(c: dict) -> None:
         assert torch.allclose(a, b, **tol), f"value {k} differs by {(a - b).abs().max():.3g}"
     for k, (a, b) in enumerate(zip(ref_grads, got_grads)):
         assert torch.allclose(a, b, **tol), f"gradient {k} differs by {(a - b).abs().max():.3g}"
+    if c["stepper"] and c["mistake"] is None and not c["bidirectional"] and c.get("lengths") is None:
+        check_stepper(layer, c, ref, tol)
+
+
+def check_stepper(layer: rnnkit.Recurrent, c: dict, ref: list[torch.Tensor], tol: dict) -> None:
+    """``layer.stepper()`` fed one token at a time gives the reference's outputs and final state."""
+    x, hx, _ = inputs(c, layer)
+    if c["batch_first"] and not c["unbatched"]:
+        x = x.transpose(0, 1)
+    stepper = layer.stepper()
+    state, outs = hx, []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            y, state = stepper(x[t], state)
+            outs.append(y)
+    out = ref[0].transpose(0, 1) if c["batch_first"] and not c["unbatched"] else ref[0]
+    got = torch.stack(outs)
+    assert got.shape == out.shape, f"stepper output {tuple(got.shape)} vs {tuple(out.shape)}"
+    assert torch.allclose(got, out, **tol), f"stepper output differs by {(got - out).abs().max():.3g}"
+    final = state if isinstance(state, tuple) else (state,)
+    for k, (a, b) in enumerate(zip(final, ref[1 : 1 + len(final)])):
+        assert torch.allclose(a, b, **tol), f"stepper state {k} differs by {(a - b).abs().max():.3g}"
 
 
 if __name__ == "__main__":
