@@ -19,7 +19,7 @@ def test_budget_and_how_to_extend_a_finished_run():
     assert ui.extend_hint("steps", LMTrainConfig(epochs=10, steps=260)) == "a larger --epochs (now 10, 260 steps)"
 
 
-def test_a_terminal_that_reports_no_width_still_gets_a_bar(monkeypatch):
+def test_a_terminal_that_reports_no_size_still_gets_a_bar(monkeypatch):
     import os
     import shutil
 
@@ -30,7 +30,7 @@ def test_a_terminal_that_reports_no_width_still_gets_a_bar(monkeypatch):
     stream.isatty = lambda: True  # what a pty with no size says
     monkeypatch.setattr("sys.stderr", stream)
     bar = ui.bar(10, 0, by_time=False)
-    assert isinstance(bar, tqdm) and bar.ncols == 100
+    assert isinstance(bar, tqdm) and (bar.ncols, bar.nrows) == (100, 20)
     bar.update(5)
     bar.refresh()
     assert "5/10" in stream.getvalue() and "#####" in stream.getvalue()  # ASCII bar: StringIO has no encoding

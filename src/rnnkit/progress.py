@@ -70,12 +70,14 @@ def writing(what: str, out: Path) -> Iterator[None]:
 
 
 def bar(total: float, initial: float, by_time: bool) -> Any:
-    """A tqdm bar on stderr when it is a terminal (None otherwise). A terminal that reports no width
-    (some IDE consoles and remote shells say 0 columns) gets 100: tqdm would otherwise draw an empty bar."""
+    """A tqdm bar on stderr when it is a terminal (None otherwise). A terminal that reports no size (some IDE
+    consoles, remote and scripted shells say 0 x 0) gets 100 columns and 20 rows: from 0 x 0 tqdm derives a
+    width of -1 and a height that hides every bar, so nothing appeared at all."""
     from tqdm import tqdm
 
-    width = shutil.get_terminal_size((0, 0)).columns
+    size = shutil.get_terminal_size((0, 0))
+    width = size.columns if size.lines > 0 else 0
     fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if by_time else None
     bar = tqdm(total=total, initial=min(initial, total), bar_format=fmt, unit="step", leave=False, disable=None,
-               dynamic_ncols=width > 0, ncols=None if width > 0 else 100)  # fmt: skip
+               dynamic_ncols=width > 0, ncols=None if width > 0 else 100, nrows=None if width > 0 else 20)  # fmt: skip
     return None if bar.disable else bar
