@@ -217,8 +217,10 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``task``; see the module docstring for the contract and the outputs.
 
-    ``resume`` continues from ``out_dir/last`` exactly (same batches, RNG, optimizer and carried state);
-    ``overwrite`` discards an existing run in ``out_dir``; otherwise an existing run is an error.
+    ``resume`` continues from ``out_dir/last`` exactly (same batches, RNG, optimizer and carried state) after
+    putting back what a kill left half-done; with no checkpoint yet it starts the run, and a run whose budget
+    is spent returns at once (``new_steps == 0``) after saying how to extend it. ``overwrite`` discards an
+    existing run in ``out_dir``; otherwise an existing run is an error.
     ``record`` is the full configuration to store in checkpoints (default ``cfg``); ``progress`` shows a
     tqdm bar.
     """
