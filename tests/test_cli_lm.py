@@ -137,7 +137,7 @@ def test_help_lists_every_field_and_required_flags():
     assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_resume_via_cli_continues_and_refuses_changes(run, corpus, capsys):
+def test_resume_via_cli_continues_and_refuses_changes(run, corpus, capsys, caplog):
     before = (run / "metrics.jsonl").read_bytes()
     args = ["--data", str(corpus), "--out", str(run), *TINY]
     assert train_cmd.main(args) == 1  # exists, no --resume
@@ -146,8 +146,11 @@ def test_resume_via_cli_continues_and_refuses_changes(run, corpus, capsys):
     assert train_cmd.main([*args, "--model.hidden_size", "24", "--resume"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.hidden_size" in err and "16 -> 24" in err
-    assert train_cmd.main([*args, "--steps", "90", "--resume"]) == 0
+    with caplog.at_level("WARNING"):
+        assert train_cmd.main([*args, "--steps", "90", "--resume"]) == 0
     assert json.loads((run / "last" / "state.json").read_text())["step"] == 90
+    # the recommended preset's tuples (optim.betas, lm.split) read back as lists: only the real change shows
+    assert "resuming with changed settings: steps: 80 -> 90" in caplog.text and "betas" not in caplog.text
 
 
 @pytest.mark.parametrize(
