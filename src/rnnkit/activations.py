@@ -21,7 +21,7 @@ Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
-    """The linear activation ``a(x) = x`` (seed 001's cell input/output activation)."""
+    """The linear activation ``a(x) = x`` (the cell input/output activation of Hung-yi Lee's worked example)."""
     return x
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 #: command name -> (module exposing ``main(argv)``, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("rnnkit.demo", "seed 001's worked LSTM example, step by step, and a small training demo"),
+    "demo": ("rnnkit.demo", "Hung-yi Lee's worked LSTM example, step by step, and a small training demo"),
     "data": ("rnnkit.data.command", "list the named corpora, fetch one, or describe a corpus (size, sha1, vocabulary)"),
     "train": ("rnnkit.commands.train", "train a language model (quick start: no arguments)"),
     "evaluate": ("rnnkit.commands.evaluate", "loss, perplexity and bits per character of a checkpoint on any text"),

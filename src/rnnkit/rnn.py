@@ -8,7 +8,7 @@ torch), ``check_forward_args`` and ``permute_hidden`` are there for code that re
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -176,3 +176,27 @@ class Jordan(Recurrent):
             JordanCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             device, dtype, engine=engine, cell_kwargs=kwargs,
         )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------
+#: the cells by the names every config and command uses (``--model.cell``): the one list of them
+CellName = Literal["rnn", "gru", "lstm", "peephole", "jordan"]
+LAYERS: dict[str, type[Recurrent]] = {"rnn": RNN, "gru": GRU, "lstm": LSTM, "peephole": PeepholeLSTM, "jordan": Jordan}
+CELL_NAMES: tuple[str, ...] = get_args(CellName)
+assert tuple(LAYERS) == CELL_NAMES
+
+
+def check_cell(name: str, setting: str = "") -> None:
+    """One-line ValueError for a name that is not in :data:`CELL_NAMES` (``setting``: the flag that gave it)."""
+    if name not in LAYERS:
+        where = f" ({setting})" if setting else ""
+        raise ValueError(f"unknown cell {name!r}{where}: choose one of {', '.join(CELL_NAMES)}")
+
+
+def make_layer(cell: str, input_size: int, hidden_size: int, **kwargs: Any) -> Recurrent:
+    """The layer for ``cell`` with torch's arguments; a Jordan layer feeds back ``hidden_size`` output features
+    (the ``output_size`` it needs and the other cells do not have)."""
+    check_cell(cell)
+    if cell == "jordan":
+        kwargs.setdefault("output_size", hidden_size)
+    return LAYERS[cell](input_size, hidden_size, **kwargs)

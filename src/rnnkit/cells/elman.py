@@ -13,7 +13,7 @@ from rnnkit.cells.base import Gates, RecurrentCell, State, check_size
 
 
 class RNNCell(RecurrentCell):
-    r"""Elman cell (seed 002: ``s_t = f(U x_t + W s_{t-1})``), exactly ``torch.nn.RNNCell``.
+    r"""Elman cell (``s_t = f(U x_t + W s_{t-1})``), exactly ``torch.nn.RNNCell``.
 
     .. math::  h_t = \mathrm{act}(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})
 
@@ -65,7 +65,7 @@ class RNNCell(RecurrentCell):
 
 
 class JordanCell(RecurrentCell):
-    r"""Jordan cell (seed 002): the recurrent state is the previous *output* ``y``, not the hidden layer.
+    r"""Jordan cell (Jordan 1986): the recurrent state is the previous *output* ``y``, not the hidden layer.
 
     .. math::
         h_t = \mathrm{act}(W_{ih} x_t + b_{ih} + W_{yh} y_{t-1} + b_{yh}) \\

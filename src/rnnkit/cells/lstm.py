@@ -95,7 +95,7 @@ class LSTMCell(GatedCell):
         f = σ(xf + hf)  # forget gate: how much of the old memory to keep
         g = act(xg + hg)  # candidate memory
         o = σ(xo + ho)  # output gate: how much of the memory to show
-        c = f * c + i * g  # memory is added to, not overwritten (seed 001)
+        c = f * c + i * g  # memory is added to, not overwritten (Hung-yi Lee's LSTM lecture)
         h = o * act(c)  # hidden state
         if self.proj_size:
             h = F.linear(h, w.weight_hr)  # LSTMP projection (B, P)
