@@ -19,6 +19,7 @@ static const rk_kernels RK(table) = {
 #else
     NULL,
 #endif
+    RK(peak_entry),
 };
 #undef RK_BF16_HERE
 #undef UP

@@ -11,6 +11,8 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <string>
 #if defined(__linux__)
@@ -127,6 +129,20 @@ int64_t set_min_step_work(int64_t macs) {
     const int64_t before = g_min_step_macs;
     g_min_step_macs = macs;
     return before;
+}
+
+// The machine's peak in flop/s for `dtype` ("float32" / "float64") on the torch threads: a pure multiply-add
+// loop, timed over about `seconds`.
+double peak_flops(const std::string &dtype, double seconds) {
+    const rk_kernels &k = kernels(at::empty({0}, dtype == "float64" ? at::kDouble : at::kFloat));
+    long iters = 1000;
+    for (;;) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const double flops = k.peak(iters, threads());
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (dt >= seconds || iters > (1L << 40)) return flops / dt;
+        iters *= dt > 0 ? std::min(16.0, std::max(2.0, 1.2 * seconds / dt)) : 16;
+    }
 }
 
 // ---- checks --------------------------------------------------------------------------------------------
@@ -536,6 +552,7 @@ TORCH_LIBRARY(rnnkit_c, m) {
     m.def("info() -> str", &info);
     m.def("bf16_products() -> bool", &bf16_products);
     m.def("bf16_mode() -> int", &bf16_mode);
+    m.def("peak_flops(str dtype, float seconds) -> float", &peak_flops);
     m.def("set_min_step_work(int macs) -> int", &set_min_step_work);
     m.def("pack(Tensor W, int ngates, bool wide) -> Tensor", &pack);
     m.def("pack_bf16(Tensor W, int ngates, int units) -> Tensor", &pack_bf16);
