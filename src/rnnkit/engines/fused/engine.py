@@ -95,6 +95,9 @@ class FusedEngine:
             config, params = spec.config_and_params(cell, layer.weights(k))
             keep = return_gates or (grad and any(t.requires_grad for t in (inp, *state, *params)))
             bf16 = low and spec.bf16_products(config)
+            # contiguous here (the kernels would copy it anyway): the input is saved for the backward, and a
+            # compiled graph must see the same layout as its trace (a batch-first input is a transposed view)
+            inp = inp.contiguous()
             buffers = torch.ops.rnnkit.sequence(spec.name, config, inp, list(state), params, lengths, keep, bf16)
             out, finals, gates = spec.outputs(config, buffers)
             if mask is not None:  # outputs (and gates) past a sequence's end are zero

@@ -76,8 +76,8 @@ def sequence_backward(
 
 @sequence_backward.register_fake
 def _(cell, config, x, state, params, lengths, buffers, grads, needs, bf16):
-    like = [x, *state, *params]
-    return [torch.empty_like(t) if n else x.new_empty(0) for t, n in zip(like, needs, strict=True)]
+    like = [x, *state, *params]  # the gradients are contiguous, whatever the inputs' strides
+    return [t.new_empty(t.shape) if n else x.new_empty(0) for t, n in zip(like, needs, strict=True)]
 
 
 def _setup(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:

@@ -20,6 +20,7 @@ static const rk_kernels RK(table) = {
     NULL,
 #endif
     RK(peak_entry),
+    rk_take_long_waits,
 };
 #undef RK_BF16_HERE
 #undef UP

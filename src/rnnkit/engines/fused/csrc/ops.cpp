@@ -116,13 +116,28 @@ std::string info() {
     return std::string(k.isa) + " (vectors of " + std::to_string(k.vector_bytes) + " bytes)";
 }
 
-int threads() { return at::get_num_threads(); }
+// Until when kernels run on one thread because their threads kept waiting for each other (see contended()).
+std::chrono::steady_clock::time_point g_alone_until;
+
+// Threads for a kernel: torch's setting, or one while the machine is too busy for our threads to meet (every
+// parallel region ends with all its threads meeting, the GEMM's and the packing's included).
+int threads() { return std::chrono::steady_clock::now() < g_alone_until ? 1 : at::get_num_threads(); }
 
 // Threads for a sequence kernel whose steps each multiply-add `macs` times: the threads meet once or twice per
 // step, and below ~2^18 multiply-adds per step (one token of a 256-unit GRU at batch 1) a second thread saves
 // less than the meeting costs — and on a busy machine, where the partner may be descheduled, far less.
 int64_t g_min_step_macs = int64_t(1) << 18;
 int step_threads(int64_t macs) { return macs < g_min_step_macs ? 1 : threads(); }
+
+// After a kernel of `steps` steps on `nth` threads: if more than one step in eight had a thread wait past its
+// spinning (the machine is busy: a partner thread was descheduled), run the next second of kernels on one
+// thread — a per-step meeting with a thread that is not running costs a scheduler time slice each time. On a
+// busy 2-core machine this keeps most of one core's speed instead of falling to a fraction of it.
+void contended(const rk_kernels &k, int nth, int64_t steps) {
+    if (nth <= 1) return;
+    if (k.take_long_waits() * 8 > steps)
+        g_alone_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+}
 
 // Set that threshold (tests set 0 to run small problems on every thread); returns the previous one.
 int64_t set_min_step_work(int64_t macs) {
@@ -345,7 +360,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tens
                                 (char *)mptr(Hs) + B * S * x.element_size(), (char *)mptr(Cs) + B * H * x.element_size(),
                                 mptr(G), mptr(M), step_threads(B * 4 * H * (F + S) + B * P * H),
                                 bf16 ? bf16_mode() : 0, kpad(F), kpad(S), ptr(xb), mptr(hb)};
-    if (T > 0 && B > 0) kernels(x).lstm_fwd(&a);
+    if (T > 0 && B > 0) kernels(x).lstm_fwd(&a), contended(kernels(x), a.nth, T);
     return {Hs, Cs, G, M};
 }
 
@@ -392,7 +407,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
                                 ptr(gG), mptr(dh), mptr(dh2), mptr(dc), mptr(dPre), mptr(db), mptr(dpeep), mptr(dHt),
                                 mptr(dm), step_threads(B * 4 * H * S + B * P * H), bf16 ? bf16_mode() : 0, ptr(Wtp),
                                 mptr(dpb), bf16 ? kpad(4 * H) : 0};
-    if (T > 0 && B > 0) kernels(G).lstm_bwd(&a);
+    if (T > 0 && B > 0) kernels(G).lstm_bwd(&a), contended(kernels(G), a.nth, T);
     dh.add_(gHs.select(0, 0));  // Hs[0] is the initial state itself
     if (gCs.defined()) dc.add_(gCs.select(0, 0));
     return {dPre, dh, dc, db, dpeep, dHt};
@@ -424,7 +439,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, 
                                reset_after ? nullptr : ptr(*Wnp), ptr(bih), ptr(bhh), lptr(len), ptr(h0),
                                (char *)mptr(Hs) + B * H * x.element_size(), mptr(G), mptr(HN), mptr(scratch),
                                step_threads(B * 3 * H * (F + H))};
-    if (T > 0 && B > 0) kernels(x).gru_fwd(&a);
+    if (T > 0 && B > 0) kernels(x).gru_fwd(&a), contended(kernels(x), a.nth, T);
     return {Hs, G, HN};
 }
 
@@ -453,7 +468,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, con
                                ptr(W), W.size(1), lptr(len), (const char *)ptr(gHs) + B * H * G.element_size(),
                                ptr(gG), mptr(dh), mptr(dh2), mptr(dPre), mptr(dHH), mptr(db_ih), mptr(db_hh), mptr(drh),
                                step_threads(B * 3 * H * H)};
-    if (T > 0 && B > 0) kernels(G).gru_bwd(&a);
+    if (T > 0 && B > 0) kernels(G).gru_bwd(&a), contended(kernels(G), a.nth, T);
     dh.add_(gHs.select(0, 0));
     return {dPre, dHH, dh, db_ih, db_hh};
 }
@@ -472,7 +487,7 @@ Tensor elman_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp, const op
     Tensor Hs = states(h0, T);
     const rk_elman_fwd_args a = {T, B, H, F, (int)act, ptr(x), ptr(Wxp), ptr(Wp), ptr(bias), lptr(len), ptr(h0),
                                  (char *)mptr(Hs) + B * H * x.element_size(), step_threads(B * H * (F + H))};
-    if (T > 0 && B > 0) kernels(x).elman_fwd(&a);
+    if (T > 0 && B > 0) kernels(x).elman_fwd(&a), contended(kernels(x), a.nth, T);
     return Hs;
 }
 
@@ -491,7 +506,7 @@ std::tuple<Tensor, Tensor, Tensor> elman_bwd(const Tensor &Hs_, const Tensor &W_
     const rk_elman_bwd_args a = {T, B, H, (int)act, (int)need_dh0, ptr(Hs), ptr(W), W.size(1), lptr(len),
                                  (const char *)ptr(gHs) + B * H * Hs.element_size(), mptr(dh), mptr(dh2), mptr(dPre),
                                  mptr(db), step_threads(B * H * H)};
-    if (T > 0 && B > 0) kernels(Hs).elman_bwd(&a);
+    if (T > 0 && B > 0) kernels(Hs).elman_bwd(&a), contended(kernels(Hs), a.nth, T);
     dh.add_(gHs.select(0, 0));
     return {dPre, dh, db};
 }
@@ -515,7 +530,7 @@ std::tuple<Tensor, Tensor> jordan_fwd(const Tensor &x_, const Tensor &Wxp, const
     const rk_jordan_fwd_args a = {T, B, H, O, F, (int)act, (int)out_act, ptr(x), ptr(Wxp), ptr(Wyp), ptr(Whp),
                                   ptr(bias), ptr(bhy), lptr(len), ptr(y0), (char *)mptr(Ys) + B * O * x.element_size(),
                                   mptr(Hh), step_threads(B * H * (F + 2 * O))};
-    if (T > 0 && B > 0) kernels(x).jordan_fwd(&a);
+    if (T > 0 && B > 0) kernels(x).jordan_fwd(&a), contended(kernels(x), a.nth, T);
     return {Ys, Hh};
 }
 
@@ -540,7 +555,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_bwd(const Tensor &Ys_,
                                   Wy.size(1), Wh.size(1), lptr(len), (const char *)ptr(gYs) + B * O * Hh.element_size(),
                                   ptr(gHh), mptr(dy), mptr(dy2), mptr(dh), mptr(dPre), mptr(dPreY), mptr(db),
                                   mptr(db_hy), step_threads(B * H * 2 * O)};
-    if (T > 0 && B > 0) kernels(Hh).jordan_bwd(&a);
+    if (T > 0 && B > 0) kernels(Hh).jordan_bwd(&a), contended(kernels(Hh), a.nth, T);
     dy.add_(gYs.select(0, 0));
     return {dPre, dPreY, dy, db, db_hy};
 }
