@@ -12,7 +12,6 @@ The registry (:mod:`.registry`) imports no engine; importing this package regist
 # registration order is auto's tie-break order: reference, then torch, then fused ahead of torch
 from rnnkit.engines import reference, torch_rnn  # noqa: F401
 from rnnkit.engines.fused import engine as _fused_engine  # noqa: F401
-from rnnkit.engines.triton import engine as _triton_engine  # noqa: F401
 from rnnkit.engines.registry import (
     AUTO_ORDER,
     ENGINES,
@@ -22,5 +21,6 @@ from rnnkit.engines.registry import (
     register_engine,
     select_engine,
 )
+from rnnkit.engines.triton import engine as _triton_engine  # noqa: F401
 
 __all__ = ["AUTO_ORDER", "ENGINES", "Engine", "RunResult", "check_engine_name", "register_engine", "select_engine"]

@@ -35,7 +35,8 @@ def sequence(cell: str, config: Seq[int], x: Tensor, state: Seq[Tensor], params:
 
 
 def sequence_backward(cell: str, config: Seq[int], x: Tensor, state: Seq[Tensor], params: Seq[Tensor],
-                      lengths: Tensor | None, buffers: Seq[Tensor], grads: Seq[Tensor], needs: Seq[bool]) -> list[Tensor]:  # fmt: skip
+                      lengths: Tensor | None, buffers: Seq[Tensor], grads: Seq[Tensor],
+                      needs: Seq[bool]) -> list[Tensor]:  # fmt: skip
     """Gradients of (x, *state, *params) from those of the buffers; an empty tensor where ``needs`` is False."""
     x = x.contiguous()
     lengths = None if lengths is None else lengths.to(device=x.device, dtype=torch.int64)

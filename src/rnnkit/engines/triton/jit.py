@@ -34,6 +34,8 @@ from torch import Tensor
 
 BB = 16  # batch rows per program: tl.dot needs at least 16 on every side
 SEQUENCE_MAX_TILES = 4
+#: compiler options: fused multiply-adds, as the C kernels (said explicitly: Triton 3.9 warns when it is left unset)
+_OPTIONS = {"enable_fp_fusion": True}
 # activation codes (rnnkit.engines.fused.specs.ACT_CODES): identity 0, tanh 1, relu 2, sigmoid 3, hard_sigmoid 4
 
 
@@ -141,12 +143,13 @@ def walk(kernel, args: Sequence, B: int, T: int, units: Sequence[int], reverse: 
     first, direction = (T - 1, -1) if reverse else (0, 1)
     if launch_mode(units, BU) == "sequence":
         flags = {f"DO_{'ABC'[p]}": p < n_phases for p in range(3)}
-        kernel[(nb, 1)](*args, first, T, *tiles, DIR=direction, BB=BB, **flags, **meta)
+        kernel[(nb, 1)](*args, first, T, *tiles, DIR=direction, BB=BB, **flags, **meta, **_OPTIONS)
         return
     for i in range(T):
         for p in range(n_phases):
             flags = {f"DO_{'ABC'[q]}": q == p for q in range(3)}
-            kernel[(nb, tiles[p])](*args, first + direction * i, 1, 1, 1, 1, DIR=direction, BB=BB, **flags, **meta)
+            step = first + direction * i
+            kernel[(nb, tiles[p])](*args, step, 1, 1, 1, 1, DIR=direction, BB=BB, **flags, **meta, **_OPTIONS)
 
 
 def input_projection(x: Tensor, W_ih: Tensor, bias: Tensor | None) -> Tensor:

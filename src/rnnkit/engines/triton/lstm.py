@@ -98,7 +98,8 @@ def lstm_fwd(XP, W, WR, PEEP, LEN, Hs, Cs, G, M, B, H, S, t0, n_steps, tiles_a, 
 def lstm_bwd(G, Cs, W, WR, PEEP, LEN, GH, GC, GG, R, DC, DPRE, DHT, B, H, S, t0, n_steps, tiles_a, tiles_b, tiles_c,
              ACT: tl.constexpr, REC: tl.constexpr, PEEPHOLE: tl.constexpr, PROJ: tl.constexpr, HAS_GC: tl.constexpr,
              HAS_GG: tl.constexpr, HAS_LEN: tl.constexpr, PREC: tl.constexpr, DIR: tl.constexpr, BB: tl.constexpr,
-             DO_A: tl.constexpr, DO_B: tl.constexpr, DO_C: tl.constexpr, BU: tl.constexpr, BK: tl.constexpr):  # fmt: skip
+             DO_A: tl.constexpr, DO_B: tl.constexpr, DO_C: tl.constexpr, BU: tl.constexpr,
+             BK: tl.constexpr):  # fmt: skip
     """Step t from the last: phase A, per tile of units: dL/dm_t (through W_hr with a projection), the gates'
     pre-activation gradients dPre_t and dL/dc_{t-1} (kept in DC); phase B, per tile of h's units:
     dL/dh_{t-1} = dPre_t W_hh (plus dL/dh_t itself where the sequence has ended: the state was carried)."""
@@ -122,7 +123,8 @@ def lstm_bwd(G, Cs, W, WR, PEEP, LEN, GH, GC, GG, R, DC, DPRE, DHT, B, H, S, t0,
                 else:
                     dm = load2(cur, rows, rmask, cols, cm, S, 1) + load2(gh, rows, rmask, cols, cm, S, 1)
                 gi, gf = load2(gt, rows, rmask, cols, cm, H4, 1), load2(gt + H, rows, rmask, cols, cm, H4, 1)
-                gg, go = load2(gt + 2 * H, rows, rmask, cols, cm, H4, 1), load2(gt + 3 * H, rows, rmask, cols, cm, H4, 1)
+                gg = load2(gt + 2 * H, rows, rmask, cols, cm, H4, 1)
+                go = load2(gt + 3 * H, rows, rmask, cols, cm, H4, 1)
                 c_prev = load2(Cs + t * B * H, rows, rmask, cols, cm, H, 1)
                 c = load2(Cs + (t + 1) * B * H, rows, rmask, cols, cm, H, 1)
                 dc_next = load2(DC, rows, rmask, cols, cm, H, 1)

@@ -169,7 +169,8 @@ def elman_forward(config: list[int], params: list[Tensor], x: Tensor, state: lis
 
 
 def elman_backward(config: list[int], x: Tensor, state: list[Tensor], params: list[Tensor], lengths: Tensor | None,
-                   buffers: list[Tensor], grads: list[Tensor | None], needs: list[bool]) -> list[Tensor | None]:  # fmt: skip
+                   buffers: list[Tensor], grads: list[Tensor | None],
+                   needs: list[bool]) -> list[Tensor | None]:  # fmt: skip
     (Hs,), gHs = buffers, grad_or_none(grads[0])
     gHs = torch.zeros_like(Hs) if gHs is None else gHs.contiguous()
     T, B, H = Hs.shape[0] - 1, Hs.shape[1], Hs.shape[2]
@@ -201,7 +202,8 @@ def jordan_forward(config: list[int], params: list[Tensor], x: Tensor, state: li
 
 
 def jordan_backward(config: list[int], x: Tensor, state: list[Tensor], params: list[Tensor], lengths: Tensor | None,
-                    buffers: list[Tensor], grads: list[Tensor | None], needs: list[bool]) -> list[Tensor | None]:  # fmt: skip
+                    buffers: list[Tensor], grads: list[Tensor | None],
+                    needs: list[bool]) -> list[Tensor | None]:  # fmt: skip
     W_ih, W_yh, W_hy = params[:3]
     Ys, Hh = buffers
     gYs, gHh = (grad_or_none(g) for g in grads)
