@@ -190,6 +190,61 @@ def test_launch_variable_is_checked(monkeypatch) -> None:
         model(x)
 
 
+# ---- on a GPU only: the operator with its CUDA kernel under torch's own checks, compile and export ---------------
+
+cuda_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (benchmarks/gpu_check.sh runs these)")
+
+
+@cuda_only
+@pytest.mark.parametrize("kind", ["lstm_proj", "peephole", "gru_reset_before", "rnn_tanh", "jordan"])
+def test_opcheck_on_cuda(kind: str) -> None:
+    """Schema, fake tensors, autograd registration and AOT dispatch of rnnkit::sequence with CUDA tensors."""
+    from rnnkit.engines.fused import ops  # noqa: F401
+    from rnnkit.engines.fused.specs import SPECS
+
+    torch.manual_seed(0)
+    model = make(kind).to(DEVICE)
+    cell = model.cells[0]
+    spec = SPECS[type(cell)]
+    config, params = spec.config_and_params(cell, model.weights(0))
+    x = torch.randn(4, 2, IN, dtype=F64, device=DEVICE, requires_grad=True)
+    state = [torch.randn(2, s, dtype=F64, device=DEVICE, requires_grad=True) for s in cell.state_sizes]
+    lengths = torch.tensor([4, 2], device=DEVICE)
+    args = (spec.name, config, x, state, [p.detach().requires_grad_() for p in params], lengths, True)
+    torch.library.opcheck(torch.ops.rnnkit.sequence.default, args)
+
+
+@cuda_only
+@pytest.mark.parametrize("cell", ["lstm", "gru", "peephole", "jordan"])
+def test_compiled_language_model_on_cuda(cell: str) -> None:
+    """torch.compile(fullgraph=True) sees one operator per layer and direction on CUDA too; equal to eager."""
+    from rnnkit.models import LanguageModel
+
+    torch.manual_seed(1)
+    model = LanguageModel(11, cell, hidden_size=6, num_layers=2, input="embedding", embed_size=5, engine="triton")
+    model = model.to(DEVICE)
+    tokens = torch.randint(0, 11, (3, 7), device=DEVICE)
+    results = []
+    for m in (model, torch.compile(model, fullgraph=True, backend="aot_eager")):
+        model.zero_grad()
+        logits, _ = m(tokens)
+        logits.square().mean().backward()
+        results.append([logits.detach(), *(p.grad.clone() for p in model.parameters())])
+    for e, g in zip(*results, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+    torch._dynamo.reset()
+
+
+@cuda_only
+def test_export_on_cuda() -> None:
+    torch.manual_seed(2)
+    model = rnnkit.PeepholeLSTM(IN, 5, engine="triton", device=DEVICE)
+    x = torch.randn(6, 2, IN, device=DEVICE)
+    program = torch.export.export(model, (x,))
+    assert "rnnkit.sequence" in str(program.graph)
+    torch.testing.assert_close(program.module()(x)[0], model(x)[0])
+
+
 COMPILE_CHECK = """
 import triton
 from triton.backends.compiler import GPUTarget

@@ -65,6 +65,10 @@ class TritonEngine:
 
     def declines_auto(self, layer: Recurrent, x: Tensor, return_gates: bool) -> bool:
         """On the CPU the interpreter gives the right numbers, thousands of times slower than the C kernels."""
+        return self.interpreted(x)
+
+    def interpreted(self, x: Tensor) -> bool:
+        """Whether a call on ``x`` would run under Triton's CPU interpreter (``rnnkit bench`` skips it)."""
         return x.device.type != "cuda"
 
     def run(
