@@ -81,6 +81,29 @@ def test_matches_reference_float32(kind: str) -> None:
     compare(kind, torch.float32, 2, False, False, False, {"rtol": 1e-4, "atol": 1e-5})
 
 
+@pytest.mark.parametrize(
+    "kind,launch", [("peephole_proj", "sequence"), ("peephole_proj", "step"), ("gru_reset_before", "sequence"),
+                    ("gru_reset_before", "step"), ("jordan", "sequence")]
+)  # fmt: skip
+def test_several_blocks_of_rows_units_and_depth(kind: str, launch: str, monkeypatch) -> None:
+    """20 rows (two programs' worth), 70 units (two tiles of 64) and 70-deep products (three slices of 32)."""
+    monkeypatch.setenv("RNNKIT_TRITON_LAUNCH", launch)
+    torch.manual_seed(6)
+    model = {
+        "peephole_proj": lambda: rnnkit.PeepholeLSTM(IN, 70, proj_size=66, dtype=F64),
+        "gru_reset_before": lambda: rnnkit.GRU(IN, 70, reset_after=False, dtype=F64),
+        "jordan": lambda: rnnkit.Jordan(IN, 70, 67, dtype=F64),
+    }[kind]()
+    x = torch.randn(3, 20, IN, dtype=F64)
+    hx = tuple(torch.randn(1, 20, s, dtype=F64) for s in model.cells[0].state_sizes)
+    model, x, *hx = on_device(model, x, *hx)
+    lens = torch.arange(20, device=DEVICE) % 3 + 1
+    expected = run_and_grad(model, "reference", x, tuple(hx), lens, True)
+    got = run_and_grad(model, "triton", x, tuple(hx), lens, True)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("kind", ["gru_reset_before", "lstm_proj", "jordan"])
 def test_inference_without_saved_gates(kind: str) -> None:
     """Under no_grad nothing is kept for a backward (the reset-before GRU passes r, z through scratch)."""

@@ -30,10 +30,11 @@ def unavailable() -> str | None:
 
 
 def interpreting() -> bool:
-    """Whether the kernels run (or, once imported, were made to run) under Triton's CPU interpreter."""
-    kernels = sys.modules.get("rnnkit.engines.triton.lstm")
-    if kernels is not None:  # triton decided when it decorated them: later changes to the variable do not count
-        return type(kernels.lstm_fwd).__name__ == "InterpretedFunction"
+    """Whether the kernels run under Triton's CPU interpreter. Triton decides when it decorates a kernel, its own
+    library's included (``tl.zeros``…): once it is imported, a later ``TRITON_INTERPRET`` changes nothing."""
+    lang = sys.modules.get("triton.language")
+    if lang is not None:
+        return type(getattr(lang, "zeros", None)).__name__ == "InterpretedFunction"
     return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
 
 

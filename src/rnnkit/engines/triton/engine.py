@@ -50,7 +50,7 @@ class TritonEngine:
         if reason is not None:
             return reason
         if x.device.type == "cpu" and not interpreting():
-            return "the Triton kernels run on CUDA tensors (on CPU tensors only under TRITON_INTERPRET=1)"
+            return "the Triton kernels run on CUDA tensors (on CPU ones: TRITON_INTERPRET=1 before importing triton)"
         if x.device.type not in ("cpu", "cuda"):
             return f"the Triton kernels run on CUDA tensors, not {x.device.type}"
         if x.dtype not in (torch.float32, torch.float64):
