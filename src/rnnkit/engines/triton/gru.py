@@ -175,7 +175,7 @@ def forward(config: list[int], params: list[Tensor], x: Tensor, state: list[Tens
     else:  # one step of scratch, overwritten every step
         G, HN, sG = x.new_empty(1, B, 3 * H), x.new_empty(1, B, H), 0
     LEN = XP if lengths is None else lengths
-    args = (XP, W_hh.contiguous(), XP if b_hh is None else b_hh, LEN, Hs, G, HN, sG, B, H)
+    args = (XP, W_hh.contiguous(), XP if b_hh is None else b_hh.contiguous(), LEN, Hs, G, HN, sG, B, H)
     walk(gru_fwd, args, B, T, [H] if after else [H, H], False, depths=[H], ACT=config[0], REC=config[1],
          AFTER=after, HAS_BIAS=b_hh is not None, KEEP=keep, HAS_LEN=lengths is not None, PREC=precision(x))  # fmt: skip
     return [Hs, G, HN] if keep else [Hs, x.new_empty(0), x.new_empty(0)]

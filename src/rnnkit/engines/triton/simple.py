@@ -194,8 +194,8 @@ def jordan_forward(config: list[int], params: list[Tensor], x: Tensor, state: li
     XP = input_projection(x, W_ih, bias)
     Ys, Hh = x.new_empty(T + 1, B, O), x.new_empty(T, B, H)
     Ys[0] = state[0]
-    args = (XP, W_yh.contiguous(), W_hy.contiguous(), XP if b_hy is None else b_hy, XP if lengths is None else lengths,
-            Ys, Hh, B, H, O)  # fmt: skip
+    LEN = XP if lengths is None else lengths
+    args = (XP, W_yh.contiguous(), W_hy.contiguous(), XP if b_hy is None else b_hy.contiguous(), LEN, Ys, Hh, B, H, O)
     walk(jordan_fwd, args, B, T, [H, O], False, depths=[O, H], ACT=config[0], OUT=config[1], HAS_BIAS=b_hy is not None,
          HAS_LEN=lengths is not None, PREC=precision(x))  # fmt: skip
     return [Ys, Hh]
