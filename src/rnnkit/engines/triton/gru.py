@@ -33,7 +33,7 @@ from rnnkit.engines.triton.jit import (
 )
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t0"])  # no recompiles as t0 moves
 def gru_fwd(XP, W, BHH, LEN, Hs, G, HN, sG, B, H, t0, n_steps, tiles_a, tiles_b, tiles_c,
             ACT: tl.constexpr, REC: tl.constexpr, AFTER: tl.constexpr, HAS_BIAS: tl.constexpr, KEEP: tl.constexpr,
             HAS_LEN: tl.constexpr, PREC: tl.constexpr, DIR: tl.constexpr, BB: tl.constexpr, DO_A: tl.constexpr,
@@ -88,7 +88,7 @@ def gru_fwd(XP, W, BHH, LEN, Hs, G, HN, sG, B, H, t0, n_steps, tiles_a, tiles_b,
             tl.debug_barrier()
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t0"])  # no recompiles as t0 moves
 def gru_bwd(G, HN, Hs, W, LEN, GH, GG, R, DPRE, DHH, B, H, t0, n_steps, tiles_a, tiles_b, tiles_c,
             ACT: tl.constexpr, REC: tl.constexpr, AFTER: tl.constexpr, HAS_GG: tl.constexpr, HAS_LEN: tl.constexpr,
             PREC: tl.constexpr, DIR: tl.constexpr, BB: tl.constexpr, DO_A: tl.constexpr, DO_B: tl.constexpr,

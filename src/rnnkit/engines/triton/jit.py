@@ -132,12 +132,14 @@ def launch_mode(units: Sequence[int], BU: int) -> str:
     return mode
 
 
-def walk(kernel, args: Sequence, B: int, T: int, units: Sequence[int], reverse: bool, **meta) -> None:
+def walk(kernel, args: Sequence, B: int, T: int, units: Sequence[int], reverse: bool, *, depths: Sequence[int],
+         **meta) -> None:  # fmt: skip
     """Run ``kernel`` over steps 0 … T - 1 (or back from T - 1 with ``reverse``), phase ``p`` of each step
-    over ``units[p]`` units; ``args`` are the kernel's own arguments, before (t0, n_steps, tiles…)."""
+    over ``units[p]`` units; ``args`` are the kernel's own arguments, before (t0, n_steps, tiles…);
+    ``depths`` the lengths of its products (for the tile sizes); ``meta`` its own compile-time constants."""
     if T == 0 or B == 0:
         return
-    meta.update(blocks(units, meta.pop("depths")))
+    meta.update(blocks(units, depths))
     BU, nb, n_phases = meta["BU"], triton.cdiv(B, BB), len(units)
     tiles = [triton.cdiv(n, BU) for n in units] + [0] * (3 - len(units))
     first, direction = (T - 1, -1) if reverse else (0, 1)

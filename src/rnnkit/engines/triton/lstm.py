@@ -35,7 +35,7 @@ from rnnkit.engines.triton.jit import (
 )
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t0"])  # no recompiles as t0 moves
 def lstm_fwd(XP, W, WR, PEEP, LEN, Hs, Cs, G, M, B, H, S, t0, n_steps, tiles_a, tiles_b, tiles_c,
              ACT: tl.constexpr, REC: tl.constexpr, PEEPHOLE: tl.constexpr, PROJ: tl.constexpr, KEEP: tl.constexpr,
              HAS_LEN: tl.constexpr, PREC: tl.constexpr, DIR: tl.constexpr, BB: tl.constexpr, DO_A: tl.constexpr,
@@ -94,7 +94,7 @@ def lstm_fwd(XP, W, WR, PEEP, LEN, Hs, Cs, G, M, B, H, S, t0, n_steps, tiles_a, 
             tl.debug_barrier()
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t0"])  # no recompiles as t0 moves
 def lstm_bwd(G, Cs, W, WR, PEEP, LEN, GH, GC, GG, R, DC, DPRE, DHT, B, H, S, t0, n_steps, tiles_a, tiles_b, tiles_c,
              ACT: tl.constexpr, REC: tl.constexpr, PEEPHOLE: tl.constexpr, PROJ: tl.constexpr, HAS_GC: tl.constexpr,
              HAS_GG: tl.constexpr, HAS_LEN: tl.constexpr, PREC: tl.constexpr, DIR: tl.constexpr, BB: tl.constexpr,

@@ -31,7 +31,7 @@ from rnnkit.engines.triton.jit import (
 )
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t0"])  # no recompiles as t0 moves
 def elman_fwd(XP, W, LEN, Hs, B, H, t0, n_steps, tiles_a, tiles_b, tiles_c, ACT: tl.constexpr, HAS_LEN: tl.constexpr,
               PREC: tl.constexpr, DIR: tl.constexpr, BB: tl.constexpr, DO_A: tl.constexpr, DO_B: tl.constexpr,
               DO_C: tl.constexpr, BU: tl.constexpr, BK: tl.constexpr):  # fmt: skip
@@ -51,7 +51,7 @@ def elman_fwd(XP, W, LEN, Hs, B, H, t0, n_steps, tiles_a, tiles_b, tiles_c, ACT:
         tl.debug_barrier()
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t0"])  # no recompiles as t0 moves
 def elman_bwd(Hs, W, LEN, GH, R, DPRE, B, H, t0, n_steps, tiles_a, tiles_b, tiles_c, ACT: tl.constexpr,
               HAS_LEN: tl.constexpr, PREC: tl.constexpr, DIR: tl.constexpr, BB: tl.constexpr, DO_A: tl.constexpr,
               DO_B: tl.constexpr, DO_C: tl.constexpr, BU: tl.constexpr, BK: tl.constexpr):  # fmt: skip
@@ -81,7 +81,7 @@ def elman_bwd(Hs, W, LEN, GH, R, DPRE, B, H, t0, n_steps, tiles_a, tiles_b, tile
             tl.debug_barrier()
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t0"])  # no recompiles as t0 moves
 def jordan_fwd(XP, WY, WH, BHY, LEN, Ys, Hh, B, H, O, t0, n_steps, tiles_a, tiles_b, tiles_c, ACT: tl.constexpr,
                OUT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_LEN: tl.constexpr, PREC: tl.constexpr,
                DIR: tl.constexpr, BB: tl.constexpr, DO_A: tl.constexpr, DO_B: tl.constexpr, DO_C: tl.constexpr,
@@ -114,7 +114,7 @@ def jordan_fwd(XP, WY, WH, BHY, LEN, Ys, Hh, B, H, O, t0, n_steps, tiles_a, tile
             tl.debug_barrier()
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t0"])  # no recompiles as t0 moves
 def jordan_bwd(Ys, Hh, WY, WH, LEN, GY, GHH, R, DPRE, DPY, B, H, O, t0, n_steps, tiles_a, tiles_b, tiles_c,
                ACT: tl.constexpr, OUT: tl.constexpr, HAS_GH: tl.constexpr, HAS_LEN: tl.constexpr, PREC: tl.constexpr,
                DIR: tl.constexpr, BB: tl.constexpr, DO_A: tl.constexpr, DO_B: tl.constexpr, DO_C: tl.constexpr,
