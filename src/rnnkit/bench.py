@@ -173,6 +173,8 @@ def build_contenders(cfg: BenchConfig, cell: str, F: int, H: int, x: Tensor) -> 
             weights = layer.state_dict()  # peephole, Jordan: every engine gets the first one's weights
         layer.load_state_dict(weights)
         reason = ENGINES[engine].unsupported(layer, x, False)
+        if reason is None and getattr(ENGINES[engine], "interpreted", lambda x: False)(x):
+            reason = "its kernels would run under Triton's CPU interpreter (for correctness tests, not speed)"
         if reason is not None:
             notes.append(f"{cell}: engine {engine!r} skipped: {reason}")
             continue
@@ -414,6 +416,8 @@ def format_tables(result: dict[str, Any]) -> str:
                 out.append(line)
         out += [f"note: {n}" for n in w["notes"]]
     m = result["machine"]
+    if "gpu" in m:
+        out.append(f"\nGPU: {m['gpu']}, cuDNN {m['cudnn']}")
     features = ", ".join(m.get("cpu_features", []))
     out.append(
         f"\n{m['cpu']} (family {m.get('cpu_family')}, model {m.get('cpu_model')}; {features}), "

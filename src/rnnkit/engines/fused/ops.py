@@ -23,6 +23,7 @@ from torch import Tensor
 
 from rnnkit.engines.fused import build
 from rnnkit.engines.fused.specs import BY_NAME
+from rnnkit.engines.triton.dispatch import register_cuda
 
 # ---- the sequence operator -------------------------------------------------------------------------------
 
@@ -107,6 +108,9 @@ def _backward(ctx: Any, grads: list[Tensor]) -> tuple:
 
 
 torch.library.register_autograd("rnnkit::sequence", _backward, setup_context=_setup)
+
+# CUDA tensors: the Triton kernels (rnnkit.engines.triton), same buffers, so the fake and autograd above serve both
+register_cuda(sequence, sequence_backward)
 
 
 def reference_buffers(cell: str, config: list[int], x: Tensor, state: list[Tensor], params: list[Tensor],
