@@ -50,11 +50,11 @@ def register_cuda(sequence_op: Any, backward_op: Any) -> None:
     """Register the Triton implementations as the CUDA kernels of the two custom operators."""
 
     @sequence_op.register_kernel("cuda")
-    def _(cell, config, x, state, params, lengths, keep):
-        return _impl().sequence(cell, config, x, state, params, lengths, keep)
+    def _(cell, config, x, state, params, lengths, keep, bf16):
+        return _impl().sequence(cell, config, x, state, params, lengths, keep)  # bf16 products: the CPU kernels'
 
     @backward_op.register_kernel("cuda")
-    def _(cell, config, x, state, params, lengths, buffers, grads, needs):
+    def _(cell, config, x, state, params, lengths, buffers, grads, needs, bf16):
         return _impl().sequence_backward(cell, config, x, state, params, lengths, buffers, grads, needs)
 
 
@@ -91,6 +91,7 @@ class _Interpreted(torch.autograd.Function):
 
 
 def interpreted(cell: str, config: Sequence[int], x: Tensor, state: Sequence[Tensor], params: Sequence[Tensor],
-                lengths: Tensor | None, keep: bool) -> list[Tensor]:  # fmt: skip
-    """``torch.ops.rnnkit.sequence(...)`` for CPU tensors, computed by the Triton kernels under the interpreter."""
+                lengths: Tensor | None, keep: bool, bf16: bool = False) -> list[Tensor]:  # fmt: skip
+    """``torch.ops.rnnkit.sequence(...)`` for CPU tensors, computed by the Triton kernels under the interpreter
+    (``bf16`` products are the C kernels' alone: the Triton kernels compute in the inputs' dtype)."""
     return list(_Interpreted.apply(cell, list(config), lengths, keep, len(state), x, *state, *params))

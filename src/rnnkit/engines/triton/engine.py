@@ -15,15 +15,14 @@ kernels for the cells torch has and this engine for everything else (peephole LS
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from rnnkit.engines.fused.engine import _ACTIVATION_ATTRS
+from rnnkit.engines.fused.engine import _ACTIVATION_ATTRS, run_by_operator
 from rnnkit.engines.fused.specs import SPECS, act_code
 from rnnkit.engines.registry import RunResult, exporting_onnx, func_transforms_active, register_engine
-from rnnkit.engines.stack import run_stack
 from rnnkit.engines.triton.dispatch import interpreted, interpreting, unavailable
 
 if TYPE_CHECKING:
@@ -77,25 +76,7 @@ class TritonEngine:
         on_gpu = x.device.type == "cuda"
         if on_gpu:
             from rnnkit.engines.fused import ops  # noqa: F401  (the operators, with their CUDA kernels)
-        grad = torch.is_grad_enabled() or torch.jit.is_tracing()
-
-        def one(k: int, inp: Tensor, state: tuple[Tensor, ...], mask: Tensor | None) -> Any:
-            cell = layer.cells[k]
-            spec = SPECS[type(cell)]
-            config, params = spec.config_and_params(cell, layer.weights(k))
-            keep = return_gates or (grad and any(t.requires_grad for t in (inp, *state, *params)))
-            if on_gpu:
-                buffers = torch.ops.rnnkit.sequence(spec.name, config, inp, list(state), params, lengths, keep)
-            else:
-                buffers = interpreted(spec.name, config, inp, list(state), params, lengths, keep)
-            out, finals, gates = spec.outputs(config, buffers)
-            if mask is not None:  # outputs (and gates) past a sequence's end are zero
-                out = torch.where(mask, out, 0.0)
-                gates = [torch.where(mask, g, 0.0) for g in gates]
-            named = dict(zip(cell.gate_names, gates, strict=True)) if return_gates else None
-            return out, tuple(finals), named
-
-        return run_stack(layer, x, hx, lengths, return_gates, one)
+        return run_by_operator(layer, x, hx, lengths, return_gates, sequence=None if on_gpu else interpreted)
 
 
 register_engine(TritonEngine(), auto_priority=99)  # last: after torch's cuDNN kernels, for what they lack
