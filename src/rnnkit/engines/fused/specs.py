@@ -194,7 +194,8 @@ class GRUSpec:
 
     @staticmethod
     def bf16_products(config: list[int]) -> bool:
-        return False
+        """Whether the kernels have bf16 products for this configuration (torch's reset-after form)."""
+        return bool(config[3])
 
     @staticmethod
     def config_and_params(cell: Any, w: Any) -> tuple[list[int], list[Tensor]]:
@@ -208,6 +209,8 @@ class GRUSpec:
         W_ih, W_hh = params[:2]
         b_ih, b_hh = params[2:4] if config[2] else (None, None)
         H = W_hh.shape[1]
+        if bf16:
+            return [_k.pack_bf16(W_ih, 3, 16), _k.pack_bf16(W_hh, 3, 16), None, b_ih, b_hh]
         if config[3]:
             return [_k.pack(W_ih, 3, False), _k.pack(W_hh, 3, False), None, b_ih, b_hh]
         return [_k.pack(W_ih, 3, False), _k.pack(W_hh[: 2 * H], 2, False), _k.pack(W_hh[2 * H :], 1, False), b_ih, b_hh]
@@ -224,7 +227,7 @@ class GRUSpec:
     ):
         Wxp, Wp, Wnp, b_ih, b_hh = packed
         act, rec, after = config[0], config[1], bool(config[3])
-        return list(_k.gru_fwd(x, Wxp, Wp, Wnp, b_ih, b_hh, lengths, state[0], act, rec, after, keep))
+        return list(_k.gru_fwd(x, Wxp, Wp, Wnp, b_ih, b_hh, lengths, state[0], act, rec, after, keep, bf16))
 
     @staticmethod
     def buffer_shapes(config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
@@ -238,13 +241,14 @@ class GRUSpec:
         gHs, gG, _ = (_grad_or_none(g) for g in grads)
         gHs = torch.zeros_like(Hs) if gHs is None else gHs
         dPre, dHH, dh0, db_ih, db_hh = _k.gru_bwd(
-            G, HN, Hs, W_hh, lengths, gHs, gG, config[0], config[1], bool(config[3]), needs[1]
+            G, HN, Hs, W_hh, lengths, gHs, gG, config[0], config[1], bool(config[3]), needs[1], bf16
         )
         T, B, H3 = dPre.shape
         dPre2, Hp = dPre.view(T * B, H3), _prev(Hs)
-        dx, dW_ih = _input_grads([needs[0], needs[2]], dPre2, x, W_ih)
+        mm = _mm_bf16 if bf16 else _mm
+        dx, dW_ih = _input_grads([needs[0], needs[2]], dPre2, x, W_ih, mm)
         if config[3]:  # reset after: dW_hh = Σ_t dHH_tᵀ h_{t-1}
-            dW_hh = _mm(dHH.view(T * B, H3).t(), Hp)
+            dW_hh = mm(dHH.view(T * B, H3).t(), Hp)
         else:  # reset before: the r, z rows see h_{t-1}, the n rows r ⊙ h_{t-1}
             H = H3 // 3
             dW_hh = torch.cat([_mm(dPre2[:, : 2 * H].t(), Hp), _mm(dPre2[:, 2 * H :].t(), HN.view(T * B, H))])

@@ -186,6 +186,36 @@ RK_AMX static void rk_amx_gates(int NG, long K1, const uint16_t *a1, long lda1, 
     if (NG > 3) _tile_stored(3, out + 48, 256);
 }
 
+/* The GRU's products (reset after: r multiplies only W_hn h + b_hn, so the candidate's two products stay apart):
+   tx = (x W_irᵀ + h W_hrᵀ, x W_izᵀ + h W_hzᵀ, x W_inᵀ) and th = (·, ·, h W_hnᵀ) for the panel of 16 units; th's first
+   two gates are left alone (the caller keeps them zero). Same operands and layout as rk_amx_gates with NG = 3. */
+RK_AMX static void rk_amx_gru(long K1, const uint16_t *a1, long lda1, const uint16_t *w1, long K2, const uint16_t *a2,
+                              long lda2, const uint16_t *w2, float *tx, float *th) {
+    const long ldw = 3 * 64;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (long kb = 0; kb < K1 / 32; kb++) {
+        const uint16_t *wk = w1 + kb * 16 * 3 * 32;
+        _tile_loadd(4, a1 + kb * 32, lda1 * 2);
+        RK_AMX_DP(0, wk, ldw);
+        RK_AMX_DP(1, wk + 32, ldw);
+        RK_AMX_DP(2, wk + 64, ldw);
+    }
+    for (long kb = 0; kb < K2 / 32; kb++) {
+        const uint16_t *wk = w2 + kb * 16 * 3 * 32;
+        _tile_loadd(4, a2 + kb * 32, lda2 * 2);
+        RK_AMX_DP(0, wk, ldw);
+        RK_AMX_DP(1, wk + 32, ldw);
+        RK_AMX_DP(3, wk + 64, ldw);
+    }
+    _tile_stored(0, tx, 256);
+    _tile_stored(1, tx + 16, 256);
+    _tile_stored(2, tx + 32, 256);
+    _tile_stored(3, th + 32, 256);
+}
+
 /* out[:, n_lo:n_hi] += A · W[:, n_lo:n_hi] on the tile unit: A (bf16, B × K, K a multiple of 32, row stride lda),
    Wᵀ packed by rk_pack_bf16 in panels of 16 units with k padded to 32; n_lo a multiple of 16. */
 RK_AMX static void rk_amx_add_rows_product(long B, long K, const uint16_t *A, long lda, const uint16_t *Wtp, long n_lo,

@@ -77,8 +77,13 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
     REAL *Hs = a->Hs, *G = a->G, *HN = a->HN, *scratch = a->scratch;
     long p_lo, p_hi;
     rk_share(nb, tid, nth, &p_lo, &p_hi);
-    REAL tx[MR_MAX * 4 * VL] __attribute__((aligned(64))), th[MR_MAX * 4 * VL] __attribute__((aligned(64)));
+    const int amx = a->bf16 == 2; /* AMX tiles take 16 rows at a time */
+    const long ntx = amx ? RK(ntiles)(B, 16) : nt;
+    REAL tx[16 * 4 * VL] __attribute__((aligned(64))), th[16 * 4 * VL] __attribute__((aligned(64)));
     int sense = 0;
+    long rows = 0; /* rows the AMX tiles are configured for */
+    (void)rows;
+    if (amx) memset(th, 0, sizeof th); /* the tile unit leaves th's r and z slots to tx */
     for (long t = 0; t < T; t++) {
         const REAL *hp = t ? Hs + (t - 1) * B * H : (const REAL *)a->h0, *xt = x + t * B * F;
         REAL *hn = Hs + t * B * H;
@@ -91,11 +96,28 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
             vec bw[6] = {{0}, {0}, {0}, {0}, {0}, {0}}; /* b_ir, b_iz, b_in, b_hr, b_hz, b_hn */
             for (int k = 0; bih && k < 3; k++) bw[k] = RK(vload_n)(bih + k * H + u, nu);
             for (int k = 0; bhh && k < 3; k++) bw[3 + k] = RK(vload_n)(bhh + k * H + u, nu);
-            for (long i = 0; i < nt; i++) {
-                const long b0 = B * i / nt, R = B * (i + 1) / nt - b0;
+            for (long i = 0; i < ntx; i++) {
+                const long b0 = B * i / ntx, R = B * (i + 1) / ntx - b0;
                 for (long r = 0; r < R; r++) __builtin_prefetch(hp + (b0 + r) * H + u);
-                RK(tile)((int)R, 3, F, xt + b0 * F, F, 1, (const REAL *)a->Wxp + p * F * 3 * VL, 3 * VL, tx);
-                RK(tile)((int)R, NG, H, hp + b0 * H, H, 1, (const REAL *)a->Wp + p * H * NG * VL, NG * VL, th);
+#if RK_BF16_HERE
+                if (a->bf16) { /* the same products with bf16 operands (bf16.h; reset after only) */
+                    const long Fp = a->Fp, Hp = a->Hp;
+                    const uint16_t *xbt = (const uint16_t *)a->xb + t * B * Fp + b0 * Fp;
+                    const uint16_t *hbp = (const uint16_t *)a->hb + (t % 2) * B * Hp + b0 * Hp;
+                    const uint16_t *wx = (const uint16_t *)a->Wxp + p * Fp * 3 * VL, *wh = (const uint16_t *)a->Wp + p * Hp * 3 * VL;
+                    if (amx) {
+                        if (rows != R) rk_amx_config((int)(rows = R));
+                        rk_amx_gru(Fp, xbt, Fp, wx, Hp, hbp, Hp, wh, tx, th);
+                    } else {
+                        rk_tile_bf16((int)R, 3, Fp / 2, xbt, Fp, wx, 6 * VL, 2 * VL, tx);
+                        rk_tile_bf16((int)R, 3, Hp / 2, hbp, Hp, wh, 6 * VL, 2 * VL, th);
+                    }
+                } else
+#endif
+                {
+                    RK(tile)((int)R, 3, F, xt + b0 * F, F, 1, (const REAL *)a->Wxp + p * F * 3 * VL, 3 * VL, tx);
+                    RK(tile)((int)R, NG, H, hp + b0 * H, H, 1, (const REAL *)a->Wp + p * H * NG * VL, NG * VL, th);
+                }
                 for (long r = 0; r < R; r++) {
                     const long b = b0 + r, s = b * H + u;
                     if (a->len && t >= a->len[b]) { /* ended: carry the state; gates (and HN) past the end are 0 */
@@ -118,6 +140,12 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
                     else
                         RK_GRU_DISPATCH(RK(gru_cell), nu, H, ax, ah, bw, hp + s, hn + s, gb, hnb);
                 }
+#if RK_BF16_HERE
+                if (a->bf16) /* h_t in bf16 for the next step's product (ended rows: h_{t-1}, copied above) */
+                    for (long r = 0; r < R; r++)
+                        rk_store_bf16((uint16_t *)a->hb + ((t + 1) % 2) * B * a->Hp + (b0 + r) * a->Hp + u,
+                                      hn + (b0 + r) * H + u, nu);
+#endif
             }
         }
         rk_barrier_wait(&j->bar, nth, &sense);
@@ -140,6 +168,9 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
         }
         rk_barrier_wait(&j->bar, nth, &sense);
     }
+#if RK_BF16_HERE
+    if (rows) rk_amx_release();
+#endif
 }
 
 static void RK(gru_fwd_entry)(const rk_gru_fwd_args *a) {
@@ -220,8 +251,26 @@ static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
                 }
             }
         }
+#if RK_BF16_HERE
+        const long K3 = a->K3;                                                       /* 3H, padded */
+        uint16_t *dpb = a->bf16 && after ? (uint16_t *)a->dpb + (t % 2) * B * K3 : NULL; /* dHH_t in bf16 */
+        for (long b = 0; dpb && b < B; b++)
+            for (int k = 0; k < 3; k++)
+                for (long u = u_lo; u < u_hi; u += VL)
+                    rk_store_bf16(dpb + b * K3 + k * H + u, dq + b * 3 * H + k * H + u, u_hi - u < VL ? u_hi - u : VL);
+#endif
         rk_barrier_wait(&j->bar, nth, &sense);
-        if (after) {
+#if RK_BF16_HERE
+        if (dpb) {
+            if (t > 0 || a->need_dh0) {
+                if (a->bf16 == 2)
+                    rk_amx_add_rows_product(B, K3, dpb, K3, a->Wtp, u_lo, u_hi, nxt, H);
+                else
+                    rk_add_rows_product_bf16(B, K3 / 2, dpb, K3, a->Wtp, u_lo, u_hi, nxt, H);
+            }
+        } else
+#endif
+            if (after) {
             if (t > 0 || a->need_dh0) /* nxt[:, own units] += dHH_t · W_hh[:, own units] */
                 RK(add_rows_product)(B, 3 * H, dq, 3 * H, W, ldw, u_lo, u_hi, nxt, H);
         } else {

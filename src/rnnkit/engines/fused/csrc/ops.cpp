@@ -416,7 +416,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
 std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp,
                                            const optional<Tensor> &Wnp, const optional<Tensor> &bih_,
                                            const optional<Tensor> &bhh_, const optional<Tensor> &len_, const Tensor &h0_,
-                                           int64_t act, int64_t rec, bool reset_after, bool keep) {
+                                           int64_t act, int64_t rec, bool reset_after, bool keep, bool bf16) {
     check_input(x_);
     check_act(act, "activation");
     check_act(rec, "recurrent activation");
@@ -424,8 +424,20 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, 
     const int64_t T = x.size(0), B = x.size(1), F = x.size(2), H = h0_.size(-1), v = vl(x);
     check_shape(h0_, {B, H}, "h0");
     const Tensor h0 = input(h0_, x, "h0");
-    check_packed(Wxp, x, 3, v, H, F, "packed W_ih");
-    check_packed(Wp, x, reset_after ? 3 : 2, v, H, H, "packed W_hh");
+    Tensor xb, hb;
+    if (bf16) {
+        check_bf16_products();
+        TORCH_CHECK_VALUE(reset_after && x.scalar_type() == at::kFloat, "rnnkit kernels: bf16 products take float32 "
+                          "inputs and the reset-after GRU");
+        check_packed_bf16(Wxp, 3, v, H, F, "packed W_ih");
+        check_packed_bf16(Wp, 3, v, H, H, "packed W_hh");
+        xb = to_bf16_pairs(x);
+        hb = at::zeros({2, B, kpad(H)}, x.options().dtype(at::kBFloat16));
+        hb.select(0, 0).narrow(-1, 0, H).copy_(h0);
+    } else {
+        check_packed(Wxp, x, 3, v, H, F, "packed W_ih");
+        check_packed(Wp, x, reset_after ? 3 : 2, v, H, H, "packed W_hh");
+    }
     if (!reset_after) {
         TORCH_CHECK_VALUE(Wnp.has_value() && Wnp->defined(), "rnnkit kernels: the reset-before GRU needs W_hn packed");
         check_packed(*Wnp, x, 1, v, H, H, "packed W_hn");
@@ -438,7 +450,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, 
     const rk_gru_fwd_args a = {T, B, H, F, (int)act, (int)rec, (int)reset_after, ptr(x), ptr(Wxp), ptr(Wp),
                                reset_after ? nullptr : ptr(*Wnp), ptr(bih), ptr(bhh), lptr(len), ptr(h0),
                                (char *)mptr(Hs) + B * H * x.element_size(), mptr(G), mptr(HN), mptr(scratch),
-                               step_threads(B * 3 * H * (F + H))};
+                               step_threads(B * 3 * H * (F + H)), bf16 ? (int)bf16_mode() : 0, kpad(F), kpad(H),
+                               ptr(xb), mptr(hb)};
     if (T > 0 && B > 0) kernels(x).gru_fwd(&a), contended(kernels(x), a.nth, T);
     return {Hs, G, HN};
 }
@@ -446,7 +459,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, const Tensor &HN_, const Tensor &Hs_,
                                                            const Tensor &W_hh, const optional<Tensor> &len_,
                                                            const Tensor &gHs_, const optional<Tensor> &gG_, int64_t act,
-                                                           int64_t rec, bool reset_after, bool need_dh0) {
+                                                           int64_t rec, bool reset_after, bool need_dh0, bool bf16) {
     check_real(G_, "G");
     TORCH_CHECK_VALUE(G_.dim() == 3 && G_.size(2) % 3 == 0, "rnnkit kernels: expected gates of shape (T, B, 3H), got ",
                       G_.sizes());
@@ -464,10 +477,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, con
     Tensor dHH = reset_after ? at::empty({T, B, 3 * H}, G.options()) : none_like(G);
     Tensor db_ih = at::zeros({3 * H}, G.options()), db_hh = at::zeros({3 * H}, G.options());
     Tensor drh = at::empty({B, H}, G.options());
+    Tensor Wtp, dpb;
+    if (bf16) {
+        check_bf16_products();
+        TORCH_CHECK_VALUE(reset_after, "rnnkit kernels: bf16 products take the reset-after GRU");
+        Wtp = pack_bf16(W_hh.t().contiguous(), 1, 16);
+        dpb = at::zeros({2, B, kpad(3 * H)}, G.options().dtype(at::kBFloat16));  // padding stays zero
+    }
     const rk_gru_bwd_args a = {T, B, H, (int)act, (int)rec, (int)reset_after, (int)need_dh0, ptr(G), ptr(HN), ptr(Hs),
                                ptr(W), W.size(1), lptr(len), (const char *)ptr(gHs) + B * H * G.element_size(),
                                ptr(gG), mptr(dh), mptr(dh2), mptr(dPre), mptr(dHH), mptr(db_ih), mptr(db_hh), mptr(drh),
-                               step_threads(B * 3 * H * H)};
+                               step_threads(B * 3 * H * H), bf16 ? (int)bf16_mode() : 0, ptr(Wtp), mptr(dpb),
+                               bf16 ? kpad(3 * H) : 0};
     if (T > 0 && B > 0) kernels(G).gru_bwd(&a), contended(kernels(G), a.nth, T);
     dh.add_(gHs.select(0, 0));
     return {dPre, dHH, dh, db_ih, db_hh};
@@ -581,10 +602,10 @@ TORCH_LIBRARY(rnnkit_c, m) {
           "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
           &lstm_bwd);
     m.def("gru_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? Wnp, Tensor? b_ih, Tensor? b_hh, Tensor? lengths, "
-          "Tensor h0, int act, int rec_act, bool reset_after, bool keep) -> (Tensor, Tensor, Tensor)",
+          "Tensor h0, int act, int rec_act, bool reset_after, bool keep, bool bf16=False) -> (Tensor, Tensor, Tensor)",
           &gru_fwd);
     m.def("gru_bwd(Tensor G, Tensor HN, Tensor Hs, Tensor W_hh, Tensor? lengths, Tensor gHs, Tensor? gG, int act, "
-          "int rec_act, bool reset_after, bool need_dh0) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+          "int rec_act, bool reset_after, bool need_dh0, bool bf16=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
           &gru_bwd);
     m.def("elman_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? bias, Tensor? lengths, Tensor h0, int act) -> Tensor",
           &elman_fwd);

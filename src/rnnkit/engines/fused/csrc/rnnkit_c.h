@@ -96,6 +96,11 @@ typedef struct {
     const void *h0;
     void *Hs, *G, *HN, *scratch;
     int nth;
+    /* bf16 products (reset after only; 1: vdpbf16ps, 2: AMX), as the LSTM's: xb, hb, Fp, Hp */
+    int bf16;
+    long Fp, Hp;
+    const void *xb;
+    void *hb;
 } rk_gru_fwd_args;
 
 /* Backward: Hs is (T + 1, B, H) = h_0 … h_T. Out: dh = dL/dh_0; dPre (T, B, 3H) = dL/d(W_ih x + b_ih);
@@ -111,6 +116,11 @@ typedef struct {
     const void *gout, *gG;
     void *dh, *dh2, *dPre, *dHH, *db_ih, *db_hh, *drh;
     int nth;
+    /* bf16 products (reset after only), as the LSTM's: Wtp = W_hhᵀ packed, dpb (2, B, K3) a ring of dHH_t */
+    int bf16;
+    const void *Wtp;
+    void *dpb;
+    long K3;
 } rk_gru_bwd_args;
 
 /* Elman: h_t = act(W_ih x_t + W_hh h_{t-1} + bias). Hs: forward (T, B, H); backward (T + 1, B, H). */
