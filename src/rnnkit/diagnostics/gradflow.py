@@ -131,6 +131,52 @@ def gradient_norms(model: SequenceModel, x: torch.Tensor, y: torch.Tensor) -> np
     return np.linalg.norm(dh, axis=-1).mean(axis=1)
 
 
+def lm_gradient_norms(model: torch.nn.Module, ids: torch.Tensor, steps: int = 100, windows: int = 16) -> np.ndarray:
+    """‖∂L_T/∂s_t‖ of a trained language model on real text, for every layer at once.
+
+    ``windows`` windows of ``steps`` tokens, spread evenly over ``ids`` (N,), each start from the state the
+    model carries there (one plain pass over the text); ``L_T`` is the next-token loss after a window's last
+    token and ``s_t`` each layer's recurrent state (``h``; Jordan's ``y``) entering step t + 1. The state is
+    fed one step at a time with a zero tensor added to it, so that the gradient of that tensor is the total
+    derivative ∂L_T/∂s_t through every later step and layer. Returns a (num_layers, steps) array, mean over
+    windows, whose column d - 1 holds distance d = T − t.
+    """
+    import torch.nn.functional as F
+
+    ids = torch.as_tensor(ids).reshape(-1)
+    steps = min(steps, len(ids) - 1)
+    if steps < 1:
+        raise ValueError(f"measuring gradient flow needs at least 2 tokens, got {len(ids)}")
+    starts = np.unique(np.linspace(0, len(ids) - 1 - steps, max(1, windows)).round().astype(int)).tolist()
+    model.eval()
+    kept, state, pos = [], None, 0
+    with torch.no_grad():  # the carried state at each window start
+        for p in starts:
+            if p > pos:
+                _, state = model(ids[None, pos:p], state)
+                pos = p
+            kept.append(_as_tuple(model.init_state(1) if state is None else state))
+    state = tuple(torch.cat([s[i] for s in kept], dim=1) for i in range(len(kept[0])))  # (L, K, S) each
+    inputs = model._inputs(torch.stack([ids[p : p + steps] for p in starts]))  # (K, steps, F)
+    target = torch.stack([ids[p + steps] for p in starts])
+    probes = []
+    with torch.enable_grad():
+        for t in range(steps):
+            probe = torch.zeros_like(state[0], requires_grad=True)
+            probes.append(probe)
+            fed = (state[0] + probe, *state[1:])
+            out, new = model.rnn(inputs[:, t : t + 1], fed[0] if len(fed) == 1 else fed)
+            state = _as_tuple(new)
+        loss = F.cross_entropy(model.head(out[:, -1]), target, reduction="sum")  # Σ over windows: each its own L_T
+        grads = torch.autograd.grad(loss, probes)
+    norms = torch.stack([g.norm(dim=-1).mean(dim=1) for g in grads], dim=1)  # (L, steps), column t: s_t
+    return norms.flip(1).detach().cpu().double().numpy()
+
+
+def _as_tuple(state: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return (state,) if isinstance(state, torch.Tensor) else tuple(state)
+
+
 def train_briefly(model: SequenceModel, task: AddingTask, cfg: GradFlowConfig, clip_norm: float) -> str | None:
     """``cfg.train_steps`` steps of the one training loop; ``None``, or why training diverged."""
     from rnnkit.train import NonFiniteLossError, OptimConfig, TrainConfig, train
@@ -281,6 +327,7 @@ __all__ = [
     "format_table",
     "gradient_flow",
     "gradient_norms",
+    "lm_gradient_norms",
     "plot",
     "set_spectral_radius",
     "spectral_radius",
