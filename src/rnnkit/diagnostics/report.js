@@ -290,7 +290,7 @@
     svg.append(sv("line", { x1: ml, y1: mt + h, x2: ml + w, y2: mt + h, class: "axis" }));
     for (let k = 0; k <= 4; k++) {
       const v = lo + ((hi - lo) * k) / 4, y = mt + h - (h * k) / 4;
-      svg.append(sv("text", { x: ml - 4, y: y + 3, "text-anchor": "end" }, opts.log ? "1e" + v.toFixed(1) : v.toFixed(2)));
+      svg.append(sv("text", { x: ml - 4, y: y + 3, "text-anchor": "end" }, opts.log ? Math.pow(10, v).toExponential(1) : v.toFixed(2)));
       svg.append(sv("text", { x: X(xmin + ((xmax - xmin) * k) / 4), y: mt + h + 13, "text-anchor": "middle" }, Math.round(xmin + ((xmax - xmin) * k) / 4)));
     }
     svg.append(sv("text", { x: ml + w / 2, y: H - 4, "text-anchor": "middle" }, opts.xlabel));
