@@ -166,3 +166,14 @@ def test_a_failed_write_keeps_the_old_report(lm, tmp_path, monkeypatch):
         rep.save(path)
     monkeypatch.undo()
     assert path.read_text() == "old report" and [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "jordan"])
+def test_gradient_flow_from_the_recorded_states_equals_the_plain_pass(cell):
+    vocab = Vocab.from_text(TEXT)
+    model = LanguageModel(len(vocab), cell, 6, 2)
+    rep = inspect_model(model, vocab, TEXT, gradflow_steps=12)
+    from rnnkit.diagnostics.gradflow import lm_gradient_norms
+
+    ref = lm_gradient_norms(model, torch.tensor(vocab.encode(TEXT)), steps=12)  # its own pass over the text
+    np.testing.assert_allclose(np.array(rep.data["gradflow"]), ref, rtol=1e-4)

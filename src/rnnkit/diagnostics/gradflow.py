@@ -131,7 +131,9 @@ def gradient_norms(model: SequenceModel, x: torch.Tensor, y: torch.Tensor) -> np
     return np.linalg.norm(dh, axis=-1).mean(axis=1)
 
 
-def lm_gradient_norms(model: torch.nn.Module, ids: torch.Tensor, steps: int = 100, windows: int = 16) -> np.ndarray:
+def lm_gradient_norms(
+    model: torch.nn.Module, ids: torch.Tensor, steps: int = 100, windows: int = 16, carried: Any = None
+) -> np.ndarray:
     """‖∂L_T/∂s_t‖ of a trained language model on real text, for every layer at once.
 
     ``windows`` windows of ``steps`` tokens, spread evenly over ``ids`` (N,), each start from the state the
@@ -139,7 +141,8 @@ def lm_gradient_norms(model: torch.nn.Module, ids: torch.Tensor, steps: int = 10
     token and ``s_t`` each layer's recurrent state (``h``; Jordan's ``y``) entering step t + 1. The state is
     fed one step at a time with a zero tensor added to it, so that the gradient of that tensor is the total
     derivative ∂L_T/∂s_t through every later step and layer. Returns a (num_layers, steps) array, mean over
-    windows, whose column d - 1 holds distance d = T − t.
+    windows, whose column d - 1 holds distance d = T − t. ``carried(p)``, when given, is the model's state
+    after ``ids[:p]`` (a caller that has every state saves the plain pass).
     """
     import torch.nn.functional as F
 
@@ -152,7 +155,9 @@ def lm_gradient_norms(model: torch.nn.Module, ids: torch.Tensor, steps: int = 10
     kept, state, pos = [], None, 0
     with torch.no_grad():  # the carried state at each window start
         for p in starts:
-            if p > pos:
+            if carried is not None and p > 0:
+                state = carried(p)
+            elif p > pos:
                 _, state = model(ids[None, pos:p], state)
                 pos = p
             kept.append(_as_tuple(model.init_state(1) if state is None else state))

@@ -55,6 +55,8 @@ class Block:
     states: dict[str, np.ndarray]
     #: per gate, its value range where bounded (the saturation scatter is drawn for those)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: the names in ``states`` that make up the layer's recurrent state, in its order (LSTM: h, c)
+    carried: tuple[str, ...] = ("h",)
 
     @property
     def name(self) -> str:
@@ -144,4 +146,5 @@ def _block(cell: RecurrentCell, index: int, direction: int, out: Tensor, gates: 
     if isinstance(cell, JordanCell):
         states["h"] = g["h"]
     ranges = {n: r for n in g if (r := gate_range(cell, n)) is not None}
-    return Block(index, direction, g, states, ranges)
+    carried = ("h", "c") if "c" in g else ("y",) if isinstance(cell, JordanCell) else ("h",)
+    return Block(index, direction, g, states, ranges, carried)

@@ -154,7 +154,12 @@ def inspect_model(model: Any, vocab: Any, text: str | Reading, *, max_tokens: in
 
     start = time.perf_counter()
     r = text if isinstance(text, Reading) else read_text(model, vocab, text, max_tokens=max_tokens, chunk=chunk)
-    flow = lm_gradient_norms(model, r.ids, steps=gradflow_steps) if gradflow_steps else None
+
+    def carried(p: int) -> tuple[Tensor, ...]:  # the stack's state after p tokens, from what was recorded
+        at = [[torch.from_numpy(b.states[n][p - 1]) for b in r.blocks] for n in r.blocks[0].carried]
+        return tuple(torch.stack(layers)[:, None].to(model.head.weight) for layers in at)  # (L, 1, size) each
+
+    flow = lm_gradient_norms(model, r.ids, steps=gradflow_steps, carried=carried) if gradflow_steps else None
     meta = dict(meta or {})
     if r.total > len(r.tokens):
         meta["text"] = f"{meta['text']}; " if "text" in meta else ""
@@ -172,7 +177,8 @@ def inspect_layer(layer: Any, x: Tensor, tokens: list[str] | None = None, *, top
     tokens = [str(t) for t in range(T)] if tokens is None else list(tokens)
     if len(tokens) != T:
         raise ValueError(f"got {len(tokens)} tokens for a sequence of {T} steps: give one label per step")
-    seps = [" " if i and len(t) > 1 else "" for i, t in enumerate(tokens)]
+    spaced = any(len(t) != 1 for t in tokens)  # labels longer than a character are shown apart
+    seps = ["" if i == 0 or not spaced else " " for i in range(T)]
     return _build(blocks, tokens, seps, [], None, None, top_k, title or layer.describe_cell(), meta or {}, start)
 
 
