@@ -177,3 +177,19 @@ def test_gradient_flow_from_the_recorded_states_equals_the_plain_pass(cell):
 
     ref = lm_gradient_norms(model, torch.tensor(vocab.encode(TEXT)), steps=12)  # its own pass over the text
     np.testing.assert_allclose(np.array(rep.data["gradflow"]), ref, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "cell, gates, kinds, scatters",
+    [("lstm", "ifgoc", ["c", "h"], "ifgo"), ("peephole", "ifgoc", ["c", "h"], "ifgo"), ("gru", "rzn", ["h"], "rzn"),
+     ("rnn", "h", ["h"], "h"), ("jordan", "hy", ["y", "h"], "h")],
+)  # fmt: skip
+def test_every_cell(cell, gates, kinds, scatters):
+    """Gate names come from the cell; a scatter for each bounded gate; the states each cell has."""
+    vocab = Vocab.from_text(TEXT)
+    d = inspect_model(LanguageModel(len(vocab), cell, 6, 2), vocab, TEXT[:80], gradflow_steps=8).data
+    for block in d["blocks"]:
+        assert [g["name"] for g in block["gates"]] == list(gates)
+        assert [g["name"] for g in block["gates"] if g["left"] is not None] == list(scatters)
+        assert [s["kind"] for s in block["states"]] == kinds and all("levels" in s for s in block["states"])
+    assert len(d["gradflow"]) == 2 and np.all(np.array(d["gradflow"]) > 0)

@@ -220,9 +220,9 @@
   app.append(el("p", { class: "note" }, "Saturation (Karpathy, Johnson & Fei-Fei 2015): one dot per unit, the fraction of steps " +
     "its gate spends in the lowest tenth of its range (x) against the highest tenth (y). Click a dot to colour the text by that unit."));
   const dots = [];
-  function gateUnitKind(b, units) {
-    const ok = colourable(b).filter((s) => s.units === units);
-    return ok.length ? ok[0].kind : null;
+  function gateUnitKind(b, g) { // the state a gate's dot stands for: the one of that name (Jordan h), else the first
+    const ok = colourable(b).filter((s) => s.units === g.left.length);
+    return (ok.find((s) => s.kind === g.name) || ok[0] || { kind: null }).kind;
   }
   function scatter(b, g) {
     const W = 210, H = 210, m = 34, w = W - m - 8, h = H - m - 18;
@@ -237,7 +237,7 @@
       svg.append(sv("text", { x: m + v * w, y: 18 + h + 11, "text-anchor": "middle" }, lab));
       svg.append(sv("text", { x: m - 4, y: 18 + h - v * h + 3, "text-anchor": "end" }, lab));
     }
-    const kind = gateUnitKind(b, g.left.length);
+    const kind = gateUnitKind(b, g);
     g.left.forEach((x, u) => {
       const c = sv("circle", { cx: m + x * w, cy: 18 + h - g.right[u] * h, r: 2.6 });
       c.append(sv("title", {}, `unit ${u}: ${fmt(x * 100, 1)}% low, ${fmt(g.right[u] * 100, 1)}% high`));
