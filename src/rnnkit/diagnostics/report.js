@@ -288,9 +288,15 @@
     const Y = (v) => mt + h - (((opts.log ? Math.log10(v) : v) - lo) / (hi - lo)) * h;
     svg.append(sv("line", { x1: ml, y1: mt, x2: ml, y2: mt + h, class: "axis" }));
     svg.append(sv("line", { x1: ml, y1: mt + h, x2: ml + w, y2: mt + h, class: "axis" }));
+    // y ticks: whole powers of ten on a log scale spanning two or more, else five even steps
+    const decades = [];
+    if (opts.log) for (let e = Math.ceil(lo); e <= Math.floor(hi); e++) decades.push(e);
+    const yticks = decades.length >= 2 ? decades : [0, 1, 2, 3, 4].map((k) => lo + ((hi - lo) * k) / 4);
+    for (const v of yticks) {
+      const label = opts.log ? (decades.length >= 2 ? "1e" + v : Math.pow(10, v).toExponential(1)) : v.toFixed(2);
+      svg.append(sv("text", { x: ml - 4, y: mt + h - ((v - lo) / (hi - lo)) * h + 3, "text-anchor": "end" }, label));
+    }
     for (let k = 0; k <= 4; k++) {
-      const v = lo + ((hi - lo) * k) / 4, y = mt + h - (h * k) / 4;
-      svg.append(sv("text", { x: ml - 4, y: y + 3, "text-anchor": "end" }, opts.log ? Math.pow(10, v).toExponential(1) : v.toFixed(2)));
       svg.append(sv("text", { x: X(xmin + ((xmax - xmin) * k) / 4), y: mt + h + 13, "text-anchor": "middle" }, Math.round(xmin + ((xmax - xmin) * k) / 4)));
     }
     svg.append(sv("text", { x: ml + w / 2, y: H - 4, "text-anchor": "middle" }, opts.xlabel));
