@@ -107,14 +107,17 @@ def test_lstmvis_files_read_back(ckpt, tmp_path, capsys):
     model, vocab, _ = load_language_model(ckpt)
     assert [words[i] for i in range(len(vocab))] == [dict_token(t) for t in vocab.idx_to_token]
     reading = read_text(model, vocab, text)
-    with h5py.File(folder / "train.h5", "r") as f:
-        ids = f["word_ids"][()]
+    sequence = config["word_sequence"]
+    with h5py.File(folder / config["files"][sequence["file"]], "r") as f:
+        ids = f[sequence["path"]][()]
     assert "".join(words[i] for i in ids) == "".join(dict_token(t) if t in vocab else "<unk>" for t in text)
     assert ids[-2:].tolist() == [0, 0]  # the tab and the Z: <unk>
-    with h5py.File(folder / "states.h5", "r") as f:
+    # every state matrix, found the way LSTMVis finds it: type entry -> file reference -> HDF5 path
+    paths = iter(types)
+    with h5py.File(folder / config["files"][config["states"]["file"]], "r") as f:
         for block in reading.blocks:
-            for kind, values in block.states.items():
-                stored = f[f"{kind}{block.layer + 1}"][()]
+            for values in block.states.values():
+                stored = f[next(paths)["path"]][()]
                 assert stored.shape == (len(text), 16) and stored.dtype == np.float32
                 np.testing.assert_allclose(stored, values, rtol=0, atol=1e-6)
     # a second export replaces the first; a folder holding anything else is refused and left alone
