@@ -16,6 +16,7 @@ def test_features_golden():
     assert row("inside quotes") == "00000000111111111111100000"  # the apostrophe of it's does not close it
     assert row("bracket depth") == "00000000000000110000000000"
     assert row("indentation") == "00000000000000000000000455"  # a tab counts 4, the space one more
+    np.testing.assert_array_equal(f["position in text"], np.arange(len(text)))
 
 
 def test_features_at_word_level_use_the_separators():

@@ -214,8 +214,10 @@ def _build(blocks: list[Block], tokens: list[str], seps: list[str], oov: list[in
         out_blocks.append({"name": block.name, "states": states, "gates": gates})
     ranked = {f: [[b, k, u, round(rv, 3)] for _, rv, b, k, u in sorted(v, key=lambda e: -e[0])[:RANKED]]
               for f, v in ranking.items()}  # fmt: skip
-    # the report opens on the unit that tracks a feature best (or the busiest unit of the first block)
-    first = max((r[0] for r in ranked.values() if r), key=lambda e: abs(e[3]), default=None)
+    # the report opens on the unit that tracks a feature of the text best (drift over the whole text does not
+    # count), or else on the busiest unit of the first block
+    tracked = (r[0] for f, r in ranked.items() if r and f != "position in text")
+    first = max(tracked, key=lambda e: abs(e[3]), default=None)
     if first is None:
         kind, values = next(iter(blocks[0].states.items()))
         first = [0, kind, int(values.std(axis=0).argmax())]

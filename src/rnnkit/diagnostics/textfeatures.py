@@ -18,6 +18,8 @@ FEATURES = {
     "inside quotes": "1 inside a quotation (\" … \", “ … ”, or ' … ' told from apostrophes by the letters around them)",
     "bracket depth": "how many ( [ { are open",
     "indentation": "leading spaces of the current line (a tab counts 4)",
+    "position in text": "the token's index: units that drift over the whole text rank here, and such a unit can "
+    "also match any feature spread unevenly over the text (check a unit's r here before trusting another)",
 }
 
 _OPEN, _CLOSE = "([{", ")]}"
@@ -29,7 +31,7 @@ def text_features(tokens: Sequence[str], seps: Sequence[str] | None = None) -> d
     pieces = [(seps[t] if seps else "") + tok for t, tok in enumerate(tokens)]
     text = "".join(pieces)
     ends = np.cumsum([len(p) for p in pieces]) - 1  # index of each token's last character
-    per_char = {name: np.zeros(len(text)) for name in FEATURES}
+    per_char = {name: np.zeros(len(text)) for name in FEATURES if name != "position in text"}
     column = indent = depth = 0
     quoted = single = False
     at_line_start = True
@@ -61,7 +63,9 @@ def text_features(tokens: Sequence[str], seps: Sequence[str] | None = None) -> d
         per_char["inside quotes"][i] = quoted or single
         per_char["bracket depth"][i] = depth
         per_char["indentation"][i] = indent
-    return {name: v[ends] if len(text) else np.zeros(0) for name, v in per_char.items()}
+    out = {name: v[ends] if len(text) else np.zeros(0) for name, v in per_char.items()}
+    out["position in text"] = np.arange(len(tokens), dtype=np.float64)
+    return out
 
 
 def correlations(states: np.ndarray, feature: np.ndarray) -> np.ndarray | None:
