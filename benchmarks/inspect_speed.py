@@ -5,7 +5,7 @@ For each cell, in one process and interleaved over rounds (median of ``--rounds`
 (``inspect_model`` + the HTML page: reading the text, every gate and state, loss, features, contexts, the
 gradient flow), its parts, the HTML size, and two peers — a plain forward pass over the same text (what any
 use of the model costs) and one direct ``layer(x, return_gates=True)`` call over it (what the report would pay
-without the chunked reading of :mod:`rnnkit.diagnostics.record`; timed once, it is the slow one).
+without the chunked reading of :mod:`rnnkit.diagnostics.record`).
 
 Run from the repository root: ``RNNKIT_DATA_DIR=... PYTHONPATH=src python benchmarks/inspect_speed.py``.
 """
@@ -55,20 +55,21 @@ def main() -> None:
             t, page = timed(lambda m=m: inspect_model(m, vocab, text).html())
             row.setdefault("whole report + HTML", []).append(t)
             sizes[c] = len(page.encode("utf-8")) / 1e6
-    direct = {}
-    for c, m in models.items():
-        with torch.no_grad():
-            direct[c] = timed(lambda m=m: m.rnn(m._inputs(ids[None]), return_gates=True))[0]
+            with torch.no_grad():
+                x = m._inputs(ids[None])
+                t = timed(lambda m=m, x=x: m.rnn(x, return_gates=True))[0]
+            row.setdefault("direct return_gates call", []).append(t)
     where = (
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(f"{where}, {time.strftime('%Y-%m-%d')}; {args.chars:,} characters, 2 x 256 units, median of {args.rounds}")
     keys = list(next(iter(times.values())))
-    print("| cell | " + " | ".join(keys) + " | direct return_gates call | HTML MB |")
-    print("|" + " --- |" * (len(keys) + 3))
+    print("seconds, median (fastest) of the rounds; the machine is shared, so the fastest is the least disturbed")
+    print("| cell | " + " | ".join(keys) + " | HTML MB |")
+    print("|" + " --- |" * (len(keys) + 2))
     for c in cells:
-        cols = " | ".join(f"{statistics.median(times[c][k]):.2f} s" for k in keys)
-        print(f"| {c} | {cols} | {direct[c]:.2f} s | {sizes[c]:.2f} |")
+        cols = " | ".join(f"{statistics.median(times[c][k]):.2f} ({min(times[c][k]):.2f})" for k in keys)
+        print(f"| {c} | {cols} | {sizes[c]:.2f} |")
 
 
 if __name__ == "__main__":

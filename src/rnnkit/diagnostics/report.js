@@ -305,7 +305,7 @@
     series.forEach((s, i) => {
       const pts = s.points.filter((p) => p[1] !== null && (!opts.log || p[1] > 0)).map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`);
       svg.append(sv("polyline", { points: pts.join(" "), fill: "none", stroke: colours[i % 6], "stroke-width": 1.4 }));
-      if (series.length > 1) svg.append(sv("text", { x: ml + w - 4, y: mt + 12 + 12 * i, "text-anchor": "end", fill: colours[i % 6] }, s.name));
+      if (series.length > 1) svg.append(sv("text", { x: ml + w - 4, y: mt + 12 + 12 * i, "text-anchor": "end", style: `fill: ${colours[i % 6]}` }, s.name));
     });
     svg._x = (clientX) => xmin + ((clientX - svg.getBoundingClientRect().left - ml) / w) * (xmax - xmin);
     return svg;
