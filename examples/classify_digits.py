@@ -1,4 +1,4 @@
-"""Many→one classification: an 8×8 digit read row by row (8 glimpses of 8 pixels, seed 000's example) by a
+"""Many→one classification: an 8×8 digit read row by row (8 glimpses of 8 pixels: a many-to-one example) by a
 GRU whose final state is classified. 300 training steps (seconds); asserts held-out accuracy far above the
 majority-class baseline (10 %). Run: ``python examples/classify_digits.py``.
 """

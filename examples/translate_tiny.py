@@ -1,6 +1,6 @@
 """English→French in CPU seconds: a tiny attention encoder–decoder on the shortest Tatoeba pairs.
 
-    RNNKIT_DATA_DIR=../shared/data PYTHONPATH=src python examples/translate_tiny.py
+    RNNKIT_DATA_DIR=path/to/corpora PYTHONPATH=src python examples/translate_tiny.py   # or let it download
 
 Data: English-French pairs from the Tatoeba Project (CC BY 2.0 FR), www.manythings.org/anki and
 tatoeba.org, as in d2l's fra-eng.zip (found through RNNKIT_DATA_DIR, the cache, or downloaded).

@@ -196,7 +196,9 @@ def test_cell_input_errors_name_what_was_expected():
         cell(torch.randn(2, 3), (torch.zeros(2, 4), torch.zeros(2, 3)))
     with pytest.raises(ValueError, match=r"proj_size \(4\) must be smaller than hidden_size \(4\)"):
         LSTMCell(3, 4, proj_size=4)
-    with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
-        RNNCell(3, 0)
+    with pytest.raises(ValueError, match="hidden_size must be at least 0, got -1"):
+        RNNCell(3, -1)
+    with pytest.raises(TypeError, match="hidden_size must be an int, got float 4.0"):
+        RNNCell(3, 4.0)
     with pytest.raises(ValueError, match="unknown nonlinearity 'gelu'"):
         RNNCell(3, 4, nonlinearity="gelu")

@@ -137,7 +137,7 @@ def test_help_lists_every_field_and_required_flags():
     assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_resume_via_cli_continues_and_refuses_changes(run, corpus, capsys):
+def test_resume_via_cli_continues_and_refuses_changes(run, corpus, capsys, caplog):
     before = (run / "metrics.jsonl").read_bytes()
     args = ["--data", str(corpus), "--out", str(run), *TINY]
     assert train_cmd.main(args) == 1  # exists, no --resume
@@ -146,8 +146,11 @@ def test_resume_via_cli_continues_and_refuses_changes(run, corpus, capsys):
     assert train_cmd.main([*args, "--model.hidden_size", "24", "--resume"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.hidden_size" in err and "16 -> 24" in err
-    assert train_cmd.main([*args, "--steps", "90", "--resume"]) == 0
+    with caplog.at_level("WARNING"):
+        assert train_cmd.main([*args, "--steps", "90", "--resume"]) == 0
     assert json.loads((run / "last" / "state.json").read_text())["step"] == 90
+    # the recommended preset's tuples (optim.betas, lm.split) read back as lists: only the real change shows
+    assert "resuming with changed settings: steps: 80 -> 90" in caplog.text and "betas" not in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -211,3 +214,36 @@ def test_python_api_matches_cli(corpus, tmp_path):
                                     "sample": {"num_tokens": 0}})  # fmt: skip
     summary = train_language_model(cfg)
     assert summary["steps"] == 6 and summary["split"] == "test" and summary["ppl"] > 1
+
+
+def test_generate_checks_the_prefix_before_echoing_it(run, capsys):
+    assert generate_cmd.main(["--checkpoint", str(run), "--prefix", "the ZEBRA"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("rnnkit generate: error: the prefix holds 5 token")
+
+
+def test_generate_seeds_differ_by_default_and_repeat_when_given(run, capsys, caplog):
+    """Without --seed every call draws (and logs) a fresh seed, so different prompts do not share one random
+    stream; giving that seed back repeats the sample exactly."""
+    args = ["--checkpoint", str(run), "--prefix", "the ", "--num-tokens", "40", "--temperature", "1.5"]
+    samples, seeds = set(), []
+    for _ in range(3):
+        with caplog.at_level("INFO"):
+            assert generate_cmd.main(args) == 0
+        samples.add(capsys.readouterr().out)
+        seeds.append(int(caplog.text.rsplit("sampling seed ", 1)[1].split()[0]))
+    assert len(samples) == 3 and len(set(seeds)) == 3
+    assert generate_cmd.main([*args, "--seed", str(seeds[-1])]) == 0
+    assert capsys.readouterr().out in samples
+
+
+def test_every_named_corpus_is_offered_alike():
+    """--help and the unknown-corpus error name the same corpora: the embedded one and every named download."""
+    from rnnkit.config import field_docs
+    from rnnkit.data.corpora import CORPORA, resolve_corpus_path
+
+    help_text = field_docs(LMTrainConfig)["data"]
+    with pytest.raises(ValueError) as e:
+        resolve_corpus_path("no-such-corpus")
+    for name in ["stdlib", *CORPORA]:
+        assert name in help_text and name in str(e.value)

@@ -1,4 +1,4 @@
-"""Seed 001's worked example reproduced to the lecture's numbers, and the demo and example scripts run."""
+"""Hung-yi Lee's worked LSTM example reproduced to the lecture's numbers, and the demo and example scripts run."""
 
 import os
 import subprocess
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from rnnkit.demo import SEED001_MEMORY, SEED001_OUTPUT, seed001_table, train_demo
+from rnnkit.demo import LEE_MEMORY, LEE_OUTPUT, lee_table, train_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_seed001_memory_and_output():
-    rows = seed001_table()
-    assert [r["c"] for r in rows] == pytest.approx(SEED001_MEMORY, abs=1e-3)
-    assert [r["y"] for r in rows] == pytest.approx(SEED001_OUTPUT, abs=1e-3)
+def test_lee_memory_and_output():
+    rows = lee_table()
+    assert [r["c"] for r in rows] == pytest.approx(LEE_MEMORY, abs=1e-3)
+    assert [r["y"] for r in rows] == pytest.approx(LEE_OUTPUT, abs=1e-3)
     # the gates really are switches: write on steps 1-2, read on step 4, erase on step 5
     assert [round(r["i"]) for r in rows] == [1, 1, 0, 0, 0]
     assert [round(r["f"]) for r in rows] == [1, 1, 1, 1, 0]

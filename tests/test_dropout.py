@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from rnnkit.dropout import Dropout, dropout
-from rnnkit.engines import _fused_c
+from rnnkit.engines.fused import build
 
-needs_c = pytest.mark.skipif(_fused_c.get() is None, reason="no C compiler: torch's dropout is used")
+needs_c = pytest.mark.skipif(not build.available(), reason="no C compiler: torch's dropout is used")
 
 
 @needs_c

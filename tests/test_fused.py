@@ -212,57 +212,17 @@ def test_auto_picks_fused_where_torch_has_no_kernel() -> None:
     assert select_engine(rnnkit.LSTM(IN, HID), x, True).name == "fused"  # gates: torch cannot report them
     assert select_engine(rnnkit.LSTM(IN, HID), x, False).name == "torch"  # 3 steps: per-call cost dominates
     assert select_engine(rnnkit.RNN(IN, HID, activation="sigmoid"), x, False).name == "fused"
+    assert select_engine(rnnkit.LSTM(IN, HID, recurrent_activation="hard_sigmoid"), x, False).name == "fused"
     assert select_engine(rnnkit.GRU(IN, HID), x, False).name == "torch"  # 3 steps: per-call cost dominates
 
 
 def test_auto_takes_fused_for_long_sequences_on_cpu() -> None:
-    """Where the C sequence kernels run the call, auto takes them over torch's (measured faster)."""
-    from rnnkit.engines import _fused_c
-    from rnnkit.engines.fused import AUTO_MIN_STEPS
+    """Where the native kernels run the call, auto takes them over torch's for 16+ steps (measured faster)."""
+    from rnnkit.engines.fused import build
+    from rnnkit.engines.fused.engine import AUTO_MIN_STEPS
 
     x = torch.randn(AUTO_MIN_STEPS, 2, IN)
-    expected = "fused" if _fused_c.usable(x) else "torch"
+    expected = "fused" if build.available() else "torch"
     for model in (rnnkit.GRU(IN, HID), rnnkit.LSTM(IN, HID), rnnkit.RNN(IN, HID, nonlinearity="relu")):
         assert select_engine(model, x, False).name == expected
-    assert select_engine(rnnkit.LSTM(IN, HID, proj_size=2), x, False).name == "torch"  # projection: not in C
-
-
-@pytest.mark.parametrize("kind", ["gru", "lstm", "lstm_proj", "peephole"])
-@pytest.mark.parametrize("lengths", [False, True])
-@pytest.mark.parametrize("dtype", [F64, torch.float32])
-def test_c_and_torch_op_paths_agree(kind: str, lengths: bool, dtype: torch.dtype, monkeypatch) -> None:
-    """The optional C kernels (sequence and per-step) and the torch-op fallback give the same numbers (and the
-    reference's)."""
-    from rnnkit.engines import _fused_c
-
-    torch.manual_seed(7)
-    model = make(kind, dtype=dtype, num_layers=2, bidirectional=True)
-    x = torch.randn(5, 3, IN, dtype=dtype)
-    hx = tuple(torch.randn(4, 3, s, dtype=dtype) for s in model.cells[0].state_sizes)
-    lens = torch.tensor([5, 1, 3]) if lengths else None
-    tol = {"rtol": 0, "atol": 1e-10} if dtype == F64 else {"rtol": 1e-4, "atol": 1e-5}
-    expected = run_and_grad(model, "reference", x, hx, lens, False)
-    with_c = run_and_grad(model, "fused", x, hx, lens, False)
-    monkeypatch.setenv("RNNKIT_NO_CEXT", "1")
-    assert _fused_c.get() is None
-    without_c = run_and_grad(model, "fused", x, hx, lens, False)
-    for e, a, b in zip(expected, with_c, without_c):
-        torch.testing.assert_close(a, e, **tol)
-        torch.testing.assert_close(b, e, **tol)
-
-
-def test_c_kernels_build_where_a_compiler_exists(tmp_path, monkeypatch) -> None:
-    import shutil
-
-    from rnnkit.engines import _fused_c
-
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler: the engine uses torch ops (covered above)")
-    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(_fused_c, "_TRIED", False)
-    monkeypatch.setattr(_fused_c, "_LIB", None)
-    lib = _fused_c.get()
-    if lib is None:  # e.g. a compiler without OpenMP; the fallback is tested above
-        pytest.skip("C kernels could not be built or loaded here")
-    assert list(tmp_path.glob("fused_*.so"))
-    assert _fused_c.usable(torch.zeros(1)) and not _fused_c.usable(torch.zeros(1, dtype=torch.float16))
+    assert select_engine(rnnkit.LSTM(IN, HID, proj_size=2), x, False).name == expected  # projection: in C too

@@ -85,7 +85,7 @@ def test_norms_match_autograd_on_the_carried_states(cell: str) -> None:
 
 @pytest.mark.parametrize("radius", [0.5, 0.9, 2.0])
 def test_elman_norms_obey_the_product_bound(radius: float) -> None:
-    """Seed 000: ∂L/∂h_t = ∂L/∂h_T ∏ diag(tanh') W, and tanh' ≤ 1, so ‖∂L/∂h_{T-d}‖ ≤ ‖∂L/∂h_T‖ ‖W‖₂^d per sequence."""
+    """∂L/∂h_t = ∂L/∂h_T ∏ diag(tanh') W, and tanh' ≤ 1, so ‖∂L/∂h_{T-d}‖ ≤ ‖∂L/∂h_T‖ ‖W‖₂^d per sequence."""
     model, norms = measured("rnn", radius)
     sigma = torch.linalg.matrix_norm(model.rnn.weight_hh_l0.detach().double(), ord=2).item()
     d = np.arange(len(norms))
@@ -96,7 +96,7 @@ def test_vanishing_exploding_and_the_lstm_memory_path() -> None:
     _, small = measured("rnn", 0.5)
     _, large = measured("rnn", 2.0, H=16)
     assert small[-21] < 1e-4 * small[-1]  # ρ < 1: 20 steps back the gradient has all but vanished
-    assert large[-21] > large[-1]  # ρ = 2: it grows (seed 000: w > 1 grows the product) …
+    assert large[-21] > large[-1]  # ρ = 2: it grows (w > 1 grows the product) …
     _, saturated = measured("rnn", 3.0, H=8)
     assert saturated[-21] < 1e-4 * saturated[-1]  # … unless tanh saturates: tanh' ≈ 0 kills the product again
     # an LSTM whose forget gates are open (f ≈ 0.99) carries the gradient along c_t = f ⊙ c_{t-1} + …
@@ -156,7 +156,7 @@ def _has_train() -> bool:
 
 
 def test_clipping_rescues_sgd_from_exploding_gradients() -> None:
-    """Plain SGD from ρ = 2: without clipping the Elman net blows up, with clipping it trains (seed 004's remedy)."""
+    """Plain SGD from ρ = 2: without clipping the Elman net blows up, with clipping it trains (d2l's remedy)."""
     pytest.importorskip("rnnkit.train")
     cfg = GradFlowConfig(cells=("rnn",), hidden_size=16, seq_len=30, batch_size=16, radii=(), train_steps=40,
                          optimizer="sgd", lr=0.1, train_radius=2.0)  # fmt: skip

@@ -244,7 +244,7 @@ def test_layer_errors_name_expected_and_got():
         lstm(torch.randn(3, 2, 28, device="meta"))
     with pytest.raises(ValueError, match=r"expected h_0 of shape \(1, 2, 8\)"):
         lstm(torch.randn(3, 2, 28), (torch.zeros(2, 2, 8), torch.zeros(1, 2, 8)))
-    with pytest.raises(ValueError, match=r"expected the initial state as a tuple \(h_0, c_0\)"):
+    with pytest.raises(TypeError, match=r"expected the initial state as a tuple \(h_0, c_0\), got one Tensor"):
         lstm(torch.randn(3, 2, 28), torch.zeros(1, 2, 8))
     with pytest.raises(ValueError, match=r"every length must be in \[1, T=3\], got min 1 max 4"):
         lstm(torch.randn(3, 2, 28), lengths=[4, 1])

@@ -76,10 +76,12 @@ def test_refuses_what_it_cannot_step() -> None:
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm", "peephole", "jordan"])
 def test_float32_steps_match_the_layer(kind: str) -> None:
-    """The float32 C path (one sequence-kernel call per layer) against the layer on the whole sequence."""
+    """The float32 native path (one sequence-kernel call per layer) against the layer on the whole sequence."""
+    from rnnkit.engines.fused import build as native
+
     torch.manual_seed(0)
     layer = build(kind).float()
-    assert layer.stepper().seq  # these cells take the one-call path
+    assert layer.stepper().native == native.available()
     x = torch.randn(5, 3, 3)
     with torch.no_grad():
         expected, _ = layer(x)

@@ -87,10 +87,62 @@ def test_existing_run_is_not_overwritten(tmp_path):
     with pytest.raises(ValueError, match="already holds a run"):
         train(model(), ToyTask(), cfg, out_dir=tmp_path)
     assert (tmp_path / "metrics.jsonl").read_bytes() == before
-    with pytest.raises(ValueError, match="nothing to resume"):
-        train(model(), ToyTask(), cfg, out_dir=tmp_path / "new", resume=True)
     train(model(), ToyTask(), cfg, out_dir=tmp_path, overwrite=True)
     assert len(rows(tmp_path)) == 2
+
+
+def test_resume_with_no_checkpoint_yet_starts_the_run(tmp_path, caplog):
+    """A run killed before its first checkpoint: --resume starts it (and says so); without it, one line says how."""
+    cfg = TrainConfig(steps=4, eval_every=2, log_every=1, plot=False)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 1.0}\n{"step": 2, "spl')
+    (tmp_path / ".tmp-last-x8y").mkdir()  # a checkpoint write cut short
+    with pytest.raises(ValueError, match=r"holds a run that stopped before its first checkpoint .*--resume"):
+        train(model(), ToyTask(), cfg, out_dir=tmp_path)
+    with caplog.at_level("INFO"):
+        result = train(model(), ToyTask(), cfg, out_dir=tmp_path, resume=True)
+    assert "no checkpoint in" in caplog.text and "starting the run from step 0" in caplog.text
+    assert result.step == 4 and result.new_steps == 4 and [r["step"] for r in rows(tmp_path)] == [1, 2, 3, 4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "last", "metrics.csv", "metrics.jsonl"]
+    fresh = train(model(), ToyTask(), cfg, out_dir=tmp_path / "new", resume=True)  # nothing there at all: starts
+    assert fresh.step == 4
+
+
+def test_resume_of_a_finished_run_says_so_at_once(tmp_path, caplog):
+    cfg = TrainConfig(steps=4, eval_every=2, log_every=1, plot=False)
+    train(model(), ToyTask(), cfg, out_dir=tmp_path)
+    task = ToyTask()
+    with caplog.at_level("INFO"):
+        result = train(model(), task, cfg, out_dir=tmp_path, resume=True)
+    assert result.new_steps == 0 and result.step == 4 and task.calls == 0
+    assert "is finished: its budget (4 steps) is spent at step 4" in caplog.text
+    assert "resume with a larger --steps (now 4)" in caplog.text
+    assert train(model(), ToyTask(), TrainConfig(**{**cfg.__dict__, "steps": 6}), out_dir=tmp_path,
+                 resume=True).new_steps == 2  # fmt: skip
+
+
+def test_resume_reports_only_real_changes(tmp_path, caplog):
+    """Lists read back from JSON equal the tuples they were saved from: no false 'changed settings'."""
+    cfg = TrainConfig(steps=4, eval_every=2, log_every=2, plot=False, optim=OptimConfig(betas=(0.9, 0.99)), stop_at=2)
+    train(model(), ToyTask(), cfg, out_dir=tmp_path)
+    with caplog.at_level("WARNING"):
+        train(model(), ToyTask(), TrainConfig(**{**cfg.__dict__, "stop_at": 3}), out_dir=tmp_path, resume=True)
+    assert caplog.text.count("changed settings") == 1 and "stop_at: 2 -> 3" in caplog.text
+    assert "betas" not in caplog.text
+
+
+def test_progress_header_and_a_line_every_few_seconds(tmp_path, caplog, monkeypatch):
+    import rnnkit.progress
+
+    monkeypatch.setattr(rnnkit.progress, "HEARTBEAT_S", 0.0)  # a line after every step that prints none
+    cfg = TrainConfig(steps=6, max_time=30, eval_every=3, log_every=100, plot=True)
+    with caplog.at_level("INFO"):
+        train(model(), ToyTask(), cfg, out_dir=tmp_path)
+    lines = caplog.text.splitlines()
+    header = next(line for line in lines if "training for" in line)
+    assert "training for up to 30 s (evaluation excluded) or 6 steps" in header
+    assert "last/ and best/ checkpoints, metrics.jsonl, metrics.csv, curves.png" in header and str(tmp_path) in header
+    beats = [line for line in lines if " of 30s | train loss" in line]
+    assert len(beats) == 4 and all("units/s" in line for line in beats)  # steps 1, 2, 4, 5 (3 and 6 evaluate)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

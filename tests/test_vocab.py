@@ -108,3 +108,16 @@ def test_d2l_time_machine_char_vocab_has_28_tokens():
     assert len(normalised) == 173_428  # d2l prints (173428, 28) for len(corpus), len(vocab)
     # word level with d2l's normalisation: d2l reports 4580 entries including <unk>
     assert len(Vocab.from_text(text, "word", "d2l")) == 4580
+
+
+@pytest.mark.parametrize("text", ["abracadabra", "héllo wörld ✓ 𝄞 emoji 😀 and\ttabs\n", "x", "aAbB" * 50])
+@pytest.mark.parametrize("min_freq", [0, 2])
+def test_char_codes_path_equals_the_list_path(text, min_freq):
+    """The NumPy path for large character corpora builds the same vocabulary and ids as list(text)."""
+    from rnnkit.data.vocab import char_codes
+
+    slow = Vocab(list(text), min_freq, level="char")
+    fast = Vocab.from_char_codes(char_codes(text), min_freq)
+    assert fast == slow
+    assert fast.encode_char_codes(char_codes(text)).tolist() == slow.encode(list(text))
+    assert slow.encode_char_codes(char_codes("zzz" + text)).tolist() == slow.encode(list("zzz" + text))

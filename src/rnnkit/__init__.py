@@ -7,7 +7,9 @@ direction (:mod:`rnnkit.layer`); :mod:`rnnkit.rnn` offers drop-in replacements f
 
 from rnnkit.activations import ACTIVATIONS, get_activation
 from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RecurrentCell, RNNCell
+from rnnkit.compat import to_torch
 from rnnkit.engines import ENGINES, register_engine
+from rnnkit.errors import DeviceError, DtypeError, ShapeError
 from rnnkit.layer import Recurrent
 from rnnkit.rnn import GRU, LSTM, RNN, Jordan, PeepholeLSTM
 
@@ -15,6 +17,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "DeviceError",
+    "DtypeError",
     "ENGINES",
     "GRU",
     "GRUCell",
@@ -28,6 +32,8 @@ __all__ = [
     "RNNCell",
     "Recurrent",
     "RecurrentCell",
+    "ShapeError",
     "get_activation",
     "register_engine",
+    "to_torch",
 ]

@@ -1,7 +1,13 @@
 """Activation functions by name, as Keras names them.
 
 Cells accept either one of these names or any callable ``Tensor -> Tensor``.
-``hard_sigmoid`` is ``relu6(x + 3) / 6`` (torch's ``hardsigmoid`` and Keras 3's definition).
+Two piecewise-linear sigmoids go by the name "hard sigmoid", and the difference matters when weights move
+between frameworks:
+
+* ``hard_sigmoid`` is ``clip(x / 6 + 1/2, 0, 1)`` = ``relu6(x + 3) / 6``: torch's ``hardsigmoid`` and Keras 3's
+  ``hard_sigmoid`` (ONNX ``HardSigmoid`` with ``alpha=1/6``);
+* ``hard_sigmoid_keras2`` is ``clip(0.2 x + 1/2, 0, 1)``: what ``hard_sigmoid`` meant in Keras 2 / tf.keras
+  (ONNX ``HardSigmoid``'s default ``alpha=0.2``), for weights trained there.
 """
 
 from __future__ import annotations
@@ -15,9 +21,17 @@ Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
-    """The linear activation ``a(x) = x`` (seed 001's cell input/output activation)."""
+    """The linear activation ``a(x) = x`` (the cell input/output activation of Hung-yi Lee's worked example)."""
     return x
 
+
+def hard_sigmoid_keras2(x: torch.Tensor) -> torch.Tensor:
+    """Keras 2's hard sigmoid, ``clip(0.2 x + 0.5, 0, 1)`` (steeper than Keras 3's and torch's ``x / 6 + 0.5``)."""
+    return (0.2 * x + 0.5).clamp(0.0, 1.0)
+
+
+#: slope of each named hard sigmoid (both have offset 1/2): ONNX HardSigmoid's alpha
+HARD_SIGMOID_SLOPES = {"hard_sigmoid": 1.0 / 6.0, "hard_sigmoid_keras2": 0.2}
 
 ACTIVATIONS: dict[str, Activation] = {
     "tanh": torch.tanh,
@@ -26,6 +40,7 @@ ACTIVATIONS: dict[str, Activation] = {
     "identity": identity,
     "linear": identity,
     "hard_sigmoid": F.hardsigmoid,
+    "hard_sigmoid_keras2": hard_sigmoid_keras2,
 }
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import os
 import platform
@@ -29,11 +28,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from rnnkit.atomic import write_json
 from rnnkit.config import parse_config, to_dict
+from rnnkit.rnn import CELL_NAMES, make_layer
 
 log = logging.getLogger(__name__)
 
-CELLS = ("rnn", "gru", "lstm", "peephole", "jordan")
+CELLS = CELL_NAMES
 #: name -> (input size, hidden, batch, steps, modes)
 WORKLOADS: dict[str, tuple[int, int, int, int, tuple[str, ...]]] = {
     "d2l": (28, 256, 32, 35, ("train", "infer")),  # d2l's char LM: one-hot vocab 28, 35-step BPTT windows
@@ -142,12 +143,7 @@ def workload_sizes(cfg: BenchConfig, name: str) -> tuple[int, int, int, int]:
 
 
 def rnnkit_layer(cell: str, F: int, H: int, engine: str, **factory: Any) -> nn.Module:
-    import rnnkit
-
-    if cell == "jordan":
-        return rnnkit.Jordan(F, H, H, engine=engine, **factory)  # output fed back has H features too
-    cls = {"rnn": rnnkit.RNN, "gru": rnnkit.GRU, "lstm": rnnkit.LSTM, "peephole": rnnkit.PeepholeLSTM}[cell]
-    return cls(F, H, engine=engine, **factory)
+    return make_layer(cell, F, H, engine=engine, **factory)  # a Jordan layer feeds back H features too
 
 
 def build_contenders(cfg: BenchConfig, cell: str, F: int, H: int, x: Tensor) -> tuple[list[Contender], list[str]]:
@@ -178,7 +174,7 @@ def build_contenders(cfg: BenchConfig, cell: str, F: int, H: int, x: Tensor) -> 
     if len(contenders) > 1 and hasattr(contenders[1].forward, "stepper"):
         layer = contenders[1].forward
         try:
-            stepper = layer.stepper()  # the generation loop's one-token API (rnnkit.stepper)
+            stepper = layer.stepper()  # the generation loop's one-token API (rnnkit.engines.fused.stepper)
         except ValueError as e:
             notes.append(f"{cell}: no stepper: {e}")
         else:
@@ -428,8 +424,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(format_tables(result))
     if cfg.json:
-        tmp = Path(cfg.json).with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-        tmp.replace(cfg.json)  # atomic: an interrupted run never leaves half a file
+        write_json(Path(cfg.json), result)  # atomic: an interrupted run never leaves half a file
         log.info("wrote %s", cfg.json)
     return 0

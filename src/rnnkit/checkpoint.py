@@ -6,21 +6,24 @@ A checkpoint folder holds
 * ``train_state.safetensors`` — every other tensor: optimizer moments (``optim.<param>.<key>``), the
   carried recurrent state (``carry.<k>``) and the torch RNG state (``rng.torch``);
 * ``state.json`` — the rest: configs, task metadata (vocabulary, corpus fingerprint), step, metrics,
-  optimizer hyper-parameters and scalars, scheduler state, numpy/python RNG states.
+  optimizer hyper-parameters and scalars, scheduler state, numpy/python RNG states, and the SHA-256 of
+  the two tensor files (``files``), checked on every load: damaged bytes are refused, not loaded.
 
-Writing goes to a fresh temporary folder beside the target, then two renames swap it in; an interrupted
-write leaves the previous checkpoint untouched (or, in the instant between the two renames, under a
-``.old-`` name that :func:`resolve_checkpoint` falls back to). Reading uses only safetensors and JSON, so
-a checkpoint from an untrusted source cannot run code.
+Writing goes to a fresh temporary folder beside the target, then two renames swap it in
+(:func:`rnnkit.atomic.atomic_folder`); an interrupted write leaves the previous checkpoint untouched (or, in
+the instant between the two renames, under a ``.old-`` name that loading falls back to and
+:func:`recover_run` puts back). Reading uses only safetensors and JSON, so a checkpoint from an untrusted
+source cannot run code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import random
-import shutil
-import tempfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-FORMAT = 1
+from rnnkit.atomic import atomic_file, atomic_folder, recover
+from rnnkit.config import flatten, to_dict
+
+log = logging.getLogger(__name__)
+
+FORMAT = 2  # 2: state.json lists the SHA-256 of each tensor file (format 1, without them, still loads)
 MODEL_FILE = "model.safetensors"
 TENSORS_FILE = "train_state.safetensors"
 STATE_FILE = "state.json"
@@ -65,11 +73,48 @@ def _unique_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return out
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, state: dict[str, Any], tensors: dict[str, Tensor] | None = None
+) -> Path:
+    """Write a checkpoint folder at ``path`` atomically (replacing an existing one only once complete).
+
+    ``state.json`` records the SHA-256 of both tensor files; :func:`load_checkpoint` verifies them.
+    """
+    path = Path(path)
+    with atomic_folder(path) as tmp:
+        _save(_unique_state_dict(model), tmp / MODEL_FILE, metadata={"format": str(FORMAT)})
+        _save({k: v.detach().contiguous().cpu() for k, v in (tensors or {}).items()}, tmp / TENSORS_FILE)
+        files = {}
+        for name in (MODEL_FILE, TENSORS_FILE):
+            _fsync(tmp / name)
+            files[name] = sha256_file(tmp / name)  # of the bytes on disk, read back after the write
+        with atomic_file(tmp / STATE_FILE) as f:  # last: its presence marks a complete folder
+            json.dump({**state, "format": FORMAT, "files": files}, f, indent=1, sort_keys=True)
+        mode = (tmp / STATE_FILE).stat().st_mode & 0o777  # what open() gives under the umask; safetensors'
+        for name in (MODEL_FILE, TENSORS_FILE):  # own files are private (0600)
+            os.chmod(tmp / name, mode)
+    return path
+
+
+def _save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, with its I/O failures (full disk, size limit) raised as the OSError they are."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except OSError:
+        raise
+    except Exception as e:  # safetensors reports "I/O error: File too large (os error 27)" as its own type
+        code = re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from None
 
 
 def _fsync(path: Path) -> None:
@@ -80,50 +125,43 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(
-    path: str | Path, model: nn.Module, state: dict[str, Any], tensors: dict[str, Tensor] | None = None
-) -> Path:
-    """Write a checkpoint folder at ``path`` atomically (replacing an existing one only once complete)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
-    try:
-        save_file(_unique_state_dict(model), str(tmp / MODEL_FILE), metadata={"format": str(FORMAT)})
-        save_file({k: v.detach().contiguous().cpu() for k, v in (tensors or {}).items()}, str(tmp / TENSORS_FILE))
-        _write_json(tmp / STATE_FILE, {"format": FORMAT, **state})  # last: its presence marks a complete folder
-        for name in (MODEL_FILE, TENSORS_FILE):
-            _fsync(tmp / name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = path.parent / f".old-{path.name}-{os.getpid()}"
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-    return path
-
-
 # ------------------------------------------------------------------------------------------------
 # reading
+def recover_run(out: str | Path) -> list[str]:
+    """After a kill: put back a checkpoint caught mid-swap and delete half-written files in run directory
+    ``out``; returns what was done, one line each."""
+    return recover(out, complete=STATE_FILE)
+
+
 def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     """The checkpoint folder for ``path``: itself, or inside a run directory ``prefer`` (best/last) or the other.
 
     Raises ValueError with one line when there is none.
     """
-    path = Path(path)
+    candidates = _candidates(Path(path), prefer)
+    if candidates:
+        return candidates[0]
+    _no_checkpoint(Path(path))
+    raise AssertionError  # unreachable
+
+
+def _candidates(path: Path, prefer: str) -> list[Path]:
+    """Complete checkpoint folders for ``path``, preferred first (a run directory gives best/ and last/)."""
     if (path / STATE_FILE).is_file():
-        return path
-    for name in (prefer, "last" if prefer == "best" else "best"):
-        if (path / name / STATE_FILE).is_file():
-            return path / name
+        return [path]
+    out = [path / n for n in (prefer, "last" if prefer == "best" else "best") if (path / n / STATE_FILE).is_file()]
     # an interrupted swap (crash between the two renames) leaves the complete old folder under .old-NAME-pid
-    for name in (path.name, prefer):
-        parent = path.parent if name == path.name else path
-        olds = sorted(parent.glob(f".old-{name}-*"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in olds:
-            if (old / STATE_FILE).is_file():
-                return old
+    for name in (prefer, "last" if prefer == "best" else "best"):
+        if not (path / name).exists():
+            olds = sorted(path.glob(f".old-{name}-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+            out.extend(old for old in olds if (old / STATE_FILE).is_file())
+    if not out:
+        olds = sorted(path.parent.glob(f".old-{path.name}-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        out.extend(old for old in olds if (old / STATE_FILE).is_file() and not path.exists())
+    return out
+
+
+def _no_checkpoint(path: Path) -> None:
     if not path.exists():
         raise ValueError(f"checkpoint {str(path)!r} does not exist: pass a run directory (--out of rnnkit train) "
                          "or its best/ or last/ folder")  # fmt: skip
@@ -131,22 +169,80 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
                      "best/ or last/ folder")  # fmt: skip
 
 
-def load_checkpoint(path: str | Path, prefer: str = "best") -> Checkpoint:
-    """Read a checkpoint folder (or a run directory's ``prefer`` checkpoint); no pickle involved."""
-    folder = resolve_checkpoint(path, prefer)
+def has_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` (a run directory or a checkpoint folder) holds a complete checkpoint."""
+    return bool(_candidates(Path(path), "last"))
+
+
+def _read(folder: Path) -> Checkpoint:
+    """Read and verify one checkpoint folder; ValueError (one line) when it is unreadable or damaged."""
     try:
         state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"checkpoint {str(folder)!r} is unreadable or corrupt: {STATE_FILE}: {e}") from None
+    if not isinstance(state, dict) or state.get("format") not in (1, FORMAT):
+        found = state.get("format") if isinstance(state, dict) else None
+        raise ValueError(f"checkpoint {str(folder)!r} has an unknown format {found!r} (expected {FORMAT})")
+    files = state.get("files")
+    if state["format"] >= 2 and not isinstance(files, dict):  # format 1 predates checksums
+        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {STATE_FILE} lists no file checksums")
+    for name, digest in (files or {}).items():
+        try:
+            actual = sha256_file(folder / name)
+        except OSError as e:
+            raise ValueError(f"checkpoint {str(folder)!r} is damaged: cannot read {name} ({e.strerror})") from None
+        if actual != digest:
+            raise ValueError(f"checkpoint {str(folder)!r} is damaged: {name} does not match the SHA-256 recorded "
+                             f"in {STATE_FILE} ({actual[:12]}… instead of {str(digest)[:12]}…)")  # fmt: skip
+    try:
         model_tensors = load_file(str(folder / MODEL_FILE))
         tensors = load_file(str(folder / TENSORS_FILE)) if (folder / TENSORS_FILE).is_file() else {}
-    except (OSError, ValueError, UnicodeDecodeError) as e:
+    except Exception as e:  # OSError, or safetensors' own error type on a damaged header
         raise ValueError(f"checkpoint {str(folder)!r} is unreadable or corrupt: {e}") from None
-    except Exception as e:  # safetensors raises its own error type on a damaged header
-        raise ValueError(f"checkpoint {str(folder)!r} is unreadable or corrupt: {e}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(
-            f"checkpoint {str(folder)!r} has an unknown format {state.get('format')!r} (expected {FORMAT})"
-        )
     return Checkpoint(folder, state, model_tensors, tensors)
+
+
+def load_checkpoint(path: str | Path, prefer: str = "best") -> Checkpoint:
+    """Read and verify a checkpoint folder, or a run directory's ``prefer`` checkpoint (best/ or last/).
+
+    Every file is checked against the SHA-256 that ``state.json`` records. In a run directory a damaged
+    checkpoint is passed over for the other one (best/ <-> last/) with a warning that says so; a damaged
+    folder named directly is refused with one line that names the intact alternative, if there is one.
+    No pickle is involved.
+    """
+    path = Path(path)
+    candidates = _candidates(path, prefer)
+    if not candidates:
+        _no_checkpoint(path)
+    errors = []
+    for folder in candidates:
+        try:
+            saved = _read(folder)
+        except ValueError as e:
+            if folder == path:  # named directly: no silent substitute
+                other = _sibling(folder)
+                hint = f"; {str(other)!r} is intact: pass it, or the run directory" if other else ""
+                raise ValueError(f"{e}{hint}") from None
+            errors.append(str(e))
+            continue
+        if errors:
+            log.warning("%s; using %s (step %d) instead", "; ".join(errors), folder, saved.step)
+        return saved
+    if len(errors) == 1:
+        raise ValueError(errors[0])
+    raise ValueError(f"no intact checkpoint in {str(path)!r}: " + "; ".join(errors))
+
+
+def _sibling(folder: Path) -> Path | None:
+    """The intact other checkpoint (best/ <-> last/) of a folder inside a run directory, if any."""
+    if folder.name not in ("best", "last"):
+        return None
+    other = folder.parent / ("last" if folder.name == "best" else "best")
+    try:
+        _read(other)
+    except ValueError:
+        return None
+    return other
 
 
 def load_model_weights(model: nn.Module, ckpt: Checkpoint) -> None:
@@ -166,6 +262,55 @@ def load_model_weights(model: nn.Module, ckpt: Checkpoint) -> None:
     with torch.no_grad():
         for k, v in saved.items():
             own[k].copy_(v)
+
+
+# ------------------------------------------------------------------------------------------------
+# what must match for a resume
+def model_signature(model: nn.Module) -> dict[str, Any]:
+    """What must match for a resume: class, configuration and parameter shapes."""
+    config = getattr(model, "config", None)
+    return {
+        "class": type(model).__name__,
+        "config": to_dict(config) if config is not None and hasattr(config, "__dataclass_fields__") else None,
+        "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
+    }
+
+
+def describe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for each difference; long lists (vocabularies) summarised."""
+    fa, fb = flatten(_as_json(saved)), flatten(_as_json(current))
+    out = []
+    for k in sorted(set(fa) | set(fb)):
+        a, b = fa.get(k), fb.get(k)
+        if a == b:
+            continue
+        if isinstance(a, list) and isinstance(b, list) and max(len(a), len(b)) > 8:
+            sa, sb = {repr(x) for x in a}, {repr(x) for x in b}
+            added, removed = sorted(sb - sa)[:5], sorted(sa - sb)[:5]
+            out.append(f"{k}: {len(a)} -> {len(b)} entries (added {', '.join(added) or 'none'}; "
+                       f"removed {', '.join(removed) or 'none'})")  # fmt: skip
+        else:
+            out.append(f"{k}: {a!r} -> {b!r}")
+    return out
+
+
+def _as_json(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` as it reads back from JSON (tuples become lists), so that a saved config compares equal to its source."""
+    return json.loads(json.dumps(d))
+
+
+def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Why a checkpoint cannot continue with this model and task: config and metadata differences, else shapes."""
+
+    def view(sig: dict[str, Any], shapes: bool) -> dict[str, Any]:
+        model = {"class": sig["model"]["class"], **(sig["model"]["config"] or {})}
+        if shapes:
+            model["parameters"] = sig["model"]["parameters"]
+        return {"model": model, "task": sig["task"]}
+
+    return describe_differences(view(saved, False), view(current, False)) or describe_differences(
+        view(saved, True), view(current, True)
+    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 
 #: command name -> (module exposing ``main(argv)``, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("rnnkit.demo", "seed 001's worked LSTM example, step by step, and a small training demo"),
+    "demo": ("rnnkit.demo", "Hung-yi Lee's worked LSTM example, step by step, and a small training demo"),
     "data": ("rnnkit.data.command", "list the named corpora, fetch one, or describe a corpus (size, sha1, vocabulary)"),
     "train": ("rnnkit.commands.train", "train a language model (quick start: no arguments)"),
     "evaluate": ("rnnkit.commands.evaluate", "loss, perplexity and bits per character of a checkpoint on any text"),
     "generate": ("rnnkit.commands.generate", "continue a prefix with a trained language model, streamed"),
+    "export": ("rnnkit.commands.export", "a trained language model as one ONNX or torch.export file for deployment"),
     "inspect": ("rnnkit.commands.inspect", "a trained LM's gates, states, loss on a text: HTML report, LSTMVis files"),
     "gradflow": ("rnnkit.diagnostics.gradflow", "measure ‖∂L_T/∂h_t‖ vs distance: vanishing/exploding gradients"),
     "longrange": ("rnnkit.diagnostics.longrange", "adding problem and copy memory at growing T for each cell"),

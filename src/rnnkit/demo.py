@@ -1,4 +1,4 @@
-"""``rnnkit demo``: seed 001's worked LSTM example, step by step, then a small training demo.
+"""``rnnkit demo``: Hung-yi Lee's worked LSTM example, step by step, then a small training demo.
 
 The worked example (Hung-yi Lee's lecture) is one LSTM unit with a linear cell input and output
 (``activation="identity"``) and sigmoid gates driven by large weights, so each gate is ~0 or ~1:
@@ -22,12 +22,12 @@ from rnnkit.cells import LSTMCell
 
 log = logging.getLogger(__name__)
 
-SEED001_INPUTS = [[3, 1, 0], [4, 1, 0], [2, 0, 0], [1, 0, 1], [3, -1, 0]]
-SEED001_MEMORY = [3, 7, 7, 7, 0]
-SEED001_OUTPUT = [0, 0, 0, 7, 0]
+LEE_INPUTS = [[3, 1, 0], [4, 1, 0], [2, 0, 0], [1, 0, 1], [3, -1, 0]]
+LEE_MEMORY = [3, 7, 7, 7, 0]
+LEE_OUTPUT = [0, 0, 0, 7, 0]
 
 
-def seed001_cell() -> LSTMCell:
+def lee_cell() -> LSTMCell:
     """The lecture's LSTM unit as an rnnkit ``LSTMCell(3, 1, activation="identity")`` with its weights set."""
     cell = LSTMCell(3, 1, activation="identity", dtype=torch.float64)
     with torch.no_grad():
@@ -39,13 +39,13 @@ def seed001_cell() -> LSTMCell:
     return cell
 
 
-def seed001_table() -> list[dict[str, float]]:
+def lee_table() -> list[dict[str, float]]:
     """Run the worked example; one row per step with the input, every gate, the memory and the output."""
-    cell = seed001_cell()
+    cell = lee_cell()
     state = cell.zero_state(1)
     rows = []
     with torch.no_grad():
-        for x in SEED001_INPUTS:
+        for x in LEE_INPUTS:
             state, g = cell.step(torch.tensor([x], dtype=torch.float64), state)
             h, c = state
             rows.append({"x": x, **{k: float(g[k]) for k in "ifgo"}, "c": float(c), "y": float(h)})
@@ -65,7 +65,7 @@ def format_table(rows: list[dict[str, float]]) -> str:
 def train_demo(steps: int = 300, seed: int = 0) -> tuple[float, float, float]:
     """Teach a small rnnkit LSTM to output the running sum of its inputs; returns (first loss, last loss, seconds).
 
-    A task a gated memory solves by adding, the point seed 001 makes: c_t = f·c + i·g with f≈1, i≈1.
+    A task a gated memory solves by adding, the point Hung-yi Lee's lecture makes: c_t = f·c + i·g with f≈1, i≈1.
     """
     from rnnkit.rnn import LSTM
 
@@ -93,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rnnkit demo", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps for the running-sum demo")
     args = parser.parse_args(argv)
-    print("Seed 001 worked example: one LSTM unit, identity cell input/output, gates driven by large weights")
-    rows = seed001_table()
+    print("Hung-yi Lee's worked example: one LSTM unit, identity cell input/output, gates driven by large weights")
+    rows = lee_table()
     print(format_table(rows))
-    print(f"memory rounds to {[round(r['c']) for r in rows]} (lecture: {SEED001_MEMORY})")
-    print(f"output rounds to {[round(r['y']) for r in rows]} (lecture: {SEED001_OUTPUT})")
+    print(f"memory rounds to {[round(r['c']) for r in rows]} (lecture: {LEE_MEMORY})")
+    print(f"output rounds to {[round(r['y']) for r in rows]} (lecture: {LEE_OUTPUT})")
     first, last, secs = train_demo(args.steps)
     print(f"\nTraining an rnnkit.LSTM(1, 16) to emit the running sum of 20 inputs: MSE {first:.3f} -> {last:.4f} "
           f"in {args.steps} steps ({secs:.1f} s)")  # fmt: skip

@@ -62,6 +62,22 @@ def _device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def prefix_tokens(vocab: Vocab, prefix: str) -> list[str]:
+    """The prefix's tokens, or a one-line ValueError when it is empty or holds tokens the vocabulary lacks
+    (callers that echo the prefix check it first, so the error never lands after the echo)."""
+    tokens = vocab.tokenize(prefix)
+    if not tokens:
+        raise ValueError("the prefix is empty (after normalisation); give at least one token to start from")
+    unknown = vocab.unknown(tokens)
+    if unknown:
+        shown = ", ".join(repr(t) for t in unknown[:10]) + (" …" if len(unknown) > 10 else "")
+        raise ValueError(
+            f"the prefix holds {len(unknown)} token(s) the model's vocabulary does not know: {shown}; "
+            "remove or replace them"
+        )
+    return tokens
+
+
 def generate(
     model: nn.Module,
     vocab: Vocab,
@@ -86,16 +102,7 @@ def generate(
     concatenated equal the returned text after the prefix.
     """
     _check(strategy, temperature, top_k, top_p, num_tokens)
-    tokens = vocab.tokenize(prefix)
-    if not tokens:
-        raise ValueError("the prefix is empty (after normalisation); give at least one token to start from")
-    unknown = vocab.unknown(tokens)
-    if unknown:
-        shown = ", ".join(repr(t) for t in unknown[:10]) + (" …" if len(unknown) > 10 else "")
-        raise ValueError(
-            f"the prefix holds {len(unknown)} token(s) the model's vocabulary does not know: {shown}; "
-            "remove or replace them"
-        )
+    tokens = prefix_tokens(vocab, prefix)
     greedy = strategy == "greedy" or temperature == 0
     device = _device(model)
     ids = vocab.encode(tokens)

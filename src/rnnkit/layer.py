@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -19,8 +18,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit.activations import activation_name
 from rnnkit.cells import RecurrentCell
-from rnnkit.cells.base import check_like
-from rnnkit.engines import check_engine_name, select_engine
+from rnnkit.cells.base import Weights, check_like, check_size
+from rnnkit.engines import ENGINES, check_engine_name, select_engine
+from rnnkit.errors import ShapeError, torchscript_unsupported
 
 StateIn = Tensor | tuple[Tensor, ...] | None
 
@@ -50,10 +50,15 @@ class Recurrent(nn.Module):
         cell_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+        # The exception types are torch.nn.RNNBase's, so code that guards a constructor call keeps working.
         if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
             raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        for flag, value in (("bias", bias), ("batch_first", batch_first)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be True or False, got {type(value).__name__} {value!r}")
+        check_size("input_size", input_size, minimum=1)
+        check_size("hidden_size", hidden_size, minimum=1)
+        check_size("num_layers", num_layers, minimum=1)
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 f"dropout={dropout} has no effect with num_layers=1: it applies between stacked layers",
@@ -100,11 +105,11 @@ class Recurrent(nn.Module):
         """Features per direction in ``output`` (``proj_size`` or ``hidden_size``, Jordan's ``output_size``)."""
         return self._cells[0].output_size
 
-    def weights(self, k: int) -> SimpleNamespace:
+    def weights(self, k: int) -> Weights:
         """The parameters of cell ``k`` under the cell's own names (``weight_ih``…), absent biases as None."""
         suffix = f"_l{k // self.num_directions}" + ("_reverse" if k % self.num_directions else "")
         names = self._cells[k].parameter_shapes()
-        return SimpleNamespace(**{n: getattr(self, n + suffix, None) for n in names})
+        return Weights({n: getattr(self, n + suffix, None) for n in names})
 
     def flat_weights(self) -> list[Tensor]:
         """Every parameter in torch's flat order (what ``torch.lstm`` & co. take)."""
@@ -125,16 +130,22 @@ class Recurrent(nn.Module):
             cell.init_parameters({n: t for n, t in vars(self.weights(k)).items() if t is not None})
 
     def stepper(self) -> Any:
-        """A :class:`~rnnkit.stepper.Stepper` that runs this layer one token at a time with little overhead."""
-        from rnnkit.stepper import Stepper  # lazy: the stepper builds on the fused engine's kernels
+        """A :class:`~rnnkit.engines.fused.stepper.Stepper`: this layer one token at a time, little overhead."""
+        from rnnkit.engines.fused.stepper import Stepper
 
         return Stepper(self)
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        # torch.jit.script calls this hook first: fail in one line instead of deep inside the compiler.
+        raise torchscript_unsupported(self)
 
     def describe_cell(self) -> str:
         return self._cells[0].__class__.__name__ + f"({self._cells[0].extra_repr()})"
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
+        if self.cell_kwargs.get("proj_size"):  # where torch's repr puts it
+            s += f", proj_size={self.cell_kwargs['proj_size']}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         for flag, default in (
@@ -147,7 +158,7 @@ class Recurrent(nn.Module):
                 s += f", {flag}={getattr(self, flag)}"
         defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()}
         for k, v in self.cell_kwargs.items():
-            if k in defaults and v != defaults[k] or k not in defaults:
+            if k != "proj_size" and (k in defaults and v != defaults[k] or k not in defaults):
                 s += f", {k}={activation_name(v) or v!r}" if callable(v) else f", {k}={v!r}"
         return s + (f", engine={self.engine!r}" if self.engine != "auto" else "")
 
@@ -156,7 +167,6 @@ class Recurrent(nn.Module):
         self,
         input: Tensor | PackedSequence,
         hx: StateIn = None,
-        *,
         lengths: Tensor | list[int] | None = None,
         return_gates: bool = False,
     ) -> tuple[Any, ...]:
@@ -167,11 +177,13 @@ class Recurrent(nn.Module):
         value maps each gate name to a tensor (num_layers * num_directions, T, B, size)
         ((…, B, T, size) when ``batch_first``), zero past each sequence's length.
         """
+        input, hx = self._autocast_inputs(input, hx)
         packed = isinstance(input, PackedSequence)
         if packed:
             if lengths is not None:
                 raise ValueError("pass either a PackedSequence or lengths=, not both")
-            x, lengths = pad_packed_sequence(input, batch_first=False)
+            self._check_features(input.data, f"PackedSequence data of shape (N, {self.input_size})")
+            x, lengths = pad_packed_sequence(input, batch_first=False)  # the caller's batch order
             batched = True
         else:
             x, batched = self._check_input(input)
@@ -180,10 +192,12 @@ class Recurrent(nn.Module):
         state = self._check_state(hx, B, batched, x)
 
         engine = select_engine(self, x, return_gates)
+        if B == 0:  # an empty batch (as torch.nn accepts): the reference loop returns empty tensors on any engine
+            engine = ENGINES["reference"]
         output, final, gates = engine.run(self, x, state, lengths, return_gates)
 
         if packed:
-            output = pack_padded_sequence(output, lengths.cpu(), enforce_sorted=False)
+            output = self._repack(output, lengths, input)
         elif self.batch_first and batched:
             output = output.transpose(0, 1)
         if gates is not None and self.batch_first:
@@ -195,7 +209,72 @@ class Recurrent(nn.Module):
         state_out = final[0] if len(final) == 1 else final
         return (output, state_out, gates) if return_gates else (output, state_out)
 
+    @staticmethod
+    def _repack(output: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
+        """Pack ``output`` (T, B, …, caller's batch order) exactly as ``like`` was packed: same
+        ``batch_sizes`` and the same ``sorted_indices`` (``None`` for input packed with ``enforce_sorted=True``)."""
+        order = like.sorted_indices
+        if order is not None:
+            output, lengths = output.index_select(1, order), lengths.index_select(0, order)
+        data = pack_padded_sequence(output, lengths.cpu(), enforce_sorted=True).data
+        return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
     # ----------------------------------------------------------------------------------------------
+    # The checks. Exception types are torch.nn's (see rnnkit.errors); messages name expected and got.
+    def check_forward_args(self, input: Tensor, hidden: StateIn, batch_sizes: Tensor | None) -> None:
+        """``torch.nn.RNNBase``'s check, for code that calls it: ``input`` is batched ((T, B, F), or (B, T, F)
+        with ``batch_first``) or, with ``batch_sizes``, a PackedSequence's data (N, F); ``hidden`` batched."""
+        name = type(self).__name__
+        if batch_sizes is not None:
+            if input.dim() != 2:
+                raise ShapeError(f"{name}: expected PackedSequence data of 2 dimensions, got {tuple(input.shape)}")
+            self._check_features(input, f"PackedSequence data of shape (N, {self.input_size})")
+            self._check_state(hidden, int(batch_sizes[0]), True, input)
+            return
+        if input.dim() != 3:
+            raise ShapeError(f"{name}: expected a batched input of 3 dimensions, got {tuple(input.shape)}")
+        x, _ = self._check_input(input)
+        self._check_state(hidden, x.shape[1], True, x)
+
+    def permute_hidden(self, hx: StateIn, permutation: Tensor | None) -> StateIn:
+        """Reorder the batch dimension of a state (a tensor or a tuple of them), as ``torch.nn.RNNBase`` does."""
+        if permutation is None or hx is None:
+            return hx
+        if isinstance(hx, Tensor):
+            return hx.index_select(1, permutation)
+        return tuple(h.index_select(1, permutation) for h in hx)
+
+    def _autocast_inputs(self, input: Any, hx: StateIn) -> tuple[Any, StateIn]:
+        """Under ``torch.autocast`` the layer takes inputs and states of any float dtype (a bf16 activation from
+        an autocast Linear, a state returned by another engine) in its weights' dtype: the engines decide which
+        products run in lower precision (the cell state and the weights stay in float32)."""
+        w = self.weight_ih_l0
+        if not (torch.is_autocast_enabled(w.device.type) and w.is_floating_point()):
+            return input, hx
+
+        def cast(t: Any) -> Any:
+            if isinstance(t, Tensor) and t.is_floating_point() and t.dtype != w.dtype and t.device == w.device:
+                return t.to(w.dtype)
+            return t
+
+        if isinstance(input, PackedSequence):
+            input = input._replace(data=cast(input.data))
+        else:
+            input = cast(input)
+        if isinstance(hx, (tuple, list)):
+            hx = type(hx)(cast(h) for h in hx)
+        return input, cast(hx)
+
+    def _check_features(self, t: Tensor, expected: str) -> None:
+        """``t``'s last dimension is input_size and it shares the weights' dtype and device."""
+        name = type(self).__name__
+        if t.shape[-1] != self.input_size:
+            raise ShapeError(
+                f"{name}: expected {expected}, got {tuple(t.shape)}: "
+                f"last dimension must be input_size={self.input_size}"
+            )
+        check_like(name, "input", t, self.weight_ih_l0)
+
     def _check_input(self, input: Tensor) -> tuple[Tensor, bool]:
         name = type(self).__name__
         layout = "(B, T, {F})" if self.batch_first else "(T, B, {F})"
@@ -203,18 +282,14 @@ class Recurrent(nn.Module):
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}: expected input to be a Tensor or PackedSequence, got {type(input).__name__}")
         if input.dim() not in (2, 3):
-            raise ValueError(
+            raise ShapeError(
                 f"{name}: expected input of shape {expected} (batch_first={self.batch_first}) or unbatched "
                 f"(T, {self.input_size}), got {tuple(input.shape)}"
             )
-        if input.shape[-1] != self.input_size:
-            raise ValueError(
-                f"{name}: expected input of shape {expected} (batch_first={self.batch_first}), "
-                f"got {tuple(input.shape)}: last dimension must be input_size={self.input_size}"
-            )
-        if input.shape[0] == 0 or (input.dim() == 3 and input.shape[1] == 0):
-            raise ValueError(f"{name}: got an empty input of shape {tuple(input.shape)}")
-        check_like(name, "input", input, self.weight_ih_l0)
+        self._check_features(input, f"input of shape {expected} (batch_first={self.batch_first})")
+        time_dim = 1 if self.batch_first and input.dim() == 3 else 0
+        if input.shape[time_dim] == 0:  # an empty batch is fine; a sequence needs a step (torch: RuntimeError)
+            raise ShapeError(f"{name}: got an input of shape {tuple(input.shape)} with no time steps")
         if input.dim() == 2:
             return input.unsqueeze(1), False
         return (input.transpose(0, 1) if self.batch_first else input), True
@@ -224,12 +299,12 @@ class Recurrent(nn.Module):
             return None
         name = type(self).__name__
         lengths = torch.as_tensor(lengths)
-        if lengths.dim() != 1 or lengths.shape[0] != B or lengths.dtype.is_floating_point:
+        if lengths.dim() != 1 or lengths.shape[0] != B or (lengths.dtype.is_floating_point and B > 0):
             raise ValueError(
                 f"{name}: lengths must be {B} integers (one per sequence), got shape {tuple(lengths.shape)} "
                 f"dtype {lengths.dtype}"
             )
-        if int(lengths.min()) < 1 or int(lengths.max()) > T:
+        if B > 0 and (int(lengths.min()) < 1 or int(lengths.max()) > T):
             raise ValueError(
                 f"{name}: every length must be in [1, T={T}], got min {int(lengths.min())} max {int(lengths.max())}"
             )
@@ -241,16 +316,23 @@ class Recurrent(nn.Module):
         LD = self.num_layers * self.num_directions
         if hx is None:
             return tuple(x.new_zeros(LD, B, s) for s in sizes)
-        hx = (hx,) if isinstance(hx, Tensor) else tuple(hx)
+        kind = "a tuple (h_0, c_0)" if len(sizes) == 2 else "one tensor h_0"
+        if isinstance(hx, Tensor):
+            if len(sizes) != 1:
+                raise TypeError(f"{name}: expected the initial state as {kind}, got one Tensor")
+            hx = (hx,)
+        elif not isinstance(hx, (tuple, list)):
+            raise TypeError(f"{name}: expected the initial state as {kind}, got {type(hx).__name__}")
         if len(hx) != len(sizes):
-            kind = "a tuple (h_0, c_0)" if len(sizes) == 2 else "one tensor h_0"
-            raise ValueError(f"{name}: expected the initial state as {kind}, got {len(hx)} tensor(s)")
+            raise ShapeError(f"{name}: expected the initial state as {kind}, got {len(hx)} tensor(s)")
         out = []
         for k, (s, size) in enumerate(zip(hx, sizes)):
             what = "hx" if len(sizes) == 1 else ("h_0", "c_0")[k]
+            if not isinstance(s, Tensor):
+                raise TypeError(f"{name}: expected {what} to be a Tensor, got {type(s).__name__}")
             want = (LD, B, size) if batched else (LD, size)
             if tuple(s.shape) != want:
-                raise ValueError(
+                raise ShapeError(
                     f"{name}: expected {what} of shape {want} (num_layers * num_directions, "
                     f"{'batch, ' if batched else ''}state size), got {tuple(s.shape)}"
                 )

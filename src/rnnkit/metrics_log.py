@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from rnnkit.atomic import save_figure
+from rnnkit.atomic import atomic_file, save_figure, write_text
 
 
 class MetricsLog:
@@ -33,9 +32,7 @@ class MetricsLog:
                     continue
                 if row.get("step", 0) <= keep_until:
                     self.rows.append(row)
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(path, "".join(json.dumps(r) + "\n" for r in self.rows))
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the whole run
 
     def add(self, row: dict[str, Any]) -> None:
@@ -50,12 +47,10 @@ class MetricsLog:
         columns: list[str] = []
         for row in self.rows:
             columns.extend(k for k in row if k not in columns)
-        tmp = self.out / "metrics.csv.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_file(self.out / "metrics.csv", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.out / "metrics.csv")
 
     def close(self) -> None:
         if self._file is not None:
@@ -65,13 +60,11 @@ class MetricsLog:
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    """Train and validation loss against training time and step, as a PNG (matplotlib, Agg)."""
-    import matplotlib
+    """Train and validation loss against training time and step, as a PNG (matplotlib, no pyplot)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 2)
     for split, style in (("train", "-"), ("val", "o-")):
         pts = [r for r in rows if r.get("split") == split and "loss" in r]
         for ax, x in zip(axes, ("step", "time")):

@@ -19,14 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.dropout import Dropout
-from rnnkit.rnn import GRU, LSTM, RNN, Jordan, PeepholeLSTM
-from rnnkit.stepper import kept_stepper
+from rnnkit.engines.fused.stepper import kept_stepper
+from rnnkit.rnn import CellName, check_cell, make_layer
 
-CellName = Literal["lstm", "gru", "rnn", "peephole", "jordan"]
 #: carried recurrent state: one tensor (RNN, GRU, Jordan) or a tuple (LSTM: h, c), or None for zeros
 State = Tensor | tuple[Tensor, ...] | None
-
-_LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "peephole": PeepholeLSTM, "jordan": Jordan}
 
 
 @dataclass
@@ -51,8 +48,7 @@ class ModelConfig:
     """engine that runs the recurrent layers: auto, torch, reference or any registered engine"""
 
     def __post_init__(self) -> None:
-        if self.cell not in _LAYERS:
-            raise ValueError(f"model.cell must be one of {', '.join(_LAYERS)}, got {self.cell!r}")
+        check_cell(self.cell, "model.cell")
         for name in ("hidden_size", "num_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -105,12 +101,8 @@ class LanguageModel(nn.Module):
         embed_size = embed_size or hidden_size
         self.embedding = nn.Embedding(vocab_size, embed_size, **factory) if input == "embedding" else None
         in_size = embed_size if self.embedding is not None else vocab_size
-        layer_cls = _LAYERS[cell]
-        extra = {"output_size": hidden_size} if cell == "jordan" else {}
-        self.rnn = layer_cls(
-            input_size=in_size, hidden_size=hidden_size, num_layers=num_layers, batch_first=True,
-            dropout=dropout if num_layers > 1 else 0.0, engine=engine, **extra, **factory,
-        )  # fmt: skip
+        self.rnn = make_layer(cell, in_size, hidden_size, num_layers=num_layers, batch_first=True,
+                              dropout=dropout if num_layers > 1 else 0.0, engine=engine, **factory)  # fmt: skip
         self.drop = Dropout(dropout)  # rnnkit's: the same inverted dropout, far cheaper on the CPU
         self.head = nn.Linear(self.rnn.output_size, vocab_size, **factory)
         if tie_weights:
@@ -135,7 +127,7 @@ class LanguageModel(nn.Module):
     def step(self, tokens: Tensor, state: State = None) -> tuple[Tensor, State]:
         """One token per sequence, for generation: ``tokens`` (B,) long -> (logits (B, V), state), equal to
         ``forward(tokens[:, None], state)`` with the time axis dropped. In eval mode it runs the layer's
-        one-token stepper (:mod:`rnnkit.stepper`: no per-call layer overhead), where the layer has one."""
+        one-token stepper (:mod:`rnnkit.engines.fused.stepper`: no per-call layer overhead), where the layer has one."""
         stepper = kept_stepper(self, self.rnn) if not self.training else None
         if stepper is None:
             logits, state = self(tokens[:, None], state)

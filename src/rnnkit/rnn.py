@@ -2,18 +2,26 @@
 
 Positional arguments, defaults, parameter names, state layout and return values are torch's, so
 ``rnnkit.LSTM(...).load_state_dict(torch.nn.LSTM(...).state_dict())`` works and so does the reverse.
-Everything beyond torch is keyword-only.
+Everything beyond torch is keyword-only. ``mode``, ``proj_size`` (0 on RNN/GRU; passing it raises as in
+torch), ``check_forward_args`` and ``permute_hidden`` are there for code that reads torch's attributes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
 from rnnkit.activations import Activation
 from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RNNCell
+from rnnkit.cells.base import check_size
 from rnnkit.layer import Recurrent
+
+
+def _refuse_proj_size(proj_size: object) -> None:
+    # torch.nn.RNN/GRU raise ValueError for any proj_size= (even 0); taking the keyword keeps that exception type.
+    if proj_size is not None:
+        raise ValueError(f"proj_size={proj_size!r} is only supported by LSTM (and PeepholeLSTM), not RNN or GRU")
 
 
 class RNN(Recurrent):
@@ -35,13 +43,22 @@ class RNN(Recurrent):
         activation: str | Activation | None = None,
         recurrent_init: str = "uniform",
         engine: str = "auto",
+        proj_size: None = None,
     ) -> None:
+        _refuse_proj_size(proj_size)
         self.nonlinearity = nonlinearity
+        self.proj_size = 0
         kwargs = {"nonlinearity": nonlinearity, "activation": activation, "recurrent_init": recurrent_init}
         super().__init__(
             RNNCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             device, dtype, engine=engine, cell_kwargs=kwargs,
         )  # fmt: skip
+
+    @property
+    def mode(self) -> str:
+        """torch's name for the kernel: ``"RNN_TANH"`` or ``"RNN_RELU"`` (from ``activation=`` when it is one of
+        those, else from ``nonlinearity``; ``cells[0].torch_mode()`` is None when torch has no kernel for it)."""
+        return self.cells[0].torch_mode() or ("RNN_RELU" if self.nonlinearity == "relu" else "RNN_TANH")
 
 
 class GRU(Recurrent):
@@ -64,7 +81,10 @@ class GRU(Recurrent):
         recurrent_activation: str | Activation = "sigmoid",
         recurrent_init: str = "uniform",
         engine: str = "auto",
+        proj_size: None = None,
     ) -> None:
+        _refuse_proj_size(proj_size)
+        self.proj_size = 0
         kwargs = {
             "reset_after": reset_after,
             "activation": activation,
@@ -76,11 +96,14 @@ class GRU(Recurrent):
             device, dtype, engine=engine, cell_kwargs=kwargs,
         )  # fmt: skip
 
+    mode = "GRU"  # torch's attribute; GRU(reset_after=False) and custom activations keep it (see cells[0].torch_mode())
+
 
 class LSTM(Recurrent):
     """LSTM, as ``torch.nn.LSTM`` (with ``proj_size``); returns ``output, (h_n, c_n)``."""
 
     _cell_class: type[LSTMCell] = LSTMCell
+    mode = "LSTM"  # torch's attribute; the cells' torch_mode() says whether torch's kernel computes these equations
 
     def __init__(
         self,
@@ -142,6 +165,7 @@ class Jordan(Recurrent):
         recurrent_init: str = "uniform",
         engine: str = "auto",
     ) -> None:
+        check_size("output_size", output_size, minimum=1)  # a cell may have 0 outputs, a layer needs some
         kwargs = {
             "output_size": output_size,
             "activation": activation,
@@ -152,3 +176,27 @@ class Jordan(Recurrent):
             JordanCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             device, dtype, engine=engine, cell_kwargs=kwargs,
         )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------
+#: the cells by the names every config and command uses (``--model.cell``): the one list of them
+CellName = Literal["rnn", "gru", "lstm", "peephole", "jordan"]
+LAYERS: dict[str, type[Recurrent]] = {"rnn": RNN, "gru": GRU, "lstm": LSTM, "peephole": PeepholeLSTM, "jordan": Jordan}
+CELL_NAMES: tuple[str, ...] = get_args(CellName)
+assert tuple(LAYERS) == CELL_NAMES
+
+
+def check_cell(name: str, setting: str = "") -> None:
+    """One-line ValueError for a name that is not in :data:`CELL_NAMES` (``setting``: the flag that gave it)."""
+    if name not in LAYERS:
+        where = f" ({setting})" if setting else ""
+        raise ValueError(f"unknown cell {name!r}{where}: choose one of {', '.join(CELL_NAMES)}")
+
+
+def make_layer(cell: str, input_size: int, hidden_size: int, **kwargs: Any) -> Recurrent:
+    """The layer for ``cell`` with torch's arguments; a Jordan layer feeds back ``hidden_size`` output features
+    (the ``output_size`` it needs and the other cells do not have)."""
+    check_cell(cell)
+    if cell == "jordan":
+        kwargs.setdefault("output_size", hidden_size)
+    return LAYERS[cell](input_size, hidden_size, **kwargs)

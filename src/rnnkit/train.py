@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit import checkpoint as ckpt
-from rnnkit.config import flatten, to_dict
+from rnnkit import progress as ui  # (train() has a `progress` flag: the bar)
+from rnnkit.config import to_dict
 from rnnkit.metrics_log import MetricsLog, plot_curves
 
 log = logging.getLogger("rnnkit.train")
@@ -130,6 +132,10 @@ class TrainResult:
     last: dict[str, Any]
     """the final validation metrics"""
     out_dir: Path
+    new_steps: int = 0
+    """steps taken by this call (0 when a resumed run had already spent its budget)"""
+    unit: str = "units"
+    """what ``units_per_s`` counts (the task's ``unit``: tokens, sequences, windows…)"""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -179,48 +185,6 @@ def shard(batch: Any, rank: int, world: int) -> Any:
     return batch
 
 
-def model_signature(model: nn.Module) -> dict[str, Any]:
-    """What must match for a resume: class, configuration and parameter shapes."""
-    config = getattr(model, "config", None)
-    return {
-        "class": type(model).__name__,
-        "config": to_dict(config) if config is not None and hasattr(config, "__dataclass_fields__") else None,
-        "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
-    }
-
-
-def describe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: old -> new`` for each difference; long lists (vocabularies) summarised."""
-    fa, fb = flatten(saved), flatten(current)
-    out = []
-    for k in sorted(set(fa) | set(fb)):
-        a, b = fa.get(k), fb.get(k)
-        if a == b:
-            continue
-        if isinstance(a, list) and isinstance(b, list) and max(len(a), len(b)) > 8:
-            sa, sb = {repr(x) for x in a}, {repr(x) for x in b}
-            added, removed = sorted(sb - sa)[:5], sorted(sa - sb)[:5]
-            out.append(f"{k}: {len(a)} -> {len(b)} entries (added {', '.join(added) or 'none'}; "
-                       f"removed {', '.join(removed) or 'none'})")  # fmt: skip
-        else:
-            out.append(f"{k}: {a!r} -> {b!r}")
-    return out
-
-
-def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Why a checkpoint cannot continue with this model and task: config and metadata differences, else shapes."""
-
-    def view(sig: dict[str, Any], shapes: bool) -> dict[str, Any]:
-        model = {"class": sig["model"]["class"], **(sig["model"]["config"] or {})}
-        if shapes:
-            model["parameters"] = sig["model"]["parameters"]
-        return {"model": model, "task": sig["task"]}
-
-    return describe_differences(view(saved, False), view(current, False)) or describe_differences(
-        view(saved, True), view(current, True)
-    )
-
-
 def _distributed() -> tuple[int, int]:
     """(rank, world size); initialises the process group under ``torchrun`` (gloo on CPU, nccl on GPU)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -232,13 +196,11 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _fmt(metrics: dict[str, Any]) -> str:
-    return " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+RUN_FILES = ("last", "best", "metrics.jsonl", "metrics.csv", "curves.png")
 
 
 def _run_files(out: Path) -> list[Path]:
-    names = ("last", "best", "metrics.jsonl", "metrics.csv", "curves.png")
-    return [out / n for n in names if (out / n).exists()]
+    return [out / n for n in RUN_FILES if (out / n).exists()]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -255,8 +217,10 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``task``; see the module docstring for the contract and the outputs.
 
-    ``resume`` continues from ``out_dir/last`` exactly (same batches, RNG, optimizer and carried state);
-    ``overwrite`` discards an existing run in ``out_dir``; otherwise an existing run is an error.
+    ``resume`` continues from ``out_dir/last`` exactly (same batches, RNG, optimizer and carried state) after
+    putting back what a kill left half-done; with no checkpoint yet it starts the run, and a run whose budget
+    is spent returns at once (``new_steps == 0``) after saying how to extend it. ``overwrite`` discards an
+    existing run in ``out_dir``; otherwise an existing run is an error.
     ``record`` is the full configuration to store in checkpoints (default ``cfg``); ``progress`` shows a
     tqdm bar.
     """
@@ -267,16 +231,33 @@ def train(
     if world > 1 and torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         model.to(device)
-    existing = _run_files(out)
-    if existing and not resume and not overwrite:
-        raise ValueError(f"{str(out)!r} already holds a run ({existing[0].name}): resume it (--resume), "
-                         "overwrite it (--overwrite) or choose another --out")  # fmt: skip
-    if resume and not existing:
-        raise ValueError(f"nothing to resume in {str(out)!r}: no checkpoint there (drop --resume to start a run)")
+    unit = getattr(task, "unit", "units")
+    saved = None
+    if main_process:
+        if resume:
+            for line in ckpt.recover_run(out):  # a kill can leave a checkpoint mid-swap and half-written files
+                log.info("%s: %s", out, line)
+        existing = _run_files(out)
+        if resume and ckpt.has_checkpoint(out):
+            saved = ckpt.load_checkpoint(out, prefer="last")  # falls back to best/ (and says so) if last/ is damaged
+        elif resume:
+            log.info("no checkpoint in %s yet%s: starting the run from step 0", out,
+                     " (it stopped before its first evaluation)" if existing else "")  # fmt: skip
+        elif existing and not overwrite:
+            what = "a run" if ckpt.has_checkpoint(out) else "a run that stopped before its first checkpoint"
+            raise ValueError(f"{str(out)!r} already holds {what} ({existing[0].name}): continue it (--resume), "
+                             "discard it (--overwrite) or choose another --out")  # fmt: skip
+        if not saved:
+            for p in existing:  # --overwrite, or a --resume with nothing to resume from
+                p.unlink() if p.is_file() else shutil.rmtree(p)
+            ckpt.recover_run(out)
     if world > 1:
-        torch.distributed.barrier()  # every process has looked at out_dir before rank 0 writes there
+        flag = torch.tensor([int(saved is not None)], device=device)
+        torch.distributed.broadcast(flag, 0)  # rank 0 has looked at out_dir: every process resumes or none does
+        if flag.item() and saved is None:
+            saved = ckpt.load_checkpoint(out, prefer="last")
     record = to_dict(cfg) if record is None else record
-    signature = {"model": model_signature(model), "task": {"name": task.name, **task.metadata()}}
+    signature = {"model": ckpt.model_signature(model), "task": {"name": task.name, **task.metadata()}}
     optimizer = make_optimizer(model, cfg.optim)
     o = cfg.optim
 
@@ -284,12 +265,11 @@ def train(
     step, train_time, carry = 0, 0.0, None
     best: dict[str, Any] = {}
     last_eval: dict[str, Any] = {}
-    if resume:
-        saved = ckpt.load_checkpoint(out, prefer="last")
-        diffs = resume_differences(saved.state["signature"], signature)
+    if saved is not None:
+        diffs = ckpt.resume_differences(saved.state["signature"], signature)
         if diffs:
             raise ValueError(f"cannot resume {str(out)!r}: the model or data changed: " + "; ".join(diffs))
-        changed = describe_differences(saved.state.get("config", {}), record)
+        changed = ckpt.describe_differences(saved.state.get("config", {}), record)
         if changed and main_process:
             log.warning("resuming with changed settings: %s", "; ".join(changed))
         ckpt.load_model_weights(model, saved)
@@ -298,16 +278,30 @@ def train(
         carry = ckpt.carry_from_tensors(saved.state["carry"], saved.tensors, device)
         step, train_time = saved.step, float(saved.state["train_time"])
         best, last_eval = saved.state.get("best", {}), saved.state.get("last_eval", {})
+        done = ui.finished(cfg, step, train_time)
+        if done:  # nothing to train: say so at once instead of evaluating and reporting 0 units/s
+            if main_process:
+                log.info("%s", ui.finished_line(out, cfg, step, train_time, done))
+                if not (out / "metrics.csv").exists() or (cfg.plot and not (out / "curves.png").exists()):
+                    with ui.writing("metrics.csv", out):  # the run was killed after its last checkpoint
+                        metrics = MetricsLog(out, keep_until=step)
+                        metrics.close()
+                    if cfg.plot:
+                        with ui.writing("curves.png", out):
+                            plot_curves(metrics.rows, out / "curves.png")
+            return TrainResult(step, train_time, 0.0, done, best, last_eval, out, new_steps=0, unit=unit)
         if main_process:
-            log.info("resumed %s at step %d (%.1fs of training)", saved.path, step, train_time)
+            log.info("resumed %s at step %d (%.1f s of training)", saved.path, step, train_time)
     else:
-        if overwrite and main_process:
-            for p in existing:
-                p.unlink() if p.is_file() else __import__("shutil").rmtree(p)
         torch.manual_seed(cfg.seed + rank)  # dropout masks differ between processes, init does not matter here
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-    metrics = MetricsLog(out, keep_until=step, enabled=main_process)
+    if main_process:
+        log.info("training for up to %s, validating every %s steps; writing %s: last/ and best/ checkpoints, "
+                 "metrics.jsonl, metrics.csv%s", ui.budget(cfg), f"{cfg.eval_every:,}", out,
+                 ", curves.png" if cfg.plot else "")  # fmt: skip
+    with ui.writing("metrics.jsonl", out):
+        metrics = MetricsLog(out, keep_until=step, enabled=main_process)
 
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -336,7 +330,8 @@ def train(
         state = {"step": step, "train_time": train_time, "best": best, "last_eval": last_eval,
                  "config": record, "signature": signature, "task": signature["task"],
                  "optimizer": opt_js, "rng": rng_js, "carry": layout, "world_size": world}  # fmt: skip
-        ckpt.save_checkpoint(out / name, model, state, {**opt_t, **rng_t, **carry_t})
+        with ui.writing(f"checkpoint {name}/", out):
+            ckpt.save_checkpoint(out / name, model, state, {**opt_t, **rng_t, **carry_t})
 
     def evaluate() -> dict[str, Any]:
         model.eval()
@@ -345,17 +340,14 @@ def train(
         model.train()
         return result
 
+    # A bar on a terminal; elsewhere (logs, CI, pipes) a line at least every ui.HEARTBEAT_S seconds.
     bar = None
     if progress and main_process:
-        from tqdm import tqdm
+        by_time = bool(cfg.max_time)
+        bar = ui.bar(cfg.max_time if by_time else cfg.steps, train_time if by_time else step, by_time)
+    heartbeat = time.monotonic()
 
-        total = cfg.max_time if cfg.max_time else cfg.steps
-        fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if cfg.max_time else None
-        # disable=None: no bar when stderr is not a terminal (logs and CI keep the one-line summaries)
-        bar = tqdm(total=total, initial=min(train_time if cfg.max_time else step, total), bar_format=fmt,
-                   unit="step", dynamic_ncols=True, leave=False, disable=None)  # fmt: skip
-
-    run_units, run_time = 0, 0.0
+    run_units, run_time, run_steps = 0, 0.0, 0
     window_units, window_time, window_loss, window_steps = (
         0,
         0.0,
@@ -412,6 +404,7 @@ def train(
             train_time = float(clock)
         window_time += dt
         run_units += int(units) * world
+        run_steps += 1
         run_time += dt
         if bar is not None:  # never past the total: tqdm drops the total (and our format) when n exceeds it
             bar.update(min(dt, cfg.max_time - bar.n) if cfg.max_time else 1)
@@ -434,10 +427,11 @@ def train(
                     f"training loss became {train_loss} by step {step} (lr {lr:.3g}): lower --optim.lr or clip "
                     f"gradients (--optim.clip_norm); " + (where if last_eval else "no checkpoint was written")
                 )
-            metrics.add({"step": step, "split": "train", "time": round(train_time, 3), "loss": train_loss,
-                         "lr": lr, "units_per_s": round(speed, 1)})  # fmt: skip
+            with ui.writing("metrics.jsonl", out):
+                metrics.add({"step": step, "split": "train", "time": round(train_time, 3), "loss": train_loss,
+                             "lr": lr, "units_per_s": round(speed, 1)})  # fmt: skip
             if bar is not None:
-                bar.set_postfix_str(f"loss {train_loss:.3f} | {speed:,.0f} units/s")
+                bar.set_postfix_str(f"loss {train_loss:.3f} | {speed:,.0f} {unit}/s")
             window_loss, window_steps, window_units, window_time = torch.zeros_like(window_loss), 0, 0, 0.0
 
             # ---- 8. evaluate on the validation split and checkpoint (last/, best/) -------------
@@ -454,28 +448,34 @@ def train(
                     best = dict(last_eval)
                 if main_process:
                     msg = (f"step {step} | {train_time:.1f}s | train loss {train_loss:.4f} | val "
-                           f"{_fmt({k: v for k, v in last_eval.items() if k not in ('step', 'tokens')})} | "
-                           f"{speed:,.0f} units/s | lr {lr:.2e}{' | best' if is_best else ''}")  # fmt: skip
+                           f"{ui.fmt({k: v for k, v in last_eval.items() if k not in ('step', 'tokens')})} | "
+                           f"{speed:,.0f} {unit}/s | lr {lr:.2e}{' | best' if is_best else ''}")  # fmt: skip
                     (bar.write if bar is not None else log.info)(msg)
-                metrics.write_csv()
-                checkpoint("last")
+                    heartbeat = time.monotonic()
+                with ui.writing("metrics.csv", out):
+                    metrics.write_csv()
+                # best/ first: a kill between the two leaves last/ older, and the resume from it re-derives best/
                 if is_best:
                     checkpoint("best")
+                checkpoint("last")
+        if bar is None and main_process and window_steps and time.monotonic() - heartbeat >= ui.HEARTBEAT_S:
+            so_far = window_loss.item() / window_steps  # this log window's mean so far; the window goes on
+            log.info("step %d | %.1fs%s | train loss %.4f | %s %s/s", step, train_time,
+                     f" of {cfg.max_time:g}s" if cfg.max_time else f" (step budget {cfg.steps:,})", so_far,
+                     f"{window_units / max(window_time, 1e-9):,.0f}", unit)  # fmt: skip
+            heartbeat = time.monotonic()
 
     if bar is not None:
         bar.close()
-    metrics.close()
+    with ui.writing("metrics.csv", out):
+        metrics.close()
     if cfg.plot and main_process:
-        plot_curves(metrics.rows, out / "curves.png")
-    result = TrainResult(step, train_time, run_units / max(run_time, 1e-9), stop_reason, best, last_eval, out)
+        with ui.writing("curves.png", out):
+            plot_curves(metrics.rows, out / "curves.png")
+    result = TrainResult(step, train_time, run_units / max(run_time, 1e-9), stop_reason, best, last_eval, out,
+                         new_steps=run_steps, unit=unit)  # fmt: skip
     if main_process:
-        log.info(
-            "done: %d steps (%s) in %.1fs of training, %s units/s; best val %s at step %s",
-            step,
-            stop_reason,
-            train_time,
-            f"{result.units_per_s:,.0f}",
-            _fmt({k: v for k, v in best.items() if k not in ("step", "tokens")}),
-            best.get("step"),
-        )
+        log.info("done: %d steps (%s) in %.1fs of training, %s %s/s; best val %s at step %s", step, stop_reason,
+                 train_time, f"{result.units_per_s:,.0f}", unit,
+                 ui.fmt({k: v for k, v in best.items() if k not in ("step", "tokens")}), best.get("step"))  # fmt: skip
     return result

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.activations import Activation, activation_name, get_activation
+from rnnkit.errors import DeviceError, DtypeError, ShapeError, torchscript_unsupported
 
 State = tuple[Tensor, ...]
 Gates = dict[str, Tensor]
@@ -49,8 +50,9 @@ class RecurrentCell(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        _check_positive_int("input_size", input_size)
-        _check_positive_int("hidden_size", hidden_size)
+        # Zero is a valid size for a cell, as in torch.nn's cells (an empty state); layers ask for at least 1.
+        check_size("input_size", input_size, minimum=0)
+        check_size("hidden_size", hidden_size, minimum=0)
         if recurrent_init not in RECURRENT_INITS:
             raise ValueError(f"unknown recurrent_init {recurrent_init!r}: use one of {', '.join(RECURRENT_INITS)}")
         self.input_size = input_size
@@ -104,11 +106,11 @@ class RecurrentCell(nn.Module):
 
     def init_parameters(self, params: dict[str, Tensor]) -> None:
         """Initialise ``params`` (cell names -> tensors) in place; layers call this with their own tensors."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size else 0.0  # H = 0: nothing to draw
         with torch.no_grad():
             for p in params.values():
                 nn.init.uniform_(p, -bound, bound)
-            if self.recurrent_init == "orthogonal":
+            if self.recurrent_init == "orthogonal" and self.hidden_size:
                 for name in self.recurrent_weights:
                     weight = params[name]
                     for block in weight.split(self.hidden_size, dim=0):
@@ -125,45 +127,59 @@ class RecurrentCell(nn.Module):
     def forward(self, input: Tensor, hx: Tensor | State | None = None) -> Tensor | State:
         """Same contract as ``torch.nn.*Cell``: input (B, F) or (F,), state in, new state out."""
         x, batched = self._check_input(input)
-        state = self._check_state(hx, x)
+        state = self._check_state(hx, x, batched)
         new_state, _ = self.step(x, state)
         if not batched:
             new_state = tuple(s.squeeze(0) for s in new_state)
         return new_state[0] if len(new_state) == 1 else new_state
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        # torch.jit.script calls this hook first: fail in one line instead of deep inside the compiler.
+        raise torchscript_unsupported(self)
 
     def _check_input(self, input: Tensor) -> tuple[Tensor, bool]:
         name = type(self).__name__
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}: expected input to be a torch.Tensor, got {type(input).__name__}")
         if input.dim() not in (1, 2):
-            raise ValueError(
+            raise ShapeError(
                 f"{name}: expected input of shape (B, {self.input_size}) or ({self.input_size},), "
                 f"got {tuple(input.shape)}"
             )
         if input.shape[-1] != self.input_size:
-            raise ValueError(
+            raise ShapeError(
                 f"{name}: expected input with {self.input_size} features (input_size), got shape {tuple(input.shape)}"
             )
         check_like(name, "input", input, self.weight_ih)
         batched = input.dim() == 2
         return (input if batched else input.unsqueeze(0)), batched
 
-    def _check_state(self, hx: Tensor | State | None, x: Tensor) -> State:
+    def _check_state(self, hx: Tensor | State | None, x: Tensor, batched: bool = True) -> State:
+        """``hx`` as a tuple of (B, size) tensors; unbatched input needs unbatched states (size,), as in torch."""
         name = type(self).__name__
         batch = x.shape[0]
         if hx is None:
             return self.zero_state(batch, device=x.device, dtype=x.dtype)
-        hx = (hx,) if isinstance(hx, Tensor) else tuple(hx)
-        if len(hx) != len(self.state_sizes):
-            raise ValueError(f"{name}: expected a state of {len(self.state_sizes)} tensor(s), got {len(hx)}")
+        n = len(self.state_sizes)
+        if isinstance(hx, Tensor):
+            if n != 1:
+                raise TypeError(f"{name}: expected the state as a tuple of {n} tensors (h, c), got one Tensor")
+            hx = (hx,)
+        elif not isinstance(hx, (tuple, list)):
+            raise TypeError(f"{name}: expected the state as a Tensor or a tuple of tensors, got {type(hx).__name__}")
+        if len(hx) != n:
+            raise ShapeError(f"{name}: expected a state of {n} tensor(s), got {len(hx)}")
         out = []
         for k, (s, size) in enumerate(zip(hx, self.state_sizes)):
-            what = "hx" if len(hx) == 1 else f"hx[{k}]"
-            s = s.unsqueeze(0) if s.dim() == 1 else s
-            if tuple(s.shape) != (batch, size):
-                raise ValueError(f"{name}: expected {what} of shape ({batch}, {size}), got {tuple(s.shape)}")
+            what = "hx" if n == 1 else f"hx[{k}]"
+            if not isinstance(s, Tensor):
+                raise TypeError(f"{name}: expected {what} to be a torch.Tensor, got {type(s).__name__}")
+            want = (batch, size) if batched else (size,)
+            if tuple(s.shape) != want:
+                layout = "" if batched else " (unbatched input, so an unbatched state)"
+                raise ShapeError(f"{name}: expected {what} of shape {want}{layout}, got {tuple(s.shape)}")
             check_like(name, what, s, x)
-            out.append(s)
+            out.append(s if batched else s.unsqueeze(0))
         return tuple(out)
 
     def extra_repr(self) -> str:
@@ -203,19 +219,32 @@ class GatedCell(RecurrentCell):
         return self.activation is torch.tanh and self.recurrent_activation is torch.sigmoid
 
 
+class Weights:
+    """The parameters of one cell under the cell's own names (``w.weight_ih``…), absent ones ``None``: what
+    :meth:`RecurrentCell.step` takes as ``w``. A plain class rather than ``SimpleNamespace``, which
+    ``torch.compile`` cannot trace."""
+
+    def __init__(self, tensors: dict[str, Tensor | None]) -> None:
+        for name, tensor in tensors.items():
+            setattr(self, name, tensor)
+
+
 def check_like(owner: str, what: str, t: Tensor, ref: Tensor) -> None:
     """Fail with one clear line when ``t`` does not share ``ref``'s dtype and device."""
     if t.dtype != ref.dtype:
-        raise TypeError(
+        raise DtypeError(
             f"{owner}: {what} has dtype {t.dtype} but the parameters are {ref.dtype}; "
             f"convert one of them (e.g. module.to({ref.dtype}) or {what}.to({ref.dtype}))"
         )
     if t.device != ref.device:
-        raise ValueError(
+        raise DeviceError(
             f"{owner}: {what} is on {t.device} but the parameters are on {ref.device}; move them to one device"
         )
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_size(name: str, value: Any, *, minimum: int) -> None:
+    """A size argument: an ``int`` (``TypeError`` otherwise, as torch.nn) of at least ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ShapeError(f"{name} must be at least {minimum}, got {value}")

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnkit.activations import Activation, get_activation
-from rnnkit.cells.base import Gates, RecurrentCell, State
+from rnnkit.cells.base import Gates, RecurrentCell, State, check_size
 
 
 class RNNCell(RecurrentCell):
-    r"""Elman cell (seed 002: ``s_t = f(U x_t + W s_{t-1})``), exactly ``torch.nn.RNNCell``.
+    r"""Elman cell (``s_t = f(U x_t + W s_{t-1})``), exactly ``torch.nn.RNNCell``.
 
     .. math::  h_t = \mathrm{act}(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})
 
@@ -65,7 +65,7 @@ class RNNCell(RecurrentCell):
 
 
 class JordanCell(RecurrentCell):
-    r"""Jordan cell (seed 002): the recurrent state is the previous *output* ``y``, not the hidden layer.
+    r"""Jordan cell (Jordan 1986): the recurrent state is the previous *output* ``y``, not the hidden layer.
 
     .. math::
         h_t = \mathrm{act}(W_{ih} x_t + b_{ih} + W_{yh} y_{t-1} + b_{yh}) \\
@@ -91,8 +91,7 @@ class JordanCell(RecurrentCell):
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if not isinstance(output_size, int) or isinstance(output_size, bool) or output_size <= 0:
-            raise ValueError(f"output_size must be a positive integer, got {output_size!r}")
+        check_size("output_size", output_size, minimum=0)
         self.jordan_output_size = output_size
         super().__init__(input_size, hidden_size, bias, recurrent_init=recurrent_init, device=device, dtype=dtype)
         self.activation = get_activation(activation)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnkit.activations import Activation
-from rnnkit.cells.base import GatedCell, Gates, State
+from rnnkit.cells.base import GatedCell, Gates, State, check_size
 
 
 class LSTMCell(GatedCell):
@@ -45,9 +45,8 @@ class LSTMCell(GatedCell):
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if not isinstance(proj_size, int) or proj_size < 0:
-            raise ValueError(f"proj_size must be a non-negative integer, got {proj_size!r}")
-        if proj_size >= hidden_size:
+        check_size("proj_size", proj_size, minimum=0)
+        if proj_size and isinstance(hidden_size, int) and proj_size >= hidden_size:
             raise ValueError(f"proj_size ({proj_size}) must be smaller than hidden_size ({hidden_size})")
         if forget_bias and not bias:
             raise ValueError("forget_bias needs bias=True: there is no bias to add it to")
@@ -96,7 +95,7 @@ class LSTMCell(GatedCell):
         f = σ(xf + hf)  # forget gate: how much of the old memory to keep
         g = act(xg + hg)  # candidate memory
         o = σ(xo + ho)  # output gate: how much of the memory to show
-        c = f * c + i * g  # memory is added to, not overwritten (seed 001)
+        c = f * c + i * g  # memory is added to, not overwritten (Hung-yi Lee's LSTM lecture)
         h = o * act(c)  # hidden state
         if self.proj_size:
             h = F.linear(h, w.weight_hr)  # LSTMP projection (B, P)

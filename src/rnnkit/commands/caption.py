@@ -15,17 +15,18 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from rnnkit import runner
 from rnnkit.atomic import write_json
-from rnnkit.commands.common import add_run_flags, dispatch, run_guarded
-from rnnkit.config import from_dict, parse_config, to_dict
+from rnnkit.commands.common import dispatch
+from rnnkit.config import from_dict, parse_config
+from rnnkit.runner import RunConfig, Setup, run
 from rnnkit.tasks.caption import CaptionData, CaptionModel
-from rnnkit.train import TrainConfig
 
 log = logging.getLogger("rnnkit.caption")
 
 
 @dataclass
-class CaptionTrainConfig(TrainConfig):
+class CaptionTrainConfig(RunConfig):
     """Everything ``rnnkit caption train`` needs."""
 
     steps: int = 1500
@@ -36,15 +37,8 @@ class CaptionTrainConfig(TrainConfig):
     "log the training loss every N steps"
     out: str = "runs/caption"
     "run directory: checkpoints (last/, best/), metrics, curves.png, test.json"
-    threads: int = 0
-    "torch intra-op threads (0 = torch's default)"
     data: CaptionData = field(default_factory=CaptionData)
     model: CaptionModel = field(default_factory=CaptionModel)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.threads < 0:
-            raise ValueError(f"threads must be >= 0, got {self.threads}")
 
 
 def ascii_digit(image: Any) -> list[str]:
@@ -59,6 +53,8 @@ def test_report(model: Any, task: Any, show: int = 0) -> dict[str, Any]:
 
     scores = task.evaluate(model, "test")
     x, y = task.splits["test"]
+    p = next(model.parameters())
+    x = x.to(p.device, p.dtype)
     captions = model.greedy(x[:show]) if show else []
     every = model.greedy(x)
     wrong = [(c, NAMES[int(d)]) for c, d in zip(every, y) if c != NAMES[int(d)]]
@@ -83,46 +79,36 @@ def print_report(r: dict[str, Any], task: Any = None) -> None:
 
 
 def train_captioner(cfg: CaptionTrainConfig, *, resume: bool = False, overwrite: bool = False,
-                    progress: bool = False) -> tuple[dict[str, Any], Any]:  # fmt: skip
+                    progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """Train, then score the best checkpoint on the test images; writes ``out/test.json``."""
+    return run(cfg, _setup, _report, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def _setup(cfg: CaptionTrainConfig, device: str, dtype: Any) -> Setup:
+    from rnnkit.tasks.caption import Captioner, CaptionTask
+
+    task = CaptionTask(cfg.data)
+    model = Captioner(cfg=cfg.model).to(device, dtype)
+    describe = f"captioner: {cfg.model.cell.upper()}, {sum(p.numel() for p in model.parameters()):,} parameters"
+    return Setup(model, task, describe)
+
+
+def _report(cfg: CaptionTrainConfig, s: Setup, best: Any, result: Any) -> dict[str, Any]:
     from pathlib import Path
 
-    import torch
-
-    from rnnkit import checkpoint as ckpt
-    from rnnkit.tasks.caption import Captioner, CaptionTask
-    from rnnkit.train import train
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    task = CaptionTask(cfg.data)
-    torch.manual_seed(cfg.seed)
-    model = Captioner(cfg=cfg.model)
-    result = train(model, task, cfg, out_dir=cfg.out, resume=resume, overwrite=overwrite, progress=progress,
-                   record=to_dict(cfg))  # fmt: skip
-    best = ckpt.load_checkpoint(cfg.out, prefer="best")
-    ckpt.load_model_weights(model, best)
-    model.eval()
     report = {"steps": result.step, "train_time": result.train_time, "best_step": best.step,
-              **test_report(model, task)}  # fmt: skip
+              **test_report(s.model, s.task)}  # fmt: skip
     write_json(Path(cfg.out) / "test.json", report, indent=1)
-    return report, task
+    return report
 
 
 def _train(argv: list[str]) -> int:
-    cfg, ns = parse_config(CaptionTrainConfig, argv, prog="rnnkit caption train", extra=add_run_flags,
-                           description="Train a digit image -> spelled name captioner.")  # fmt: skip
-    result = run_guarded(
-        "rnnkit caption",
-        lambda: train_captioner(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True),
-        on_interrupt=f"the last checkpoint is in {cfg.out}/last (--resume)",
-    )
-    if isinstance(result, int):
-        return result
-    r, _ = result
-    print(f"{r['steps']} steps, {r['train_time']:.0f}s of training, best step {r['best_step']} | {cfg.out}")
-    print_report(r)
-    return 0
+    def show(cfg: CaptionTrainConfig, r: dict[str, Any]) -> None:
+        print(f"{r['steps']} steps, {r['train_time']:.0f}s of training, best step {r['best_step']} | {cfg.out}")
+        print_report(r)
+
+    return runner.main("rnnkit caption train", CaptionTrainConfig, argv, train_captioner, show,
+                       description="Train a digit image -> spelled name captioner.")  # fmt: skip
 
 
 @dataclass

@@ -15,19 +15,19 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from rnnkit import runner
 from rnnkit.atomic import save_figure, write_json
-from rnnkit.commands.common import add_run_flags, run_guarded
-from rnnkit.config import parse_config, to_dict
+from rnnkit.config import to_dict
+from rnnkit.runner import RunConfig, Setup, run
 from rnnkit.tasks.classify import ClassifyDataConfig, ClassifyModelConfig
-from rnnkit.train import TrainConfig
 
 log = logging.getLogger("rnnkit.classify")
 
 
 @dataclass
-class ClassifyRunConfig(TrainConfig):
+class ClassifyRunConfig(RunConfig):
     """Everything ``rnnkit classify`` needs: the data, the model, optimisation and the loop."""
 
     steps: int = 3000
@@ -40,17 +40,15 @@ class ClassifyRunConfig(TrainConfig):
     """run directory: checkpoints (last/, best/), metrics, curves.png, report.json, confusion.png"""
     batch_size: int = 64
     """sequences per training batch"""
-    dtype: Literal["float32", "float64"] = "float32"
-    """parameter precision"""
     threads: int = 1
-    """torch intra-op threads (0 = torch's default; small models run fastest on one)"""
+    """torch intra-op threads while the command runs (0 = torch's default; small models run fastest on one)"""
     data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
     model: ClassifyModelConfig = field(default_factory=ClassifyModelConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.batch_size < 1 or self.threads < 0:
-            raise ValueError("batch_size must be >= 1 and threads >= 0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -67,37 +65,34 @@ def run_classify(
     cfg: ClassifyRunConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = False
 ) -> dict[str, Any]:
     """Train, reload the best checkpoint (by validation loss), score it on the test split; returns the report."""
-    import numpy as np
-    import torch
+    return run(cfg, _setup, _report, resume=resume, overwrite=overwrite, progress=progress)
 
-    from rnnkit import checkpoint as ckpt
+
+def _setup(cfg: ClassifyRunConfig, device: str, dtype: Any) -> Setup:
     from rnnkit.tasks.classify import ClassifyTask
-    from rnnkit.train import train
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    task = ClassifyTask.from_config(cfg.data, batch_size=cfg.batch_size, dtype=getattr(torch, cfg.dtype))
-    torch.manual_seed(cfg.seed)
-    model = task.build_model(cfg.model)
+    task = ClassifyTask.from_config(cfg.data, batch_size=cfg.batch_size, dtype=dtype)
+    model = task.build_model(cfg.model).to(device)
     model.config = cfg.model  # recorded in the checkpoint signature: a resume with another model is refused
     L = task.data.lengths
-    log.info("digits read by %s%s: %d sequences of %d-%d steps x %d features (mean length %.2f), %d classes; "
-             "split %s; %s, readout %s, %s parameters", cfg.data.read, " (trimmed)" if cfg.data.trim else "", len(L),
-             L.min(), L.max(), task.data.x.shape[2], L.mean(), len(task.data.classes),
-             "/".join(str(len(v)) for v in task.split.values()), model.rnn.describe_cell()
-             + (" bidirectional" if cfg.model.bidirectional else ""), cfg.model.readout,
-             f"{sum(p.numel() for p in model.parameters()):,}")  # fmt: skip
-    result = train(model, task, cfg, out_dir=cfg.out, resume=resume, overwrite=overwrite, progress=progress,
-                   record=to_dict(cfg))  # fmt: skip
+    describe = (f"digits read by {cfg.data.read}{' (trimmed)' if cfg.data.trim else ''}: {len(L)} sequences of "
+                f"{L.min()}-{L.max()} steps x {task.data.x.shape[2]} features (mean length {L.mean():.2f}), "
+                f"{len(task.data.classes)} classes; split {'/'.join(str(len(v)) for v in task.split.values())}; "
+                f"{model.rnn.describe_cell()}{' bidirectional' if cfg.model.bidirectional else ''}, readout "
+                f"{cfg.model.readout}, {sum(p.numel() for p in model.parameters()):,} parameters")  # fmt: skip
+    return Setup(model, task, describe)
 
-    best = ckpt.load_checkpoint(cfg.out, prefer="best")
-    ckpt.load_model_weights(model, best)
-    report = task.report(model)
+
+def _report(cfg: ClassifyRunConfig, s: Setup, best: Any, result: Any) -> dict[str, Any]:
+    import numpy as np
+
+    task = s.task
+    report = task.report(s.model)
     cm = report["confusion"]
     summary = {
         "accuracy": report["accuracy"], "test_size": report["test_size"], "baselines": report["baselines"],
         "per_class_recall": (np.diag(cm) / np.maximum(cm.sum(1), 1)).round(4).tolist(),
-        "confusion": cm.tolist(), "classes": task.data.classes, "lengths": np.bincount(L).tolist(),
+        "confusion": cm.tolist(), "classes": task.data.classes, "lengths": np.bincount(task.data.lengths).tolist(),
         "best_step": best.step, "best_val": result.best, "steps": result.step,
         "train_time": round(result.train_time, 1), "config": to_dict(cfg),
     }  # fmt: skip
@@ -109,12 +104,10 @@ def run_classify(
 
 def plot_confusion(cm: Any, classes: list[str], accuracy: float, path: Path) -> None:
     """Confusion matrix as a PNG: rows true class, columns predicted, counts in the cells."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig = Figure(figsize=(4.6, 4.2))
+    ax = fig.subplots()
     ax.imshow(cm, cmap="Blues")
     for i in range(len(classes)):
         for j in range(len(classes)):
@@ -131,33 +124,20 @@ def plot_confusion(cm: Any, classes: list[str], accuracy: float, path: Path) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rnnkit.tasks.classify import format_confusion
+    def show(cfg: ClassifyRunConfig, s: dict[str, Any]) -> None:
+        import numpy as np
 
-    cfg, ns = parse_config(
-        ClassifyRunConfig,
-        argv,
-        prog="rnnkit classify",
-        presets=PRESETS,
-        extra=add_run_flags,
-        description="Classify sequences (scikit-learn's 8x8 digits read as glimpses) with an RNN; every setting "
-        "is a flag.",
-    )
-    result = run_guarded(
-        "rnnkit classify",
-        lambda: run_classify(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True),
-        on_interrupt=f"the last checkpoint is in {cfg.out}/last (continue with --resume)",
-    )
-    if isinstance(result, int):
-        return result
-    s = result
-    import numpy as np
+        from rnnkit.tasks.classify import format_confusion
 
-    print(format_confusion(np.asarray(s["confusion"]), s["classes"]))
-    base = " | ".join(f"{k} {v:.3f}" for k, v in s["baselines"].items())
-    print(f"test accuracy {s['accuracy']:.4f} on {s['test_size']} held-out sequences (best checkpoint of step "
-          f"{s['best_step']}, {s['train_time']}s training) | baselines: {base}")  # fmt: skip
-    print(f"report: {cfg.out}/report.json | plot: {cfg.out}/confusion.png")
-    return 0
+        print(format_confusion(np.asarray(s["confusion"]), s["classes"]))
+        base = " | ".join(f"{k} {v:.3f}" for k, v in s["baselines"].items())
+        print(f"test accuracy {s['accuracy']:.4f} on {s['test_size']} held-out sequences (best checkpoint of step "
+              f"{s['best_step']}, {s['train_time']}s training) | baselines: {base}")  # fmt: skip
+        print(f"report: {cfg.out}/report.json | plot: {cfg.out}/confusion.png")
+
+    return runner.main("rnnkit classify", ClassifyRunConfig, argv, run_classify, show, presets=PRESETS,
+                       description="Classify sequences (scikit-learn's 8x8 digits read as glimpses) with an RNN; "
+                       "every setting is a flag.")  # fmt: skip
 
 
 if __name__ == "__main__":

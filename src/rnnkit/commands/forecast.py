@@ -18,13 +18,13 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from rnnkit import runner
 from rnnkit.atomic import save_figure, write_json
-from rnnkit.commands.common import add_run_flags, run_guarded
-from rnnkit.config import parse_config, to_dict
+from rnnkit.config import to_dict
+from rnnkit.runner import RunConfig, Setup, run
 from rnnkit.tasks.forecast import ForecastDataConfig, ForecastModelConfig
-from rnnkit.train import TrainConfig
 
 log = logging.getLogger("rnnkit.forecast")
 
@@ -32,7 +32,7 @@ BASELINES = ("naive", "seasonal-naive", "holt-winters", "arima")
 
 
 @dataclass
-class ForecastRunConfig(TrainConfig):
+class ForecastRunConfig(RunConfig):
     """Everything ``rnnkit forecast`` needs: the series, the model, optimisation, the loop, the baselines."""
 
     steps: int = 4000
@@ -45,10 +45,8 @@ class ForecastRunConfig(TrainConfig):
     """run directory: checkpoints (last/, best/), metrics, curves.png, report.json, forecast.png"""
     batch_size: int = 32
     """windows per training batch"""
-    dtype: Literal["float32", "float64"] = "float32"
-    """parameter precision"""
     threads: int = 1
-    """torch intra-op threads (0 = torch's default; small models run fastest on one)"""
+    """torch intra-op threads while the command runs (0 = torch's default; small models run fastest on one)"""
     baselines: tuple[str, ...] = BASELINES
     """baselines scored at the same test points: naive, seasonal-naive, holt-winters, arima"""
     arima_order: tuple[int, ...] = (2, 1, 1)
@@ -63,8 +61,8 @@ class ForecastRunConfig(TrainConfig):
             raise ValueError(f"unknown baseline {unknown[0]!r}: choose from {', '.join(BASELINES)}")
         if len(self.arima_order) != 3 or min(self.arima_order) < 0:
             raise ValueError(f"arima_order must be three non-negative integers p,d,q, got {self.arima_order}")
-        if self.batch_size < 1 or self.threads < 0:
-            raise ValueError("batch_size must be >= 1 and threads >= 0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 #: named starting points (flags and --config override them)
@@ -94,43 +92,40 @@ def run_forecast(
 ) -> dict[str, Any]:
     """Train, reload the best checkpoint (by validation loss), score it and the baselines on the test tail,
     write ``report.json`` and ``forecast.png``; returns the report."""
-    import torch
+    return run(cfg, _setup, _report, resume=resume, overwrite=overwrite, progress=progress)
 
-    from rnnkit import checkpoint as ckpt
-    from rnnkit.tasks.forecast import ForecastTask, format_report
-    from rnnkit.train import train
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+def _setup(cfg: ForecastRunConfig, device: str, dtype: Any) -> Setup:
+    from rnnkit.tasks.forecast import ForecastTask
+
     d = cfg.data
     series = d.load()
     task = ForecastTask(series, d.window, d.horizon, target=d.target, val_frac=d.val_frac, test_frac=d.test_frac,
-                        batch_size=cfg.batch_size, dtype=getattr(torch, cfg.dtype))  # fmt: skip
-    torch.manual_seed(cfg.seed)
-    model = task.build_model(cfg.model)
+                        batch_size=cfg.batch_size, dtype=dtype)  # fmt: skip
+    model = task.build_model(cfg.model).to(device)
     model.config = cfg.model  # recorded in the checkpoint signature: a resume with another model is refused
-    n_test = len(task.at["test"])
-    log.info("%s: %d steps x %d column(s) (%s..%s), season %d; train %d / val %d / test %d steps, %d test origins; "
-             "%s, %s parameters", series.name, len(series), len(series.columns), *series.span, series.season, task.a,
-             task.b - task.a, len(series) - task.b, n_test, model.rnn.describe_cell(),
-             f"{sum(p.numel() for p in model.parameters()):,}")  # fmt: skip
-    for note in series.notes:
-        log.info("%s: %s", series.name, note)
-    result = train(model, task, cfg, out_dir=cfg.out, resume=resume, overwrite=overwrite, progress=progress,
-                   record=to_dict(cfg))  # fmt: skip
+    describe = (f"{series.name}: {len(series)} steps x {len(series.columns)} column(s) ({series.span[0]}.."
+                f"{series.span[1]}), season {series.season}; train {task.a} / val {task.b - task.a} / test "
+                f"{len(series) - task.b} steps, {len(task.at['test'])} test origins; {model.rnn.describe_cell()}, "
+                f"{sum(p.numel() for p in model.parameters()):,} parameters")  # fmt: skip
+    describe += "".join(f"\n{series.name}: {note}" for note in series.notes)
+    return Setup(model, task, describe)
 
-    best = ckpt.load_checkpoint(cfg.out, prefer="best")
-    ckpt.load_model_weights(model, best)
-    report = task.report(model, cfg.baselines, tuple(cfg.arima_order))  # type: ignore[arg-type]
+
+def _report(cfg: ForecastRunConfig, s: Setup, best: Any, result: Any) -> dict[str, Any]:
+    from rnnkit.tasks.forecast import format_report
+
+    task, series, d = s.task, s.task.series, cfg.data
+    report = task.report(s.model, cfg.baselines, tuple(cfg.arima_order))  # type: ignore[arg-type]
     out = Path(cfg.out)
     summary = {
         "series": {"name": series.name, "length": len(series), "columns": series.columns, "span": series.span,
                    "season": series.season, "notes": series.notes, "target": [series.columns[i] for i in
                    task.target_index]},
         "split": {"train": [0, task.a], "val": [task.a, task.b], "test": [task.b, len(series)]},
-        "window": d.window, "horizon": d.horizon, "test_origins": n_test, "test_points": report["test_points"],
-        "metrics": report["metrics"], "best_step": best.step, "steps": result.step,
-        "train_time": round(result.train_time, 1), "config": to_dict(cfg),
+        "window": d.window, "horizon": d.horizon, "test_origins": len(task.at["test"]),
+        "test_points": report["test_points"], "metrics": report["metrics"], "best_step": best.step,
+        "steps": result.step, "train_time": round(result.train_time, 1), "config": to_dict(cfg),
     }  # fmt: skip
     write_json(out / "report.json", summary)
     plot_forecast(task, report, out / "forecast.png")
@@ -141,11 +136,8 @@ def run_forecast(
 def plot_forecast(task: Any, report: dict[str, Any], path: Path, context: int = 0) -> None:
     """Truth over the last part of the series and, on the test tail, H-step forecasts from every H-th origin
     (so consecutive forecast paths tile the tail) of the RNN and the best baseline by MASE."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     series, H = task.series, task.horizon
     metrics = report["metrics"]
@@ -155,7 +147,8 @@ def plot_forecast(task: Any, report: dict[str, Any], path: Path, context: int = 
     t = np.arange(len(series))
     f = 0  # first target column
     col = task.target_index[f]
-    fig, ax = plt.subplots(figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax = fig.subplots()
     ax.plot(t[start:], series.values[start:, col], color="black", lw=1.2, label="truth")
     ax.axvline(task.b, color="gray", ls=":", lw=1)
     ax.text(task.b, ax.get_ylim()[1], " test", va="top", color="gray")
@@ -175,28 +168,15 @@ def plot_forecast(task: Any, report: dict[str, Any], path: Path, context: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, ns = parse_config(
-        ForecastRunConfig,
-        argv,
-        prog="rnnkit forecast",
-        presets=PRESETS,
-        extra=add_run_flags,
-        description="Train an RNN forecaster and compare it with naive, seasonal-naive, Holt-Winters and ARIMA "
-        "forecasts on the held-out tail; every setting is a flag.",
-    )
-    result = run_guarded(
-        "rnnkit forecast",
-        lambda: run_forecast(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True),
-        on_interrupt=f"the last checkpoint is in {cfg.out}/last (continue with --resume)",
-    )
-    if isinstance(result, int):
-        return result
-    summary = result
-    print(f"test tail of {summary['series']['name']}: {summary['test_origins']} origins x {summary['horizon']} "
-          f"steps, best checkpoint of step {summary['best_step']} ({summary['train_time']}s training)")  # fmt: skip
-    print(summary["table"])
-    print(f"report: {cfg.out}/report.json | plot: {cfg.out}/forecast.png")
-    return 0
+    def show(cfg: ForecastRunConfig, summary: dict[str, Any]) -> None:
+        print(f"test tail of {summary['series']['name']}: {summary['test_origins']} origins x {summary['horizon']} "
+              f"steps, best checkpoint of step {summary['best_step']} ({summary['train_time']}s training)")  # fmt: skip
+        print(summary["table"])
+        print(f"report: {cfg.out}/report.json | plot: {cfg.out}/forecast.png")
+
+    return runner.main("rnnkit forecast", ForecastRunConfig, argv, run_forecast, show, presets=PRESETS,
+                       description="Train an RNN forecaster and compare it with naive, seasonal-naive, Holt-Winters "
+                       "and ARIMA forecasts on the held-out tail; every setting is a flag.")  # fmt: skip
 
 
 if __name__ == "__main__":

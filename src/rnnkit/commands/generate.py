@@ -5,11 +5,14 @@ rnnkit generate --checkpoint runs/lm --prefix "time traveller" --num-tokens 200 
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TextIO
 
 from rnnkit.config import parse_config
+
+log = logging.getLogger("rnnkit.generate")
 
 
 @dataclass
@@ -28,8 +31,8 @@ class SampleConfig:
     """sample among the k most likely tokens only (0 = all)"""
     top_p: float = 1.0
     """sample from the smallest set of tokens holding this probability (1 = all)"""
-    seed: int = 0
-    """sampling seed"""
+    seed: int | None = None
+    """sampling seed (none: a fresh one each call, printed so that the sample can be repeated)"""
 
     def __post_init__(self) -> None:
         if self.num_tokens < 0 or self.top_k < 0 or self.temperature < 0:
@@ -47,13 +50,29 @@ class GenerateCommand:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
-def sample_text(model, vocab, cfg: SampleConfig, default_prefix: str = "", stream=None) -> str:  # noqa: ANN001
-    """Generate with ``cfg``; ``stream`` (a text file) receives the prefix and then each token as it comes."""
+def sample_text(
+    model: Any, vocab: Any, cfg: SampleConfig, default_prefix: str = "", stream: TextIO | None = None,
+    seed: int | None = None,
+) -> str:  # fmt: skip
+    """Generate with ``cfg``; ``stream`` (a text file) receives the prefix and then each token as it comes.
+
+    ``seed`` (else ``cfg.seed``) seeds sampling; with neither, a fresh seed is drawn and logged, so that two
+    prompts never share one random stream by default and any sample can still be repeated with ``--seed``.
+    """
+    import secrets
+
     import torch
 
-    from rnnkit.generate import generate
+    from rnnkit.generate import generate, prefix_tokens
 
     prefix = cfg.prefix or default_prefix
+    prefix_tokens(vocab, prefix)  # refuse a bad prefix before anything is written
+    seed = cfg.seed if seed is None else seed
+    sampling = cfg.strategy == "sample" and cfg.temperature > 0
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+        if sampling and cfg.num_tokens:
+            log.info("sampling seed %d (--seed %d repeats this sample)", seed, seed)
     if stream is not None:
         stream.write(prefix)
         stream.flush()
@@ -65,7 +84,7 @@ def sample_text(model, vocab, cfg: SampleConfig, default_prefix: str = "", strea
     strategy = "greedy" if cfg.strategy == "greedy" or cfg.temperature == 0 else "sample"
     knobs = {} if strategy == "greedy" else {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p}
     text = generate(model, vocab, prefix, cfg.num_tokens, strategy=strategy, **knobs,
-                    generator=torch.Generator().manual_seed(cfg.seed),
+                    generator=torch.Generator().manual_seed(seed),
                     on_token=on_token if stream is not None else None)  # fmt: skip
     if stream is not None:
         stream.write("\n")

@@ -16,15 +16,15 @@ import csv
 import itertools
 import logging
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rnnkit.atomic import save_figure
-from rnnkit.commands.common import run_guarded
+from rnnkit.atomic import atomic_file, save_figure, write_text
 from rnnkit.config import flatten, from_flat, parse_config
+from rnnkit.rnn import CellName
+from rnnkit.runner import guarded
 
 log = logging.getLogger("rnnkit.sweep")
 PROG = "rnnkit sweep"
@@ -40,7 +40,7 @@ class SweepConfig:
     """corpus: timemachine (the seed's), stdlib, tinyshakespeare, or a UTF-8 text file"""
     preset: Literal["d2l", "recommended"] = "d2l"
     """rnnkit train preset every run starts from (d2l: one-hot LSTM, SGD, letters only)"""
-    cell: Literal["lstm", "gru", "rnn", "peephole", "jordan"] = "lstm"
+    cell: CellName = "lstm"
     """recurrent cell of every run"""
     hidden_size: tuple[int, ...] = (128, 256)
     """grid: hidden units per layer"""
@@ -146,31 +146,26 @@ def result_row(point: dict[str, Any], summary: dict[str, Any], run_cfg: Any) -> 
 def write_results(rows: list[dict[str, Any]], out: Path) -> None:
     """results.csv (grid order) and results.md (best validation perplexity first), each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_file(out / "results.csv", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, out / "results.csv")
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in sorted(rows, key=lambda r: r["val_ppl"]):
         lines.append("| " + " | ".join(f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in COLUMNS) + " |")
-    tmp = out / "results.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "results.md")
+    write_text(out / "results.md", "\n".join(lines) + "\n")
 
 
 def plot_sweep(rows: list[dict[str, Any]], path: Path, cfg: SweepConfig) -> None:
     """Training time (x) against best validation perplexity (y); colour = hidden size, marker = layers."""
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
     sizes = sorted({r["hidden_size"] for r in rows})
     markers = dict(zip(sorted({r["num_layers"] for r in rows}), "os^Dv<>p*"))
-    colours = plt.get_cmap("viridis")
+    colours = matplotlib.colormaps["viridis"]
     for r in rows:
         colour = colours(sizes.index(r["hidden_size"]) / max(1, len(sizes) - 1))
         ax.scatter(r["train_time_s"], r["val_ppl"], color=colour, marker=markers.get(r["num_layers"], "o"), s=40)
@@ -197,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(SweepConfig, argv, prog=PROG, extra=extra,
                            description="Train a grid of language models for the same budget; table + plot of "
                            "training time vs perplexity (d2l's hyper-parameter exercise).")  # fmt: skip
-    result = run_guarded(
+    result = guarded(
         PROG,
         lambda: sweep(cfg, overwrite=ns.overwrite, progress=True),
         on_interrupt=f"finished runs are in {cfg.out}/results.csv",

@@ -13,23 +13,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from rnnkit.commands.common import add_run_flags, run_guarded
+from rnnkit import runner
 from rnnkit.commands.generate import SampleConfig
-from rnnkit.config import parse_config, to_dict
 from rnnkit.models import ModelConfig
+from rnnkit.runner import RunConfig, Setup, run
 from rnnkit.tasks.lm import LMConfig
-from rnnkit.train import TrainConfig
 
 log = logging.getLogger("rnnkit.train")
 
 
 @dataclass
-class LMTrainConfig(TrainConfig):
+class LMTrainConfig(RunConfig):
     """Everything ``rnnkit train`` needs: data, model, optimisation, the loop, the closing sample."""
 
     steps: int = 1_000_000
@@ -42,32 +40,22 @@ class LMTrainConfig(TrainConfig):
     eval_every: int = 250
     """evaluate on the validation split (and checkpoint) every N steps, and at the end"""
     data: str = "stdlib"
-    """corpus: stdlib (embedded Python source), timemachine, tinyshakespeare, or a UTF-8 text file"""
+    """corpus: stdlib (embedded Python source), timemachine, tinyshakespeare, fra-eng, or a UTF-8 text file"""
     out: str = "runs/lm"
     """run directory: checkpoints (last/, best/), metrics.jsonl/.csv, curves.png"""
-    device: str = "cpu"
-    """cpu, cuda or auto"""
-    dtype: Literal["float32", "float64"] = "float32"
-    """parameter precision"""
-    threads: int = 0
-    """torch intra-op threads (0 = torch's default)"""
     lm: LMConfig = field(default_factory=LMConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.threads < 0:
-            raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0 (0 = no limit), got {self.epochs}")
-        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
 
 
 #: named starting points; flags and --config override them
 PRESETS: dict[str, dict[str, Any]] = {
-    # d2l seed 003 exactly: one-hot input, 1×256 LSTM, random sampling, batch 32 × 35 steps, SGD lr 1, clip 1
+    # d2l's LSTM chapter exactly: one-hot input, 1×256 LSTM, random sampling, batch 32 × 35 steps, SGD lr 1, clip 1
     "d2l": {
         "lm": {"normalize": "d2l", "batch_size": 32, "num_steps": 35, "sampling": "random"},
         "model": {
@@ -127,52 +115,36 @@ def train_language_model(
     cfg: LMTrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = False
 ) -> dict[str, Any]:
     """Train, then score the best checkpoint on the held-out split and sample from it; returns the summary."""
-    import torch
+    return run(cfg, _setup, _report, resume=resume, overwrite=overwrite, progress=progress)
 
-    from rnnkit import checkpoint as ckpt
-    from rnnkit.commands.generate import sample_text
+
+def _setup(cfg: LMTrainConfig, device: str, dtype: Any) -> Setup:
     from rnnkit.tasks.lm import LanguageModelTask
-    from rnnkit.train import train
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    dtype = getattr(torch, cfg.dtype)
     # On resume the vocabulary is rebuilt from the corpus: train() refuses if it differs from the saved one.
     task = LanguageModelTask(cfg.data, cfg.lm)
-    torch.manual_seed(cfg.seed)
     model = cfg.model.build(len(task.vocab), device=device, dtype=dtype)
-    report = log.info if os.environ.get("RANK", "0") == "0" else log.debug  # under torchrun, rank 0 reports
-    report("%s: %d tokens (train %d, val %d, test %d), vocabulary %d; model %s, %s parameters", task.corpus.name,
-             sum(len(task.split(s)) for s in ("train", "val", "test")), len(task.train_ids), len(task.val_ids),
-             len(task.test_ids), len(task.vocab), model.rnn.describe_cell(),
-             f"{sum(p.numel() for p in model.parameters()):,}")  # fmt: skip
-    loop_cfg = cfg
+    describe = (f"{task.corpus.name}: {sum(len(task.split(s)) for s in ('train', 'val', 'test')):,} tokens (train "
+                f"{len(task.train_ids):,}, val {len(task.val_ids):,}, test {len(task.test_ids):,}), vocabulary "
+                f"{len(task.vocab)}; model {model.rnn.describe_cell()}, {sum(p.numel() for p in model.parameters()):,} "
+                "parameters")  # fmt: skip
+    loop = None
     if cfg.epochs:  # the step budget of `epochs` passes: each step reads batch_size × num_steps tokens
         per_epoch = len(task.train_ids) / (cfg.lm.batch_size * cfg.lm.num_steps)
-        loop_cfg = dataclasses.replace(cfg, steps=min(cfg.steps, max(1, math.ceil(cfg.epochs * per_epoch))))
-    result = train(model, task, loop_cfg, out_dir=cfg.out, resume=resume, overwrite=overwrite, progress=progress,
-                   record=to_dict(cfg))  # fmt: skip
+        loop = dataclasses.replace(cfg, steps=min(cfg.steps, max(1, math.ceil(cfg.epochs * per_epoch))))
+    return Setup(model, task, describe, loop)
 
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()  # rank 0 has written its last checkpoint
-        if torch.distributed.get_rank() != 0:
-            return {"rank": torch.distributed.get_rank(), "steps": result.step}
 
-    # Held-out score of the best checkpoint (by validation loss), then a sample from it.
-    best = ckpt.load_checkpoint(cfg.out, prefer="best")
-    ckpt.load_model_weights(model, best)
-    model.eval()
+def _report(cfg: LMTrainConfig, s: Setup, best: Any, result: Any) -> dict[str, Any]:
+    """Held-out score of the best checkpoint (by validation loss), then a sample from it."""
+    from rnnkit.commands.generate import sample_text
+
+    task = s.task
     held_out = "test" if len(task.test_ids) > 1 else "val"
-    with torch.no_grad():
-        scores = task.score(model, held_out)
-    summary = {"steps": result.step, "train_time": result.train_time, "units_per_s": result.units_per_s,
-               "best_step": best.step, "best_val": result.best, "split": held_out, **scores}  # fmt: skip
-    if cfg.sample.num_tokens:
-        stream = sys.stdout if progress else None
-        if stream is not None:
-            print(f"sample (best checkpoint, step {best.step}):")
-        summary["sample"] = sample_text(model, task.vocab, cfg.sample, task.prompt(), stream=stream)
+    summary = {"split": held_out, **task.score(s.model, held_out)}
+    if cfg.sample.num_tokens:  # a few milliseconds: printed whole by the command, not streamed
+        seed = cfg.seed if cfg.sample.seed is None else cfg.sample.seed  # the run's seed: a rerun samples alike
+        summary["sample"] = sample_text(s.model, task.vocab, cfg.sample, task.prompt(), seed=seed)
     return summary
 
 
@@ -185,24 +157,13 @@ def format_scores(scores: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ["--preset", "recommended", *argv]  # the default preset; a --preset flag given later wins
-    cfg, ns = parse_config(
-        LMTrainConfig,
-        argv,
-        prog="rnnkit train",
-        presets=PRESETS,
-        extra=add_run_flags,
-        description="Train a language model with truncated BPTT; every setting is a flag.",
-    )
-    summary = run_guarded(
-        "rnnkit train",
-        lambda: train_language_model(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True),
-        on_interrupt=f"the last checkpoint is in {cfg.out}/last (continue with --resume)",
-    )
-    if isinstance(summary, int):
-        return summary
-    if "rank" in summary:  # another process under torchrun: rank 0 reports
-        return 0
-    print(f"{summary['split']} ({summary['tokens']:,} tokens, best checkpoint of step {summary['best_step']}): "
-          f"{format_scores(summary)} | {summary['units_per_s']:,.0f} tokens/s | {summary['train_time']:.0f}s "
-          f"training | {cfg.out}")  # fmt: skip
-    return 0
+
+    def show(cfg: LMTrainConfig, summary: dict[str, Any]) -> None:
+        if "sample" in summary:
+            print(f"sample (best checkpoint, step {summary['best_step']}):\n{summary['sample']}")
+        print(f"{summary['split']} ({summary['tokens']:,} tokens, best checkpoint of step {summary['best_step']}): "
+              f"{format_scores(summary)} | trained {summary['train_time']:.0f}s at {summary['units_per_s']:,.0f} "
+              f"tokens/s | {cfg.out}")  # fmt: skip
+
+    return runner.main("rnnkit train", LMTrainConfig, argv, train_language_model, show, presets=PRESETS,
+                       description="Train a language model with truncated BPTT; every setting is a flag.")  # fmt: skip

@@ -17,12 +17,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from rnnkit import runner
 from rnnkit.atomic import write_json
-from rnnkit.commands.common import add_run_flags, dispatch, run_guarded
-from rnnkit.config import from_dict, parse_config, to_dict
+from rnnkit.commands.common import dispatch
+from rnnkit.config import from_dict, parse_config
+from rnnkit.runner import RunConfig, Setup, resolve_device, run
 from rnnkit.tasks.seq2seq import Seq2SeqConfig
 from rnnkit.tasks.translate import ATTRIBUTION, TranslateData
-from rnnkit.train import TrainConfig
 
 log = logging.getLogger("rnnkit.translate")
 
@@ -48,7 +49,7 @@ class DecodeConfig:
 
 
 @dataclass
-class TranslateTrainConfig(TrainConfig):
+class TranslateTrainConfig(RunConfig):
     """Everything ``rnnkit translate train`` needs."""
 
     steps: int = 1_000_000
@@ -59,10 +60,6 @@ class TranslateTrainConfig(TrainConfig):
     "evaluate (validation loss and greedy BLEU) and checkpoint every N steps, and at the end"
     out: str = "runs/translate"
     "run directory: checkpoints (last/, best/), metrics, curves.png, test.json"
-    device: str = "cpu"
-    "cpu, cuda or auto"
-    threads: int = 0
-    "torch intra-op threads (0 = torch's default; 1 is often faster on a busy CPU)"
     eval_sentences: int = 500
     "distinct validation sentences decoded for BLEU at each evaluation (0 = all)"
     data: TranslateData = field(default_factory=TranslateData)
@@ -71,16 +68,8 @@ class TranslateTrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.threads < 0 or self.eval_sentences < 0:
-            raise ValueError("threads and eval_sentences must be >= 0")
-        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
-
-
-def _device(name: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+        if self.eval_sentences < 0:
+            raise ValueError(f"eval_sentences must be >= 0 (0 = all), got {self.eval_sentences}")
 
 
 def load_translator(checkpoint: str, prefer: str = "best", device: str = "cpu") -> tuple[Any, Any, Any]:
@@ -97,7 +86,7 @@ def load_translator(checkpoint: str, prefer: str = "best", device: str = "cpu") 
         raise ValueError(f"{saved.path} is not a translation checkpoint (task {meta.get('name')!r})")
     cfg = from_dict(TranslateTrainConfig, saved.state["config"])
     src_vocab, tgt_vocab = Vocab(meta["src_vocab"]), Vocab(meta["tgt_vocab"])
-    model = cfg.model.build(len(src_vocab), len(tgt_vocab)).to(_device(device))
+    model = cfg.model.build(len(src_vocab), len(tgt_vocab)).to(resolve_device(device))
     ckpt.load_model_weights(model, saved)
     model.eval()
     return model, (cfg, src_vocab, tgt_vocab), saved
@@ -141,49 +130,38 @@ def print_report(r: dict[str, Any]) -> None:
 def train_translator(cfg: TranslateTrainConfig, *, resume: bool = False, overwrite: bool = False,
                      progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """Train on the pairs, then score the best checkpoint on the test split; also writes ``out/test.json``."""
-    from pathlib import Path
+    return run(cfg, _setup, _report, resume=resume, overwrite=overwrite, progress=progress)
 
-    import torch
 
-    from rnnkit import checkpoint as ckpt
+def _setup(cfg: TranslateTrainConfig, device: str, dtype: Any) -> Setup:
     from rnnkit.tasks.translate import TranslationTask
-    from rnnkit.train import train
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     log.info(ATTRIBUTION)
     task = TranslationTask(cfg.data, eval_sentences=cfg.eval_sentences)
-    torch.manual_seed(cfg.seed)
-    model = cfg.model.build(len(task.src_vocab), len(task.tgt_vocab)).to(_device(cfg.device))
-    log.info("model: %s %d×%d%s, %s parameters", cfg.model.cell.upper(), cfg.model.num_layers, cfg.model.hidden_size,
-             " with Bahdanau attention" if cfg.model.attention else "",
-             f"{sum(p.numel() for p in model.parameters()):,}")  # fmt: skip
-    result = train(model, task, cfg, out_dir=cfg.out, resume=resume, overwrite=overwrite, progress=progress,
-                   record=to_dict(cfg))  # fmt: skip
-    best = ckpt.load_checkpoint(cfg.out, prefer="best")
-    ckpt.load_model_weights(model, best)
-    model.eval()
+    model = cfg.model.build(len(task.src_vocab), len(task.tgt_vocab)).to(device, dtype)
+    describe = (f"model: {cfg.model.cell.upper()} {cfg.model.num_layers}×{cfg.model.hidden_size}"
+                f"{' with Bahdanau attention' if cfg.model.attention else ''}, "
+                f"{sum(p.numel() for p in model.parameters()):,} parameters")  # fmt: skip
+    return Setup(model, task, describe)
+
+
+def _report(cfg: TranslateTrainConfig, s: Setup, best: Any, result: Any) -> dict[str, Any]:
+    from pathlib import Path
+
     report = {"steps": result.step, "train_time": result.train_time, "best_step": best.step,
-              "units_per_s": result.units_per_s, **test_report(model, task, cfg.decode)}  # fmt: skip
+              "units_per_s": result.units_per_s, **test_report(s.model, s.task, cfg.decode)}  # fmt: skip
     write_json(Path(cfg.out) / "test.json", report, indent=1)
     return report
 
 
 def _train(argv: list[str]) -> int:
-    cfg, ns = parse_config(TranslateTrainConfig, argv, prog="rnnkit translate train", extra=add_run_flags,
-                           description=f"Train an English→French encoder–decoder. {ATTRIBUTION}.")  # fmt: skip
-    result = run_guarded(
-        "rnnkit translate",
-        lambda: train_translator(cfg, resume=ns.resume, overwrite=ns.overwrite, progress=True),
-        on_interrupt=f"the last checkpoint is in {cfg.out}/last (--resume)",
-    )
-    if isinstance(result, int):
-        return result
-    r = result
-    print(f"{r['steps']} steps, {r['train_time']:.0f}s of training, best checkpoint of step {r['best_step']} | "
-          f"{cfg.out}")  # fmt: skip
-    print_report(r)
-    return 0
+    def show(cfg: TranslateTrainConfig, r: dict[str, Any]) -> None:
+        print(f"{r['steps']} steps, {r['train_time']:.0f}s of training, best checkpoint of step {r['best_step']} | "
+              f"{cfg.out}")  # fmt: skip
+        print_report(r)
+
+    return runner.main("rnnkit translate train", TranslateTrainConfig, argv, train_translator, show,
+                       description=f"Train an English→French encoder–decoder. {ATTRIBUTION}.")  # fmt: skip
 
 
 @dataclass

@@ -3,7 +3,7 @@
 ``load_corpus(name_or_path)`` resolves, in this order:
 
 1. an explicit existing file path (``load_corpus("notes.txt")``);
-2. ``$RNNKIT_DATA_DIR/<filename>`` for a named corpus (CI points it at ``../shared/data``);
+2. ``$RNNKIT_DATA_DIR/<filename>`` for a named corpus (e.g. a folder of corpora shared by several checkouts);
 3. the user cache: ``$RNNKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``;
 4. a download into that cache (temporary file + rename, sha1 verified before it becomes visible).
 
@@ -25,7 +25,9 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from rnnkit.atomic import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -144,51 +146,50 @@ def _where_to_put(info: CorpusInfo) -> str:
     return f"put {info.filename} in " + " or ".join(places)
 
 
+def _fetch(name: str, info: CorpusInfo, out: IO[bytes]) -> None:
+    """Stream ``info.url`` into ``out`` and check its sha1; one ValueError line on any failure."""
+    h = hashlib.sha1()
+    try:
+        with urllib.request.urlopen(info.url, timeout=60) as response:  # noqa: S310 (fixed URLs)
+            expected = response.headers.get("Content-Length")
+            received = 0
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                h.update(chunk)
+                out.write(chunk)
+                received += len(chunk)
+            if expected is not None and received != int(expected):  # read(n) does not raise on a cut
+                raise OSError(f"connection closed after {received} of {expected} bytes")
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise ValueError(
+            f"corpus {name!r} is not on this machine and downloading {info.url} failed ({reason}); "
+            f"{_where_to_put(info)}"
+        ) from None
+    if h.hexdigest() != info.sha1:
+        raise ValueError(
+            f"corpus {name!r}: checksum mismatch for {info.url} (sha1 {h.hexdigest()}, expected {info.sha1}); "
+            f"the download was removed; retry, or {_where_to_put(info)}"
+        )
+
+
 def _download(name: str, info: CorpusInfo, target: Path) -> None:
-    """Fetch ``info.url`` to ``target`` atomically: stream to a temporary file, verify sha1, rename."""
+    """Fetch ``info.url`` to ``target`` atomically (sha1 verified before the file becomes visible); a zip
+    archive is held in an anonymous temporary file and only its text member is written to ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     logger.info("downloading corpus %r from %s", name, info.url)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{info.filename}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        h = hashlib.sha1()
-        with os.fdopen(fd, "wb") as out:
+    if info.member is None:
+        with atomic_file(target, "wb") as out:
+            _fetch(name, info, out)
+    else:
+        with tempfile.TemporaryFile() as archive:
+            _fetch(name, info, archive)
             try:
-                with urllib.request.urlopen(info.url, timeout=60) as response:  # noqa: S310 (fixed URLs)
-                    expected = response.headers.get("Content-Length")
-                    received = 0
-                    for chunk in iter(lambda: response.read(1 << 16), b""):
-                        h.update(chunk)
-                        out.write(chunk)
-                        received += len(chunk)
-                    if expected is not None and received != int(expected):  # read(n) does not raise on a cut
-                        raise OSError(f"connection closed after {received} of {expected} bytes")
-            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-                reason = getattr(e, "reason", e)
-                raise ValueError(
-                    f"corpus {name!r} is not on this machine and downloading {info.url} failed ({reason}); "
-                    f"{_where_to_put(info)}"
-                ) from None
-        if h.hexdigest() != info.sha1:
-            raise ValueError(
-                f"corpus {name!r}: checksum mismatch for {info.url} (sha1 {h.hexdigest()}, expected {info.sha1}); "
-                f"the download was removed; retry, or {_where_to_put(info)}"
-            )
-        if info.member is None:
-            os.replace(tmp, target)
-        else:  # the text is one member of a verified zip: extract it atomically too
-            member_tmp = target.with_name(f".{info.filename}.member.part")
-            try:
-                with zipfile.ZipFile(tmp) as zf, zf.open(info.member) as src, open(member_tmp, "wb") as dst:
+                with zipfile.ZipFile(archive) as zf, zf.open(info.member) as src, atomic_file(target, "wb") as dst:
                     shutil.copyfileobj(src, dst)
             except KeyError:
-                member_tmp.unlink(missing_ok=True)
                 raise ValueError(
                     f"corpus {name!r}: the archive from {info.url} has no member {info.member!r}"
                 ) from None
-            os.replace(member_tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     logger.info("corpus %r saved to %s", name, target)
 
 

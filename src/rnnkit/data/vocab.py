@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
+
+import numpy as np
 
 Level = Literal["char", "word"]
 Normalize = Literal["none", "d2l"]
@@ -61,6 +63,11 @@ def _flatten(tokens: Iterable[Any]) -> list[str]:
     return out
 
 
+def char_codes(text: str) -> np.ndarray:
+    """The code points of ``text`` as a uint32 array (a view of its UTF-32 encoding: no Python list)."""
+    return np.frombuffer(bytearray(text.encode("utf-32-le")), dtype=np.int32)  # writable: torch can share it
+
+
 class Vocab:
     """Token <-> id map: ``<unk>`` is id 0, ``reserved`` tokens follow, then tokens by descending frequency.
 
@@ -91,7 +98,10 @@ class Vocab:
         self.normalize: Normalize = normalize
         self.min_freq = min_freq
         self.reserved: tuple[str, ...] = tuple(dict.fromkeys(r for r in reserved if r != UNK))
-        counts = Counter(flat)
+        self._index(Counter(flat))
+
+    def _index(self, counts: Mapping[str, int]) -> None:
+        min_freq = self.min_freq
         #: (token, count) for every token seen, most frequent first (ties: code point order)
         self.token_freqs: list[tuple[str, int]] = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         special = [UNK, *self.reserved]
@@ -99,6 +109,31 @@ class Vocab:
         kept = [t for t, n in self.token_freqs if n >= min_freq and t not in taken]
         self.idx_to_token: list[str] = special + kept
         self.token_to_idx: dict[str, int] = {t: i for i, t in enumerate(self.idx_to_token)}
+
+    @classmethod
+    def from_char_codes(cls, codes: np.ndarray, min_freq: int = 0, normalize: Normalize = "none") -> Vocab:
+        """The character vocabulary of a text given as code points (:func:`char_codes`): the same as
+        ``Vocab(list(text), level="char")``, counted in one pass (a 10^8-character corpus in about a second)."""
+        import torch
+
+        vocab = cls((), min_freq, level="char", normalize=normalize)
+        counts = torch.bincount(torch.from_numpy(codes)).numpy()  # ~10x NumPy's, which copies to int64 first
+        present = np.flatnonzero(counts)
+        vocab._index({chr(c): int(counts[c]) for c in present})
+        return vocab
+
+    def encode_char_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Ids (uint8 for up to 256 tokens, else int32) of a character-level text given as code points; unknown
+        characters -> ``<unk>``. Widen with torch (``torch.from_numpy(ids).long()``): NumPy's astype is far slower."""
+        if self.level != "char":
+            raise ValueError("encode_char_codes needs a character-level vocabulary")
+        top = int(codes.max()) + 1 if len(codes) else 1
+        # code point -> id (0 = <unk>) in the narrowest type: gathering into int64 directly is several times slower
+        lut = np.zeros(top, dtype=np.uint8 if len(self) <= 256 else np.int32)
+        for token, i in self.token_to_idx.items():
+            if len(token) == 1 and ord(token) < top:
+                lut[ord(token)] = i
+        return lut[codes]
 
     @classmethod
     def from_text(

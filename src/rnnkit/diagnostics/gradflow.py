@@ -1,6 +1,6 @@
 """How far back does the gradient reach? ‖∂L_T/∂h_t‖ against the distance T − t, measured.
 
-Seed 000 writes the gradient reaching step t from a loss at step T as a product of per-step factors,
+RNN tutorials write the gradient reaching step t from a loss at step T as a product of per-step factors,
 ``∂L_T/∂h_t = ∂L_T/∂h_T · ∏_{i=t+1}^{T} ∂h_i/∂h_{i-1}``; for an Elman cell each factor is
 ``diag(f'(a_i)) W``, so the norm shrinks (vanishes) or grows (explodes) geometrically with T − t
 depending on the size of ``W`` (its spectral radius ρ) and the saturation of ``f``. This module measures
@@ -30,11 +30,10 @@ import torch
 
 from rnnkit import numpy_bptt as nb
 from rnnkit.atomic import save_figure
+from rnnkit.rnn import CELL_NAMES
 from rnnkit.tasks.longrange import AddingTask, SequenceModel, adding_problem
 
 log = logging.getLogger("rnnkit.gradflow")
-
-GRADFLOW_CELLS = ("rnn", "gru", "lstm", "peephole", "jordan")
 
 
 @dataclass
@@ -69,9 +68,9 @@ class GradFlowConfig:
     """output folder: gradflow.png, gradflow.json"""
 
     def __post_init__(self) -> None:
-        bad = [c for c in self.cells if c not in GRADFLOW_CELLS]
+        bad = [c for c in self.cells if c not in CELL_NAMES]
         if bad or not self.cells:
-            raise ValueError(f"cells must be a comma list of {', '.join(GRADFLOW_CELLS)}, got {','.join(self.cells)}")
+            raise ValueError(f"cells must be a comma list of {', '.join(CELL_NAMES)}, got {','.join(self.cells)}")
         for name in ("hidden_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -261,12 +260,10 @@ def format_table(results: dict[str, dict[str, Any]], seq_len: int) -> str:
 
 def plot(results: dict[str, dict[str, Any]], seq_len: int, path: Path, title: str = "") -> None:
     """One panel per cell: ‖∂L_T/∂h_t‖ against T − t on a log scale, one line per condition."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), sharey=True, squeeze=False)
+    fig = Figure(figsize=(4.2 * len(results), 3.6))
+    axes = fig.subplots(1, len(results), sharey=True, squeeze=False)
     d = np.arange(seq_len)
     for ax, (cell, conds) in zip(axes[0], results.items()):
         for name, e in conds.items():

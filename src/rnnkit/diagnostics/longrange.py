@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from rnnkit.tasks.longrange import CELLS, AddingTask, CopyTask, SequenceModel
+from rnnkit.rnn import CELL_NAMES
+from rnnkit.tasks.longrange import AddingTask, CopyTask, SequenceModel
 
 log = logging.getLogger("rnnkit.longrange")
 
@@ -61,9 +62,9 @@ class LongRangeConfig:
     """output folder: longrange.json and longrange.md (the table)"""
 
     def __post_init__(self) -> None:
-        bad = [c for c in self.cells if c not in CELLS]
+        bad = [c for c in self.cells if c not in CELL_NAMES]
         if bad or not self.cells:
-            raise ValueError(f"cells must be a comma list of {', '.join(CELLS)}, got {','.join(self.cells)}")
+            raise ValueError(f"cells must be a comma list of {', '.join(CELL_NAMES)}, got {','.join(self.cells)}")
         bad = [t for t in self.tasks if t not in TASKS]
         if bad or not self.tasks:
             raise ValueError(f"tasks must be a comma list of {', '.join(TASKS)}, got {','.join(self.tasks)}")

@@ -1,81 +1,24 @@
 """Engines: interchangeable ways to run a :class:`~rnnkit.layer.Recurrent` layer over a whole sequence.
 
-Every engine takes the same normalised problem and returns the same answer:
+* ``"reference"`` (:mod:`.reference`) — the readable loop over the cell's step; it defines the numbers;
+* ``"torch"`` (:mod:`.torch_rnn`) — torch's own fused kernels, for the cells torch has;
+* ``"fused"`` (:mod:`.fused`) — rnnkit's whole-sequence kernels as torch operators, every built-in cell;
+* ``"auto"`` — the fastest that supports the call (:func:`.registry.select_engine`).
 
-* ``x`` — input (T, B, F), time-major, already validated;
-* ``hx`` — tuple of initial state tensors, each (num_layers * num_directions, B, S);
-* ``lengths`` — (B,) int64 on ``x.device`` or ``None`` (every sequence has length T);
-* returns ``(output (T, B, D*S0), final_states (tuple like hx), gates or None)`` where ``gates`` maps each
-  of the cell's ``gate_names`` to a tensor (num_layers * num_directions, T, B, size).
-
-The reference engine defines the numbers; every other engine must match it (float64 tests).
-``"auto"`` tries :data:`AUTO_ORDER` and takes the first engine that supports the configuration.
+The registry (:mod:`.registry`) imports no engine; importing this package registers the built-in ones.
 """
 
-from __future__ import annotations
+# registration order is auto's tie-break order: reference, then torch, then fused ahead of torch
+from rnnkit.engines import reference, torch_rnn  # noqa: F401
+from rnnkit.engines.fused import engine as _fused_engine  # noqa: F401
+from rnnkit.engines.registry import (
+    AUTO_ORDER,
+    ENGINES,
+    Engine,
+    RunResult,
+    check_engine_name,
+    register_engine,
+    select_engine,
+)
 
-from typing import TYPE_CHECKING, Protocol
-
-from torch import Tensor
-
-if TYPE_CHECKING:
-    from rnnkit.layer import Recurrent
-
-RunResult = tuple[Tensor, tuple[Tensor, ...], "dict[str, Tensor] | None"]
-
-
-class Engine(Protocol):
-    name: str
-
-    def unsupported(self, layer: Recurrent, x: Tensor, return_gates: bool) -> str | None:
-        """``None`` if this engine can run the call, else a short reason why not."""
-
-    def run(
-        self, layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None, return_gates: bool
-    ) -> RunResult: ...
-
-    # Optional: ``declines_auto(layer, x, return_gates) -> bool`` — True where the engine can run the call but
-    # was measured slower than a later engine in AUTO_ORDER, so ``"auto"`` should pass it over.
-
-
-ENGINES: dict[str, Engine] = {}
-#: the order in which ``engine="auto"`` tries engines, fastest first; the reference loop is the fallback
-AUTO_ORDER: list[str] = []
-
-
-def register_engine(engine: Engine, *, auto_priority: int | None = None) -> None:
-    """Make ``engine`` selectable by name; with ``auto_priority`` also a candidate for ``"auto"`` (0 = first)."""
-    ENGINES[engine.name] = engine
-    if auto_priority is not None:
-        if engine.name in AUTO_ORDER:
-            AUTO_ORDER.remove(engine.name)
-        AUTO_ORDER.insert(min(auto_priority, len(AUTO_ORDER)), engine.name)
-
-
-def check_engine_name(name: str) -> str:
-    if name != "auto" and name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}: use one of {', '.join(['auto', *ENGINES])}")
-    return name
-
-
-def select_engine(layer: Recurrent, x: Tensor, return_gates: bool) -> Engine:
-    """The engine that will run this call: the named one (or a clear error), or the first that fits for auto."""
-    name = layer.engine
-    if name != "auto":
-        engine = ENGINES[check_engine_name(name)]
-        reason = engine.unsupported(layer, x, return_gates)
-        if reason is not None:
-            raise ValueError(f"engine={name!r} cannot run this call: {reason}; use engine='auto' or 'reference'")
-        return engine
-    for candidate in AUTO_ORDER:
-        engine = ENGINES[candidate]
-        declines = getattr(engine, "declines_auto", None)
-        if declines is not None and declines(layer, x, return_gates):
-            continue
-        if engine.unsupported(layer, x, return_gates) is None:
-            return engine
-    return ENGINES["reference"]
-
-
-# Built-in engines register themselves on import.
-from rnnkit.engines import fused, native, reference  # noqa: E402,F401
+__all__ = ["AUTO_ORDER", "ENGINES", "Engine", "RunResult", "check_engine_name", "register_engine", "select_engine"]

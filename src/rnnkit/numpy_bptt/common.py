@@ -1,10 +1,10 @@
 """The BPTT driver shared by every cell: input checks, the output head and its loss, and truncation.
 
-Notation follows seed 002 (BPTT derived by hand), generalised to any cell and a batch:
+Notation follows the classic hand derivation of BPTT (tanh state, softmax output), generalised to any cell and a batch:
 
 * ``s_t = cell(x_t, s_{t-1})``             — the recurrence (``U = weight_ih``, ``W = weight_hh``);
 * ``z_t = V s_t + c``                       — the output head (``V``: (O, S), ``c``: (O,));
-* softmax head: ``ŷ_t = softmax(z_t)``, ``E_t = -log ŷ_t[y_t]`` (seed 002: ``E_t = -Σ y_t log ŷ_t``);
+* softmax head: ``ŷ_t = softmax(z_t)``, ``E_t = -log ŷ_t[y_t]`` (the derivation's ``E_t = -Σ y_t log ŷ_t``);
 * squared-error head: ``ŷ_t = z_t``, ``E_t = ½ ‖ŷ_t - y_t‖²``;
 * ``L = Σ_b Σ_t E_t`` — summed over time (as in the seed) and over the batch (independent sequences).
 
@@ -46,7 +46,7 @@ def sigmoid(z: Array) -> Array:
 
 ACTIVATIONS: dict[str, tuple[Any, Any]] = {
     "tanh": (np.tanh, lambda y: 1.0 - y * y),  # tanh' = 1 - tanh² ≤ 1
-    "sigmoid": (sigmoid, lambda y: y * (1.0 - y)),  # σ' = σ(1 - σ) ≤ 0.25 (seed 000)
+    "sigmoid": (sigmoid, lambda y: y * (1.0 - y)),  # σ' = σ(1 - σ) ≤ 0.25: why sigmoid RNNs vanish
     "relu": (lambda z: np.maximum(z, 0.0), lambda y: (y > 0).astype(y.dtype)),
     "identity": (lambda z: z, lambda y: np.ones_like(y)),
 }
@@ -215,7 +215,7 @@ def head_loss(head: str, z: Array, y: Array) -> tuple[float, Array]:
         z_max = z.max(axis=-1, keepdims=True)
         log_y_hat = z - z_max - np.log(np.exp(z - z_max).sum(axis=-1, keepdims=True))  # log softmax(z_t)
         picked = np.take_along_axis(log_y_hat, y[..., None], axis=-1)
-        loss = -picked.sum()  # E_t = -log ŷ_t[y_t]   (seed 002: E_t = -Σ y_t log ŷ_t, one-hot y_t)
+        loss = -picked.sum()  # E_t = -log ŷ_t[y_t]   (= -Σ y_t log ŷ_t with one-hot y_t)
         dz = np.exp(log_y_hat)  # ∂E_t/∂z_t = ŷ_t - y_t   (softmax + cross-entropy, one-hot y_t)
         np.put_along_axis(dz, y[..., None], np.take_along_axis(dz, y[..., None], axis=-1) - 1.0, axis=-1)
         return float(loss), dz
@@ -335,7 +335,7 @@ def bptt(
     dz[steps] = dz_steps  # ∂L/∂z_t, zero where no loss is taken
 
     grads = {n: np.zeros_like(v) for n, v in p.items()}
-    grads["V"] = np.einsum("tbo,tbs->os", dz, s)  # ∂E/∂V = Σ_t (ŷ_t - y_t) s_tᵀ   (seed 002, ∂E/∂V)
+    grads["V"] = np.einsum("tbo,tbs->os", dz, s)  # ∂E/∂V = Σ_t (ŷ_t - y_t) s_tᵀ   (∂E/∂V)
     grads["c"] = dz.sum(axis=(0, 1))  # ∂E/∂c = Σ_t (ŷ_t - y_t)
     ds_head = dz @ p["V"]  # ∂E_t/∂s_t = Vᵀ (ŷ_t - y_t): (T, B, S)
     dx, dstate0, dstates = run_backward(cell, p, caches, ds_head, steps, grads, truncate, truncation, x.shape[2])

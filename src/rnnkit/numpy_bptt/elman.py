@@ -1,4 +1,4 @@
-"""Simple recurrent networks by hand: the Elman cell (seed 002's ``s_t = tanh(U x_t + W s_{t-1})``) and Jordan's.
+"""Simple recurrent networks by hand: the Elman cell (``s_t = tanh(U x_t + W s_{t-1})``) and Jordan's.
 
 Each step backward receives ``ds = ∂L/∂s_t`` and returns ``∂L/∂s_{t-1}``: one factor ``∂s_t/∂s_{t-1}`` of
 the seed's product ``∏_{i=k+1}^{j} ∂s_i/∂s_{i-1}``. For Elman that factor is ``diag(f'(a_t)) W`` — the
@@ -43,15 +43,15 @@ class Elman:
     def step(self, p: Params, x: Array, state: State) -> tuple[State, Any]:
         (s_prev,) = state  # (B, H)
         a = linear(x, p["weight_ih"], p.get("bias_ih")) + linear(s_prev, p["weight_hh"], p.get("bias_hh"))
-        s = self.f(a)  # s_t = f(U x_t + W s_{t-1} + b)   (seed 002)
+        s = self.f(a)  # s_t = f(U x_t + W s_{t-1} + b)
         return (s,), (x, s_prev, s)
 
     def step_backward(self, p: Params, cache: Any, dstate: State, grads: Params) -> tuple[State, Array]:
         x, s_prev, s = cache
         (ds,) = dstate  # ∂L/∂s_t (B, H)
         delta = ds * self.df(s)  # δ_t = ∂L/∂a_t = ∂L/∂s_t ⊙ f'(a_t)   (tanh: 1 - s_t²)
-        grads["weight_ih"] += delta.T @ x  # ∂E/∂U = Σ_t δ_t x_tᵀ        (seed 002, ∂E/∂U)
-        grads["weight_hh"] += delta.T @ s_prev  # ∂E/∂W = Σ_t δ_t s_{t-1}ᵀ  (seed 002, ∂E/∂W)
+        grads["weight_ih"] += delta.T @ x  # ∂E/∂U = Σ_t δ_t x_tᵀ        (∂E/∂U)
+        grads["weight_hh"] += delta.T @ s_prev  # ∂E/∂W = Σ_t δ_t s_{t-1}ᵀ  (∂E/∂W)
         accumulate(grads, "bias_ih", delta.sum(0))
         accumulate(grads, "bias_hh", delta.sum(0))
         ds_prev = delta @ p["weight_hh"]  # ∂L/∂s_{t-1} = Wᵀ δ_t: one factor ∂s_t/∂s_{t-1} = diag(f') W
@@ -61,7 +61,7 @@ class Elman:
 
 @dataclass
 class Jordan:
-    """Jordan cell (seed 002): the fed-back state is the previous *output* ``y``.
+    """Jordan cell: the fed-back state is the previous *output* ``y``.
 
     ``h_t = f(W_ih x_t + b_ih + W_yh y_{t-1} + b_yh)``, ``y_t = g(W_hy h_t + b_hy)``; the state, and what
     the head reads, is ``y_t`` (``output_size`` features). rnnkit's defaults: ``f = tanh``, ``g = identity``.

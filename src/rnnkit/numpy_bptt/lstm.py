@@ -5,7 +5,7 @@ Forward (``σ`` sigmoid; peephole terms ``w_c* ⊙ c`` only for :class:`Peephole
     i_t = σ(U_i x_t + W_i h_{t-1} + b_i + w_ci ⊙ c_{t-1})
     f_t = σ(U_f x_t + W_f h_{t-1} + b_f + w_cf ⊙ c_{t-1})
     g_t = tanh(U_g x_t + W_g h_{t-1} + b_g)
-    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t                       memory is added to, not overwritten (seed 001)
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t                       memory is added to, not overwritten (Hung-yi Lee)
     o_t = σ(U_o x_t + W_o h_{t-1} + b_o + w_co ⊙ c_t)
     m_t = o_t ⊙ tanh(c_t);   h_t = m_t, or W_hr m_t with proj_size > 0 (LSTMP)
 

@@ -17,6 +17,9 @@ from torch import Tensor, nn
 class Task(Protocol):
     #: short name used in logs and checkpoint metadata ("lm", "forecast", …)
     name: str
+    #: what the third value of :meth:`loss` counts ("tokens", "sequences"…), shown as ``<unit>/s``; optional
+    #: (the loop says "units" when a task has none)
+    unit: str
 
     def train_batches(self, generator: torch.Generator) -> Iterator[Any]:
         """An endless iterator over training batches, drawn with ``generator`` (so resuming is exact)."""

@@ -162,6 +162,7 @@ class CaptionTask:
     """Digit captioning for :func:`rnnkit.train.train`; ``evaluate`` reports loss and exact-match accuracy."""
 
     name = "caption"
+    unit = "caption tokens"  # what loss() counts, for throughput
 
     def __init__(self, cfg: CaptionData) -> None:
         self.cfg = cfg
@@ -178,8 +179,9 @@ class CaptionTask:
                 yield (x[idx], *caption_targets(y[idx]))
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor], state: Any) -> tuple[Tensor, None, int]:
-        device = next(model.parameters()).device
-        images, tgt_in, tgt_out = (t.to(device) for t in batch)
+        p = next(model.parameters())
+        images, tgt_in, tgt_out = batch
+        images, tgt_in, tgt_out = images.to(p.device, p.dtype), tgt_in.to(p.device), tgt_out.to(p.device)
         loss, n = masked_cross_entropy(model(images, tgt_in), tgt_out, PAD)
         return loss, None, n
 
@@ -189,10 +191,11 @@ class CaptionTask:
         was_training = model.training
         model.eval()
         try:
-            device = next(model.parameters()).device
+            p = next(model.parameters())
+            x = x.to(p.device, p.dtype)  # the images are float32; the model may be float64
             tgt_in, tgt_out = caption_targets(y)
-            loss, _ = masked_cross_entropy(model(x.to(device), tgt_in.to(device)), tgt_out.to(device), PAD)
-            captions = model.greedy(x.to(device))
+            loss, _ = masked_cross_entropy(model(x, tgt_in.to(p.device)), tgt_out.to(p.device), PAD)
+            captions = model.greedy(x)
             exact = sum(c == NAMES[int(d)] for c, d in zip(captions, y)) / len(y)
             return {"loss": float(loss), "exact_match": exact}
         finally:

@@ -1,7 +1,7 @@
 """Sequence classification (many→one): an RNN reads a variable-length sequence and one label is predicted from
 its final state or from its outputs pooled over the valid steps; trained by :func:`rnnkit.train.train`.
 
-Real data, offline: scikit-learn's 8×8 handwritten digits read as a sequence of glimpses (seed 000's example),
+Real data, offline: scikit-learn's 8×8 handwritten digits read as a sequence of glimpses (many-to-one),
 row by row (8 steps × 8 pixels), column by column, or pixel by pixel (64 steps × 1). With ``trim=True``
 all-blank leading and trailing glimpses are dropped, so sequences have different lengths (reading by
 columns gives 2–8 steps) and the batch is padded and run with ``lengths=`` — never sorted.
@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.dropout import Dropout
-from rnnkit.tasks.layers import CELLS, build_layer, top_final_state
+from rnnkit.rnn import CellName, check_cell
+from rnnkit.tasks.layers import build_layer, top_final_state
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class ClassifyDataConfig:
 
 @dataclass
 class ClassifyModelConfig:
-    cell: Literal["rnn", "gru", "lstm", "peephole", "jordan"] = "gru"
+    cell: CellName = "gru"
     """recurrent cell"""
     hidden_size: int = 64
     """hidden units per layer and direction"""
@@ -64,8 +65,7 @@ class ClassifyModelConfig:
     """rnnkit engine (auto, torch, reference, ...)"""
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
+        check_cell(self.cell, "model.cell")
         if self.hidden_size < 1 or self.num_layers < 1:
             raise ValueError(f"hidden_size and num_layers must be >= 1, got {self.hidden_size}, {self.num_layers}")
 
@@ -181,6 +181,7 @@ class ClassifyTask:
     """Stratified train/val/test split of a :class:`SequenceSet`; cross-entropy loss; accuracy on val."""
 
     name = "classify"
+    unit = "sequences"  # what loss() counts, for throughput
 
     def __init__(
         self,
@@ -239,16 +240,16 @@ class ClassifyTask:
         was_training = model.training
         model.eval()
         x, lengths, y = self.tensors[part]
-        pred = model(x, lengths).argmax(-1)
+        pred = model(x.to(_device(model)), lengths).argmax(-1)
         model.train(was_training)
-        return pred.numpy(), y.numpy()
+        return pred.cpu().numpy(), y.numpy()
 
     @torch.no_grad()
     def evaluate(self, model: SequenceClassifier) -> dict[str, float]:
         was_training = model.training
         model.eval()
         x, lengths, y = self.tensors["val"]
-        logits = model(x, lengths)
+        logits = model(x.to(_device(model)), lengths).cpu()
         model.train(was_training)
         loss = nn.functional.cross_entropy(logits.double(), y)
         return {"loss": float(loss), "accuracy": float((logits.argmax(-1) == y).double().mean())}
@@ -290,6 +291,10 @@ class ClassifyTask:
             "majority class": float(np.mean(y[te] == majority)),
             "logistic regression": float(clf.score(flat[te], y[te])),
         }
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def confusion_matrix(truth: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:

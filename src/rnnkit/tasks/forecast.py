@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rnnkit.rnn import CellName, check_cell
 from rnnkit.tasks import baselines as bl
-from rnnkit.tasks.layers import CELLS, build_layer
+from rnnkit.tasks.layers import build_layer
 from rnnkit.tasks.series import Scaler, Series, check_lengths, load_series, make_windows, origins, split_points
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class ForecastDataConfig:
 
 @dataclass
 class ForecastModelConfig:
-    cell: Literal["rnn", "gru", "lstm", "peephole", "jordan"] = "lstm"
+    cell: CellName = "lstm"
     """recurrent cell"""
     hidden_size: int = 64
     """hidden units per layer"""
@@ -92,8 +93,7 @@ class ForecastModelConfig:
     """rnnkit engine (auto, torch, reference, ...)"""
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
+        check_cell(self.cell, "model.cell")
         if self.hidden_size < 1 or self.num_layers < 1:
             raise ValueError(f"hidden_size and num_layers must be >= 1, got {self.hidden_size}, {self.num_layers}")
 
@@ -174,6 +174,7 @@ class ForecastTask:
     """
 
     name = "forecast"
+    unit = "windows"  # what loss() counts, for throughput
 
     def __init__(
         self,
@@ -269,7 +270,8 @@ class ForecastTask:
         was_training = model.training
         model.eval()
         x, y = make_windows(self.scaled, self.at[part], self.window, self.horizon)
-        pred = model(torch.as_tensor(x, dtype=self.dtype)).double().numpy()
+        device = next(model.parameters()).device
+        pred = model(torch.as_tensor(x, dtype=self.dtype, device=device)).double().cpu().numpy()
         model.train(was_training)
         truth = y[..., self.target_index]
         if scaled:

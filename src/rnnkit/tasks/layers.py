@@ -5,10 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from rnnkit.layer import Recurrent
-from rnnkit.rnn import GRU, LSTM, RNN, Jordan, PeepholeLSTM
-
-#: cell names accepted by every task model (``--model.cell``)
-CELLS = ("rnn", "gru", "lstm", "peephole", "jordan")
+from rnnkit.rnn import make_layer
 
 
 def build_layer(
@@ -21,19 +18,8 @@ def build_layer(
     engine: str = "auto",
 ) -> Recurrent:
     """A batch_first rnnkit layer; ``jordan`` feeds back an output of ``hidden_size`` features."""
-    common = {"num_layers": num_layers, "dropout": dropout if num_layers > 1 else 0.0, "batch_first": True}
-    common["bidirectional"] = bidirectional
-    if cell == "rnn":
-        return RNN(input_size, hidden_size, engine=engine, **common)
-    if cell == "gru":
-        return GRU(input_size, hidden_size, engine=engine, **common)
-    if cell == "lstm":
-        return LSTM(input_size, hidden_size, engine=engine, **common)
-    if cell == "peephole":
-        return PeepholeLSTM(input_size, hidden_size, engine=engine, **common)
-    if cell == "jordan":
-        return Jordan(input_size, hidden_size, hidden_size, engine=engine, **common)
-    raise ValueError(f"unknown cell {cell!r}: choose one of {', '.join(CELLS)}")
+    return make_layer(cell, input_size, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
+                      batch_first=True, bidirectional=bidirectional, engine=engine)  # fmt: skip
 
 
 def top_final_state(layer: Recurrent, state: Tensor | tuple[Tensor, ...]) -> Tensor:

@@ -1,7 +1,7 @@
 """Long-range dependency benchmarks: the adding problem and the copy-memory task, as data and as tasks.
 
 Both are the classic proofs that gates matter: the answer depends on inputs seen T steps earlier, so the
-training signal has to cross T steps of the product ``∏ ∂s_i/∂s_{i-1}`` (seed 000).
+training signal has to cross T steps of the product ``∏ ∂s_i/∂s_{i-1}`` (why gradients vanish).
 
 * **Adding problem** (Hochreiter & Schmidhuber 1997, experiment 4; the form of Le et al. 2015): each step
   carries a value ``u ~ U(0, 1)`` and a marker; exactly two steps are marked, one in each half of the
@@ -26,10 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.rnn import GRU, LSTM, RNN, Jordan, PeepholeLSTM
-
-#: cell name -> rnnkit layer class (the names the long-range and gradient-flow commands accept)
-CELLS = {"rnn": RNN, "gru": GRU, "lstm": LSTM, "peephole": PeepholeLSTM, "jordan": Jordan}
+from rnnkit.rnn import make_layer
 
 
 def adding_problem(n: int, seq_len: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -82,13 +79,11 @@ class SequenceModel(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}: use one of {', '.join(CELLS)}")
         self.config = {"cell": cell, "input_size": input_size, "hidden_size": hidden_size, "output_size": output_size}
-        extra: dict[str, Any] = {"output_size": hidden_size} if cell == "jordan" else {}
+        extra: dict[str, Any] = {}
         if cell in ("lstm", "peephole"):
             extra["forget_bias"] = forget_bias  # added to the forget-gate bias at init (LSTMs only)
-        self.rnn = CELLS[cell](input_size, hidden_size, batch_first=True, engine=engine, dtype=dtype, **extra)
+        self.rnn = make_layer(cell, input_size, hidden_size, batch_first=True, engine=engine, dtype=dtype, **extra)
         self.head = nn.Linear(self.rnn.output_size, output_size, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -100,6 +95,7 @@ class AddingTask:
     """The adding problem at length ``seq_len`` for :func:`rnnkit.train.train` (MSE at the last step)."""
 
     name = "adding"
+    unit = "sequences"
     input_size, output_size = 2, 1
 
     def __init__(self, seq_len: int, batch_size: int = 32, val_size: int = 1000, seed: int = 1234) -> None:
@@ -133,6 +129,7 @@ class CopyTask:
     """Copy memory with ``delay`` blanks for :func:`rnnkit.train.train` (cross-entropy at every step)."""
 
     name = "copy"
+    unit = "sequences"
 
     def __init__(
         self,

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.dropout import Dropout
+from rnnkit.engines.fused.stepper import kept_stepper
 from rnnkit.rnn import GRU, LSTM
-from rnnkit.stepper import kept_stepper
 
 State = Any  # a Tensor (GRU) or a tuple (h, c) (LSTM), each (num_layers, B, H)
 

@@ -252,6 +252,7 @@ class TranslationTask:
     """
 
     name = "translate"
+    unit = "target tokens"  # what loss() counts, for throughput
 
     def __init__(
         self,

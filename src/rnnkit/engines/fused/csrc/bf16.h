@@ -1,0 +1,223 @@
+/* bf16 products with float accumulation (AVX512_BF16), for the float instance of the AVX-512 build.
+
+   Under torch.autocast(dtype=torch.bfloat16) the sequence kernels keep the state, the cell update and every
+   sum in float32 and take only the matrix products' operands in bf16: one vdpbf16ps multiplies two bf16
+   pairs per lane and adds both products to a float accumulator, twice the products of a float FMA, and the
+   packed weights are half the bytes to stream from cache.
+
+   Layout. A bf16 operand row holds K values padded to an even Kp (zeros), so that a pair (a_k, a_k+1) is one
+   32-bit word to broadcast. Packed weights (rk_pack_bf16) hold, per panel of U units, per pair kk, per gate g,
+   U/16 vectors of 16 units × (k = 2kk, 2kk + 1) interleaved: the second operand of vdpbf16ps.
+   These functions carry their own target attribute, so the rest of the build needs no bf16 flag; they are
+   called only where the CPU reports avx512_bf16 (ops.cpp). */
+
+#define RK_BF16 __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl,avx512dq")))
+
+/* float -> bf16, rounding to nearest even (NaN stays NaN): what torch's .bfloat16() does */
+static inline uint16_t rk_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+typedef struct {
+    long NG, H, K, U, KK; /* KK: pairs of k, K padded (to 2 for vdpbf16ps, to 32 for AMX) */
+    const float *W;
+    uint16_t *Wp;
+} rk_pack_bf16_job;
+
+static void rk_pack_bf16_task(void *ctx, int tid, int nth) {
+    const rk_pack_bf16_job *j = ctx;
+    const long U = j->U, K = j->K, KK = j->KK, nb = (j->H + U - 1) / U;
+    long lo, hi;
+    rk_share(nb, tid, nth, &lo, &hi);
+    for (long p = lo; p < hi; p++) {
+        uint16_t *dst = j->Wp + p * KK * j->NG * U * 2;
+        for (long kk = 0; kk < KK; kk++)
+            for (long g = 0; g < j->NG; g++)
+                for (long v = 0; v < U; v++) { /* unit p·U + v: W's row g·H + p·U + v, columns 2kk and 2kk + 1 */
+                    const long u = p * U + v, row = g * j->H + u;
+                    for (int e = 0; e < 2; e++) {
+                        const long k = 2 * kk + e;
+                        *dst++ = (u < j->H && k < K) ? rk_to_bf16(j->W[row * K + k]) : 0;
+                    }
+                }
+    }
+}
+
+/* Wp holds ceil(H / U) · KK · NG · U · 2 values, KK = ceil(K / kmult) · kmult / 2. */
+static void rk_pack_bf16_entry(const rk_pack_args *a) {
+    const long m = a->kmult > 2 ? a->kmult : 2;
+    rk_pack_bf16_job j = {a->NG, a->H, a->K, a->U, (a->K + m - 1) / m * m / 2, a->W, a->Wp};
+    rk_parallel(rk_pack_bf16_task, &j, (double)a->NG * a->H * a->K < 1e5 ? 1 : a->nth);
+}
+
+/* out (R rows × NV vectors of 16 floats, row stride 4 vectors) = A[rows] · B: A rows of KK bf16 pairs (row
+   stride lda), B's pair kk and vector v at b + kk·ldb + v·vstride. */
+static inline __attribute__((always_inline)) RK_BF16 void rk_mk_bf16(const int R, const int NV, long KK,
+                                                                    const uint16_t *a, long lda, const uint16_t *b,
+                                                                    long ldb, long vstride, float *out) {
+    __m512 acc[MR_MAX][4];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+    for (long kk = 0; kk < KK; kk++) {
+        __m512i bv[4];
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_si512(b + kk * ldb + v * vstride);
+        for (int r = 0; r < R; r++) {
+            int32_t pair;
+            memcpy(&pair, a + r * lda + 2 * kk, 4);
+            const __m512i av = _mm512_set1_epi32(pair);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)av, (__m512bh)bv[v]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++) _mm512_storeu_ps(out + (r * 4 + v) * 16, acc[r][v]);
+}
+
+typedef void (*rk_mk_bf16_fn)(long, const uint16_t *, long, const uint16_t *, long, long, float *);
+#define MKB_DEF(R, NV)                                                                                        \
+    RK_BF16 static void rk_mkb_##R##_##NV(long KK, const uint16_t *a, long lda, const uint16_t *b, long ldb, \
+                                          long vs, float *o) {                                                \
+        rk_mk_bf16(R, NV, KK, a, lda, b, ldb, vs, o);                                                         \
+    }
+#define MKB_ROW(R) MKB_DEF(R, 1) MKB_DEF(R, 2) MKB_DEF(R, 3) MKB_DEF(R, 4)
+MKB_ROW(1) MKB_ROW(2) MKB_ROW(3) MKB_ROW(4) MKB_ROW(5) MKB_ROW(6) MKB_ROW(7) MKB_ROW(8)
+#define MKB_ENTRY(R) {rk_mkb_##R##_1, rk_mkb_##R##_2, rk_mkb_##R##_3, rk_mkb_##R##_4}
+static const rk_mk_bf16_fn rk_mkb_table[MR_MAX][4] = {MKB_ENTRY(1), MKB_ENTRY(2), MKB_ENTRY(3), MKB_ENTRY(4),
+                                                      MKB_ENTRY(5), MKB_ENTRY(6), MKB_ENTRY(7), MKB_ENTRY(8)};
+#undef MKB_DEF
+#undef MKB_ROW
+#undef MKB_ENTRY
+
+static inline void rk_tile_bf16(int R, int NV, long KK, const uint16_t *a, long lda, const uint16_t *b, long ldb,
+                                long vstride, float *out) {
+    rk_mkb_table[R - 1][NV - 1](KK, a, lda, b, ldb, vstride, out);
+}
+
+/* the first n (≤ 16) floats of v, rounded to bf16, at p */
+RK_BF16 static void rk_store_bf16(uint16_t *p, const float *src, long n) {
+    const __mmask16 m = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+    const __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src));
+    _mm256_mask_storeu_epi16(p, m, h);
+}
+
+/* out[:, n_lo:n_hi] += A · W[:, n_lo:n_hi] for the B rows of A (bf16, B × 2·KK, row stride lda), with Wᵀ packed
+   by rk_pack_bf16 in panels of 16 units (NG = 1, U = 16); n_lo a multiple of 16. The backward's per-step
+   product in bf16. */
+static void rk_add_rows_product_bf16(long B, long KK, const uint16_t *A, long lda, const uint16_t *Wtp, long n_lo,
+                                     long n_hi, float *out, long ldo) {
+    float tile[MR_MAX * 4 * 16] __attribute__((aligned(64)));
+    for (long n0 = n_lo; n0 < n_hi; n0 += 64) {
+        const long nn = n_hi - n0 < 64 ? n_hi - n0 : 64;
+        const int NV = (int)((nn + 15) / 16);
+        const long nt = (B + RK(tile_rows)(NV) - 1) / RK(tile_rows)(NV);
+        const uint16_t *b = Wtp + (n0 / 16) * KK * 32;
+        for (long i = 0; i < nt; i++) {
+            const long b0 = B * i / nt, R = B * (i + 1) / nt - b0;
+            rk_tile_bf16((int)R, NV, KK, A + b0 * lda, lda, b, 32, KK * 32, tile);
+            for (long r = 0; r < R; r++)
+                for (long v = 0; v < nn; v++) out[(b0 + r) * ldo + n0 + v] += tile[r * 64 + v];
+        }
+    }
+}
+
+/* ---- AMX: the same products on the tile unit (Intel Sapphire Rapids and later) ----
+   One TDPBF16PS multiplies a 16 × 32 bf16 tile by a 32 × 16 one into 16 × 16 floats: 16 times the products of a
+   vector FMA. The packed weights' layout above is already AMX's "VNNI" layout for the second operand (16 rows
+   of pairs), given k padded to a multiple of 32; operand rows (x, h, dPre in bf16) are padded the same way.
+   Tiles 0-3 accumulate (R rows × 16 floats), tile 4 holds the rows' operand, tile 5 the weights'. */
+#define RK_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} rk_tilecfg;
+
+/* Tiles for R (≤ 16) rows; every thread configures its own before its first tile operation. */
+RK_AMX static void rk_amx_config(int R) {
+    rk_tilecfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 5; t++) c.rows[t] = (uint8_t)R, c.colsb[t] = 64;
+    c.rows[5] = 16, c.colsb[5] = 64;
+    /* GCC does not see ldtilecfg read the struct and drops the stores above without this barrier (the tile
+       unit then faults on the garbage left in the red zone) */
+    __asm__ __volatile__("" : : "r"(&c) : "memory");
+    _tile_loadconfig(&c);
+}
+
+RK_AMX static void rk_amx_release(void) { _tile_release(); }
+
+/* Accumulate into tile `acc` (a constant) the product of rows (tile 4) by weights (tile 5). */
+#define RK_AMX_DP(acc, w, ldw)                                                                                  \
+    do {                                                                                                        \
+        _tile_loadd(5, (w), (ldw));                                                                             \
+        _tile_dpbf16ps(acc, 4, 5);                                                                              \
+    } while (0)
+
+/* out (R rows × NG·16 floats, row stride 64 floats) = A1 · W1 + A2 · W2 for the panel of 16 units whose packed
+   weights start at w1, w2 (NG gates, rk_pack_bf16 with k padded to 32): A rows of K1, K2 bf16 (multiples of 32)
+   at row strides lda1, lda2 (elements); A2 may be NULL. */
+RK_AMX static void rk_amx_gates(int NG, long K1, const uint16_t *a1, long lda1, const uint16_t *w1, long K2,
+                                const uint16_t *a2, long lda2, const uint16_t *w2, float *out) {
+    const long ldw = NG * 64; /* bytes between pair rows of one gate */
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int pass = 0; pass < 2; pass++) {
+        const uint16_t *a = pass ? a2 : a1, *w = pass ? w2 : w1;
+        const long K = pass ? K2 : K1, lda = pass ? lda2 : lda1;
+        for (long kb = 0; a && kb < K / 32; kb++) {
+            const uint16_t *wk = w + kb * 16 * NG * 32; /* 16 pair rows of every gate */
+            _tile_loadd(4, a + kb * 32, lda * 2);
+            RK_AMX_DP(0, wk, ldw);
+            if (NG > 1) RK_AMX_DP(1, wk + 32, ldw);
+            if (NG > 2) RK_AMX_DP(2, wk + 64, ldw);
+            if (NG > 3) RK_AMX_DP(3, wk + 96, ldw);
+        }
+    }
+    _tile_stored(0, out, 256);
+    if (NG > 1) _tile_stored(1, out + 16, 256);
+    if (NG > 2) _tile_stored(2, out + 32, 256);
+    if (NG > 3) _tile_stored(3, out + 48, 256);
+}
+
+/* out[:, n_lo:n_hi] += A · W[:, n_lo:n_hi] on the tile unit: A (bf16, B × K, K a multiple of 32, row stride lda),
+   Wᵀ packed by rk_pack_bf16 in panels of 16 units with k padded to 32; n_lo a multiple of 16. */
+RK_AMX static void rk_amx_add_rows_product(long B, long K, const uint16_t *A, long lda, const uint16_t *Wtp, long n_lo,
+                                           long n_hi, float *out, long ldo) {
+    float tile[16 * 64] __attribute__((aligned(64)));
+    int rows = 16;
+    rk_amx_config(16);
+    for (long b0 = 0; b0 < B; b0 += 16) {
+        const int R = B - b0 < 16 ? (int)(B - b0) : 16;
+        if (R != rows) rk_amx_config(rows = R);
+        for (long n0 = n_lo; n0 < n_hi; n0 += 64) {
+            const long nn = n_hi - n0 < 64 ? n_hi - n0 : 64, np = (nn + 15) / 16;
+            const uint16_t *w = Wtp + (n0 / 16) * (K / 2) * 32, *wp = w + (K / 2) * 32;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (long kb = 0; kb < K / 32; kb++) {
+                _tile_loadd(4, A + b0 * lda + kb * 32, lda * 2);
+                RK_AMX_DP(0, w + kb * 512, 64);
+                if (np > 1) RK_AMX_DP(1, wp + kb * 512, 64);
+                if (np > 2) RK_AMX_DP(2, wp + (K / 2) * 32 + kb * 512, 64);
+                if (np > 3) RK_AMX_DP(3, wp + 2 * (K / 2) * 32 + kb * 512, 64);
+            }
+            _tile_stored(0, tile, 256);
+            if (np > 1) _tile_stored(1, tile + 16, 256);
+            if (np > 2) _tile_stored(2, tile + 32, 256);
+            if (np > 3) _tile_stored(3, tile + 48, 256);
+            for (long r = 0; r < R; r++)
+                for (long v = 0; v < nn; v++) out[(b0 + r) * ldo + n0 + v] += tile[r * 64 + v];
+        }
+    }
+    _tile_release();
+}
+#undef RK_AMX_DP

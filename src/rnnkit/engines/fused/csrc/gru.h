@@ -1,0 +1,264 @@
+/* GRU over a whole sequence (one direction of one layer) for one REAL type: forward and backward.
+
+   Gate order r, z, n as in torch.nn.GRU; σ = rec_act and act are any named activations:
+       r = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)        z = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+       n = act(W_in x_t + b_in + r ⊙ (W_hn h_{t-1} + b_hn))     (reset after the product: torch's form)
+       n = act(W_in x_t + b_in + W_hn (r ⊙ h_{t-1}) + b_hn)     (reset before: Cho et al. 2014)
+       h_t = (1 − z) ⊙ n + z ⊙ h_{t-1}
+   The work split is the LSTM's (lstm.h): each thread owns blocks of VL units and all three gates of them,
+   computes the tile products (input and recurrent, kept apart because r multiplies only the second), then
+   the update. Torch's form meets once per step; Cho's twice, since W_hn (r ⊙ h) needs r of every unit. */
+
+typedef struct {
+    const rk_gru_fwd_args *f;
+    const rk_gru_bwd_args *b;
+    rk_barrier bar;
+} RK(gru_job);
+
+/* Reset after: one row's update from the tiles ax (W_i* x_t) and ah (W_h* h_{t-1}), all three gates. */
+static inline __attribute__((always_inline)) void RK(gru_cell)(const long nu, long H, const REAL *ax, const REAL *ah,
+                                                                const vec *bw, const REAL *hp, REAL *hn, REAL *gb,
+                                                                REAL *hnb, const int act, const int rec) {
+    const vec h_prev = RK(vload_n)(hp, nu);
+    const vec r = RK(act)(rec, RK(vload)(ax) + bw[0] + RK(vload)(ah) + bw[3]);
+    const vec z = RK(act)(rec, RK(vload)(ax + VL) + bw[1] + RK(vload)(ah + VL) + bw[4]);
+    const vec hh = RK(vload)(ah + 2 * VL) + bw[5]; /* W_hn h + b_hn */
+    const vec n = RK(act)(act, RK(vload)(ax + 2 * VL) + bw[2] + r * hh);
+    RK(vstore_n)(hn, n + z * (h_prev - n), nu);
+    if (gb) {
+        RK(vstore_n)(gb, r, nu);
+        RK(vstore_n)(gb + H, z, nu);
+        RK(vstore_n)(gb + 2 * H, n, nu);
+        RK(vstore_n)(hnb, hh, nu);
+    }
+}
+
+#define RK_GRU_DISPATCH(fn, nu, ...)                                                                             \
+    do {                                                                                                         \
+        if (dflt)                                                                                                \
+            fn(nu, __VA_ARGS__, RK_TANH, RK_SIGMOID);                                                            \
+        else                                                                                                     \
+            fn(nu, __VA_ARGS__, a->act, a->rec_act);                                                             \
+    } while (0)
+
+/* Reset before, first half: r and z of one row into gb (r, z, and n's input part W_in x_t + b_in), and r ⊙ h
+   into rh for the product the second half needs. */
+static inline __attribute__((always_inline)) void RK(gru_rz)(const long nu, long H, const REAL *ax, const REAL *ah,
+                                                              const vec *bw, const REAL *hp, REAL *gb, REAL *rh,
+                                                              const int act, const int rec) {
+    (void)act;
+    const vec r = RK(act)(rec, RK(vload)(ax) + bw[0] + RK(vload)(ah) + bw[3]);
+    const vec z = RK(act)(rec, RK(vload)(ax + VL) + bw[1] + RK(vload)(ah + VL) + bw[4]);
+    RK(vstore_n)(gb, r, nu);
+    RK(vstore_n)(gb + H, z, nu);
+    RK(vstore_n)(gb + 2 * H, RK(vload)(ax + 2 * VL) + bw[2], nu);
+    RK(vstore_n)(rh, r * RK(vload_n)(hp, nu), nu);
+}
+
+/* Reset before, second half: n = act(W_in x + b_in + W_hn (r ⊙ h) + b_hn) and the new state. */
+static inline __attribute__((always_inline)) void RK(gru_n)(const long nu, long H, const REAL *an, vec b_hn,
+                                                             const REAL *hp, REAL *hn, REAL *gb, const int act,
+                                                             const int rec) {
+    (void)rec;
+    const vec n = RK(act)(act, RK(vload_n)(gb + 2 * H, nu) + RK(vload)(an) + b_hn);
+    const vec z = RK(vload_n)(gb + H, nu), h_prev = RK(vload_n)(hp, nu);
+    RK(vstore_n)(gb + 2 * H, n, nu);
+    RK(vstore_n)(hn, n + z * (h_prev - n), nu);
+}
+
+static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
+    RK(gru_job) *j = ctx;
+    const rk_gru_fwd_args *a = j->f;
+    const long T = a->T, B = a->B, H = a->H, F = a->F, nb = (H + VL - 1) / VL;
+    const int after = a->reset_after, dflt = a->act == RK_TANH && a->rec_act == RK_SIGMOID;
+    const int NG = after ? 3 : 2; /* gates in the recurrent product of the first half */
+    const long nt = RK(ntiles)(B, RK(tile_rows)(3)), nt1 = RK(ntiles)(B, RK(tile_rows)(1));
+    const REAL *x = a->x, *bih = a->bih, *bhh = a->bhh;
+    REAL *Hs = a->Hs, *G = a->G, *HN = a->HN, *scratch = a->scratch;
+    long p_lo, p_hi;
+    rk_share(nb, tid, nth, &p_lo, &p_hi);
+    REAL tx[MR_MAX * 4 * VL] __attribute__((aligned(64))), th[MR_MAX * 4 * VL] __attribute__((aligned(64)));
+    int sense = 0;
+    for (long t = 0; t < T; t++) {
+        const REAL *hp = t ? Hs + (t - 1) * B * H : (const REAL *)a->h0, *xt = x + t * B * F;
+        REAL *hn = Hs + t * B * H;
+        /* without saved buffers (inference), the reset-before form still passes r, z and r ⊙ h between its
+           halves: through the (B, 4H) scratch */
+        REAL *gt = G ? G + t * B * 3 * H : after ? NULL : scratch;
+        REAL *HNt = HN ? HN + t * B * H : after ? NULL : scratch + 3 * B * H;
+        for (long p = p_lo; p < p_hi; p++) {
+            const long u = p * VL, nu = H - u < VL ? H - u : VL;
+            vec bw[6] = {{0}, {0}, {0}, {0}, {0}, {0}}; /* b_ir, b_iz, b_in, b_hr, b_hz, b_hn */
+            for (int k = 0; bih && k < 3; k++) bw[k] = RK(vload_n)(bih + k * H + u, nu);
+            for (int k = 0; bhh && k < 3; k++) bw[3 + k] = RK(vload_n)(bhh + k * H + u, nu);
+            for (long i = 0; i < nt; i++) {
+                const long b0 = B * i / nt, R = B * (i + 1) / nt - b0;
+                for (long r = 0; r < R; r++) __builtin_prefetch(hp + (b0 + r) * H + u);
+                RK(tile)((int)R, 3, F, xt + b0 * F, F, 1, (const REAL *)a->Wxp + p * F * 3 * VL, 3 * VL, tx);
+                RK(tile)((int)R, NG, H, hp + b0 * H, H, 1, (const REAL *)a->Wp + p * H * NG * VL, NG * VL, th);
+                for (long r = 0; r < R; r++) {
+                    const long b = b0 + r, s = b * H + u;
+                    if (a->len && t >= a->len[b]) { /* ended: carry the state; gates (and HN) past the end are 0 */
+                        for (long v = 0; v < nu; v++) {
+                            hn[s + v] = hp[s + v];
+                            if (HNt) HNt[s + v] = 0; /* reset before: r ⊙ h, read by the product below */
+                        }
+                        for (int k = 0; gt && k < 3; k++)
+                            for (long v = 0; v < nu; v++) gt[b * 3 * H + k * H + u + v] = 0;
+                        continue;
+                    }
+                    REAL *gb = gt ? gt + b * 3 * H + u : NULL, *hnb = HNt ? HNt + s : NULL;
+                    const REAL *ax = tx + r * 4 * VL, *ah = th + r * 4 * VL;
+                    if (!after && nu == VL)
+                        RK_GRU_DISPATCH(RK(gru_rz), VL, H, ax, ah, bw, hp + s, gb, hnb);
+                    else if (!after)
+                        RK_GRU_DISPATCH(RK(gru_rz), nu, H, ax, ah, bw, hp + s, gb, hnb);
+                    else if (nu == VL)
+                        RK_GRU_DISPATCH(RK(gru_cell), VL, H, ax, ah, bw, hp + s, hn + s, gb, hnb);
+                    else
+                        RK_GRU_DISPATCH(RK(gru_cell), nu, H, ax, ah, bw, hp + s, hn + s, gb, hnb);
+                }
+            }
+        }
+        rk_barrier_wait(&j->bar, nth, &sense);
+        if (after) continue;
+        for (long p = p_lo; p < p_hi; p++) { /* second half: W_hn (r ⊙ h) needs r ⊙ h of every unit */
+            const long u = p * VL, nu = H - u < VL ? H - u : VL;
+            const vec b_hn = bhh ? RK(vload_n)(bhh + 2 * H + u, nu) : (vec){0};
+            for (long i = 0; i < nt1; i++) {
+                const long b0 = B * i / nt1, R = B * (i + 1) / nt1 - b0;
+                RK(tile)((int)R, 1, H, HNt + b0 * H, H, 1, (const REAL *)a->Wnp + p * H * VL, VL, th);
+                for (long r = 0; r < R; r++) {
+                    const long b = b0 + r, s = b * H + u;
+                    if (a->len && t >= a->len[b]) continue;
+                    if (nu == VL)
+                        RK_GRU_DISPATCH(RK(gru_n), VL, H, th + r * 4 * VL, b_hn, hp + s, hn + s, gt + b * 3 * H + u);
+                    else
+                        RK_GRU_DISPATCH(RK(gru_n), nu, H, th + r * 4 * VL, b_hn, hp + s, hn + s, gt + b * 3 * H + u);
+                }
+            }
+        }
+        rk_barrier_wait(&j->bar, nth, &sense);
+    }
+}
+
+static void RK(gru_fwd_entry)(const rk_gru_fwd_args *a) {
+    RK(gru_job) j = {.f = a};
+    rk_parallel(RK(gru_fwd_task), &j, RK(threads_for)(a->H, VL, a->nth));
+}
+
+/* Backward, per step t from the last, for the thread's own units (d = dL/dh_t, e = the gates' outside
+   gradients):
+     dn = d (1 − z) + e_n, dz = d (h_{t-1} − n) + e_z, and dL/dh_{t-1} starts at d ⊙ z (the direct path);
+     reset after:  dr = dn' ⊙ (W_hn h + b_hn) + e_r; dHH = (dr', dz', dn' ⊙ r); barrier;
+                   dL/dh_{t-1} += dHH · W_hh;
+     reset before: barrier; drh = dn' · W_hn (the gradient of r ⊙ h); dr = drh ⊙ h_{t-1} + e_r;
+                   dL/dh_{t-1} += drh ⊙ r; barrier; dL/dh_{t-1} += (dr', dz') · W_h{r,z}
+   where x' = x ⊙ the activation's derivative. */
+static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
+    RK(gru_job) *j = ctx;
+    const rk_gru_bwd_args *a = j->b;
+    const long B = a->B, H = a->H, nb = (H + VL - 1) / VL, ldw = a->ldw;
+    const int after = a->reset_after, dflt = a->act == RK_TANH && a->rec_act == RK_SIGMOID;
+    const int act = dflt ? RK_TANH : a->act, rec = dflt ? RK_SIGMOID : a->rec_act;
+    const REAL *G = a->G, *HN = a->HN, *Hs = a->Hs, *gout = a->gout, *gG = a->gG, *W = a->W;
+    REAL *dPre = a->dPre, *dHH = a->dHH, *db_ih = a->db_ih, *db_hh = a->db_hh, *drh = a->drh;
+    long p_lo, p_hi;
+    rk_share(nb, tid, nth, &p_lo, &p_hi);
+    const long u_lo = p_lo * VL, u_hi = p_hi * VL < H ? p_hi * VL : H;
+    REAL *cur = a->dh, *nxt = a->dh2;
+    int sense = 0;
+    const vec zero = {0};
+    for (long t = a->T - 1; t >= 0; t--) {
+        const REAL *gt = G + t * B * 3 * H, *HNt = HN + t * B * H, *hp = Hs + t * B * H, *go = gout + t * B * H;
+        REAL *dp = dPre + t * B * 3 * H, *dq = after ? dHH + t * B * 3 * H : NULL;
+        for (long p = p_lo; p < p_hi; p++) {
+            const long u = p * VL, nu = H - u < VL ? H - u : VL;
+            vec s_r = zero, s_z = zero, s_n = zero, s_hn = zero;
+            for (long b = 0; b < B; b++) {
+                const long s = b * H + u;
+                REAL *dpb = dp + b * 3 * H + u;
+                const vec d = RK(vload_n)(cur + s, nu) + RK(vload_n)(go + s, nu); /* dL/dh_t */
+                if (a->len && t >= a->len[b]) { /* ended: dL/dh_t passes to h_{t-1} */
+                    for (int k = 0; k < 3; k++) RK(vstore_n)(dpb + k * H, zero, nu);
+                    if (after)
+                        for (int k = 0; k < 3; k++) RK(vstore_n)(dq + b * 3 * H + u + k * H, zero, nu);
+                    RK(vstore_n)(nxt + s, d, nu);
+                    continue;
+                }
+                vec e[3] = {zero, zero, zero};
+                for (int k = 0; gG && k < 3; k++) e[k] = RK(vload_n)(gG + (t * B + b) * 3 * H + u + k * H, nu);
+                const REAL *gb = gt + b * 3 * H + u;
+                const vec r_ = RK(vload_n)(gb, nu), z_ = RK(vload_n)(gb + H, nu), n_ = RK(vload_n)(gb + 2 * H, nu);
+                const vec dpn = (d - d * z_ + e[2]) * RK(act_grad)(act, n_);
+                const vec dpz = (d * (RK(vload_n)(hp + s, nu) - n_) + e[1]) * RK(act_grad)(rec, z_);
+                RK(vstore_n)(dpb + H, dpz, nu);
+                RK(vstore_n)(dpb + 2 * H, dpn, nu);
+                RK(vstore_n)(nxt + s, d * z_, nu); /* the direct path; the products below add the rest */
+                s_z += dpz, s_n += dpn;
+                if (after) {
+                    const vec dpr = (dpn * RK(vload_n)(HNt + s, nu) + e[0]) * RK(act_grad)(rec, r_);
+                    REAL *dqb = dq + b * 3 * H + u;
+                    RK(vstore_n)(dpb, dpr, nu);
+                    RK(vstore_n)(dqb, dpr, nu);
+                    RK(vstore_n)(dqb + H, dpz, nu);
+                    RK(vstore_n)(dqb + 2 * H, dpn * r_, nu);
+                    s_r += dpr, s_hn += dpn * r_;
+                }
+            }
+            if (after) {
+                const vec si[3] = {s_r, s_z, s_n}, sh[3] = {s_r, s_z, s_hn};
+                for (int k = 0; k < 3; k++) {
+                    RK(vstore_n)(db_ih + k * H + u, RK(vload_n)(db_ih + k * H + u, nu) + si[k], nu);
+                    RK(vstore_n)(db_hh + k * H + u, RK(vload_n)(db_hh + k * H + u, nu) + sh[k], nu);
+                }
+            } else { /* b_hh enters like b_ih; r's sums are added in the second half */
+                for (int k = 1; k < 3; k++) {
+                    const vec sk = k == 1 ? s_z : s_n;
+                    RK(vstore_n)(db_ih + k * H + u, RK(vload_n)(db_ih + k * H + u, nu) + sk, nu);
+                    RK(vstore_n)(db_hh + k * H + u, RK(vload_n)(db_hh + k * H + u, nu) + sk, nu);
+                }
+            }
+        }
+        rk_barrier_wait(&j->bar, nth, &sense);
+        if (after) {
+            if (t > 0 || a->need_dh0) /* nxt[:, own units] += dHH_t · W_hh[:, own units] */
+                RK(add_rows_product)(B, 3 * H, dq, 3 * H, W, ldw, u_lo, u_hi, nxt, H);
+        } else {
+            for (long b = 0; b < B; b++)
+                for (long u = u_lo; u < u_hi; u++) drh[b * H + u] = 0;
+            RK(add_rows_product)(B, H, dp + 2 * H, 3 * H, W + 2 * H * ldw, ldw, u_lo, u_hi, drh, H); /* dn' · W_hn */
+            for (long p = p_lo; p < p_hi; p++) {
+                const long u = p * VL, nu = H - u < VL ? H - u : VL;
+                vec s_r = zero;
+                for (long b = 0; b < B; b++) {
+                    const long s = b * H + u;
+                    if (a->len && t >= a->len[b]) continue; /* dPre_r is already 0 */
+                    const REAL *gb = gt + b * 3 * H + u;
+                    const vec r_ = RK(vload_n)(gb, nu), g_rh = RK(vload_n)(drh + s, nu);
+                    const vec e_r = gG ? RK(vload_n)(gG + (t * B + b) * 3 * H + u, nu) : zero;
+                    const vec dpr = (g_rh * RK(vload_n)(hp + s, nu) + e_r) * RK(act_grad)(rec, r_);
+                    RK(vstore_n)(dp + b * 3 * H + u, dpr, nu);
+                    RK(vstore_n)(nxt + s, RK(vload_n)(nxt + s, nu) + g_rh * r_, nu);
+                    s_r += dpr;
+                }
+                RK(vstore_n)(db_ih + u, RK(vload_n)(db_ih + u, nu) + s_r, nu);
+                RK(vstore_n)(db_hh + u, RK(vload_n)(db_hh + u, nu) + s_r, nu);
+            }
+            rk_barrier_wait(&j->bar, nth, &sense);
+            if (t > 0 || a->need_dh0) /* nxt[:, own units] += (dr', dz') · W_h{r,z}[:, own units] */
+                RK(add_rows_product)(B, 2 * H, dp, 3 * H, W, ldw, u_lo, u_hi, nxt, H);
+        }
+        REAL *swap = cur;
+        cur = nxt;
+        nxt = swap;
+    }
+    RK(keep_in)(a->dh, cur, B, H, u_lo, u_hi);
+}
+
+static void RK(gru_bwd_entry)(const rk_gru_bwd_args *a) {
+    RK(gru_job) j = {.b = a};
+    rk_parallel(RK(gru_bwd_task), &j, RK(threads_for)(a->H, VL, a->nth));
+}
+
+#undef RK_GRU_DISPATCH

@@ -1,0 +1,283 @@
+/* LSTM over a whole sequence (one direction of one layer) for one REAL type: forward and backward.
+
+   The equations are torch.nn.LSTM's (gate order i, f, g, o), with optional peepholes and projection
+   (rnnkit.cells.LSTMCell, PeepholeLSTMCell); σ = rec_act and act are any named activations:
+       i = σ(W_ii x_t + W_hi h_{t-1} + b_i + w_ci ⊙ c_{t-1})     f = σ(W_if x_t + W_hf h_{t-1} + b_f + w_cf ⊙ c_{t-1})
+       g = act(W_ig x_t + W_hg h_{t-1} + b_g)                     c_t = f ⊙ c_{t-1} + i ⊙ g
+       o = σ(W_io x_t + W_ho h_{t-1} + b_o + w_co ⊙ c_t)          m_t = o ⊙ act(c_t)
+       h_t = m_t, or W_hr m_t with a projection (P > 0)
+   with b = b_ih + b_hh.
+
+   Threads split the hidden units into blocks of VL. Per step, a thread computes all four gates of its own
+   units — two tile products over its packed panels of W_ih and W_hh, then the cell update straight from
+   the tiles — so the update needs nobody else's data; the threads meet once per step, because step t + 1
+   reads all of h_t (twice with a projection: h_t = W_hr m_t needs all of m_t, and its units are split in
+   wide panels of P). The input projection is done inside the step rather than as one GEMM over all steps
+   first: the same arithmetic, without writing and re-reading a (T, B, 4H) buffer.
+   Lengths: where t ≥ len[b], sequence b has ended and its state is carried unchanged. */
+
+typedef struct {
+    const rk_lstm_fwd_args *f;
+    const rk_lstm_bwd_args *b;
+    rk_barrier bar;
+} RK(lstm_job);
+
+/* One batch row of step t for units u … u + nu. ax, ah: the tile rows (W_i* x_t and W_h* h_{t-1} for the
+   four gates); bw: the block's bias vectors, pw: its peephole vectors; cp/cn = c_{t-1}, c_t and mn = m_t at
+   the row's units; gb = where the gates go (or NULL). */
+static inline __attribute__((always_inline)) void RK(lstm_cell)(const long nu, long H, const REAL *ax, const REAL *ah,
+                                                                 const vec *bw, const vec *pw, const REAL *cp,
+                                                                 REAL *cn, REAL *mn, REAL *gb, const int act,
+                                                                 const int rec) {
+    vec pre[4];
+    for (int k = 0; k < 4; k++) pre[k] = RK(vload)(ax + k * VL) + RK(vload)(ah + k * VL) + bw[k];
+    const vec c_prev = RK(vload_n)(cp, nu);
+    const vec i = RK(act)(rec, pre[0] + pw[0] * c_prev); /* input gate */
+    const vec f = RK(act)(rec, pre[1] + pw[1] * c_prev); /* forget gate */
+    const vec g = RK(act)(act, pre[2]);                  /* candidate */
+    const vec c = f * c_prev + i * g;                    /* memory */
+    const vec o = RK(act)(rec, pre[3] + pw[2] * c);      /* output gate */
+    RK(vstore_n)(cn, c, nu);
+    RK(vstore_n)(mn, o * RK(act)(act, c), nu);
+    if (gb) {
+        RK(vstore_n)(gb, i, nu);
+        RK(vstore_n)(gb + H, f, nu);
+        RK(vstore_n)(gb + 2 * H, g, nu);
+        RK(vstore_n)(gb + 3 * H, o, nu);
+    }
+}
+
+/* The torch defaults (tanh, sigmoid) as constants, so that RK(act)'s switch folds away on the common path. */
+#define RK_LSTM_CELL(nu, ...)                                                                                    \
+    do {                                                                                                         \
+        if (dflt)                                                                                                \
+            RK(lstm_cell)(nu, __VA_ARGS__, RK_TANH, RK_SIGMOID);                                                 \
+        else                                                                                                     \
+            RK(lstm_cell)(nu, __VA_ARGS__, a->act, a->rec_act);                                                  \
+    } while (0)
+
+static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
+    RK(lstm_job) *j = ctx;
+    const rk_lstm_fwd_args *a = j->f;
+    const long T = a->T, B = a->B, H = a->H, P = a->P, F = a->F, S = P ? P : H, nb = (H + VL - 1) / VL;
+    const int amx = a->bf16 == 2; /* AMX tiles take 16 rows at a time */
+    const long nt = RK(ntiles)(B, amx ? 16 : RK(tile_rows)(4));
+    const int dflt = a->act == RK_TANH && a->rec_act == RK_SIGMOID;
+    const REAL *x = a->x, *Wxp = a->Wxp, *Wp = a->Wp, *bias = a->bias, *peep = a->peep;
+    REAL *Hs = a->Hs, *Cs = a->Cs, *G = a->G, *M = a->M;
+    long p_lo, p_hi, q_lo, q_hi, v_lo, v_hi;
+    rk_share(nb, tid, nth, &p_lo, &p_hi);
+    if (P) RK(own_panels)(P, UP, tid, nth, &q_lo, &q_hi, &v_lo, &v_hi);
+    REAL tx[16 * 4 * VL] __attribute__((aligned(64))), th[16 * 4 * VL] __attribute__((aligned(64)));
+    int sense = 0;
+    long rows = 0; /* rows the AMX tiles are configured for */
+    (void)rows;
+    if (amx) memset(th, 0, sizeof th); /* the tile unit sums both products into tx */
+    for (long t = 0; t < T; t++) {
+        const REAL *hp = t ? Hs + (t - 1) * B * S : (const REAL *)a->h0;
+        const REAL *cp = t ? Cs + (t - 1) * B * H : (const REAL *)a->c0;
+        const REAL *xt = x + t * B * F;
+        REAL *hn = Hs + t * B * S, *cn = Cs + t * B * H, *mn = P ? M + t * B * H : hn;
+        REAL *gt = G ? G + t * B * 4 * H : NULL;
+        for (long p = p_lo; p < p_hi; p++) {
+            const long u = p * VL, nu = H - u < VL ? H - u : VL;
+            vec bw[4] = {{0}, {0}, {0}, {0}}, pw[3] = {{0}, {0}, {0}}; /* b_i, b_f, b_g, b_o; w_ci, w_cf, w_co */
+            for (int k = 0; bias && k < 4; k++) bw[k] = RK(vload_n)(bias + k * H + u, nu);
+            for (int k = 0; peep && k < 3; k++) pw[k] = RK(vload_n)(peep + k * H + u, nu);
+            for (long i = 0; i < nt; i++) {
+                const long b0 = B * i / nt, R = B * (i + 1) / nt - b0;
+                for (long r = 0; r < R; r++) __builtin_prefetch(cp + (b0 + r) * H + u); /* read by the update */
+#if RK_BF16_HERE
+                if (a->bf16) { /* the same two products with bf16 operands (bf16.h) */
+                    const long Fp = a->Fp, Sp = a->Sp;
+                    const uint16_t *xbt = (const uint16_t *)a->xb + t * B * Fp + b0 * Fp;
+                    const uint16_t *hbp = (const uint16_t *)a->hb + (t % 2) * B * Sp + b0 * Sp;
+                    const uint16_t *wx = (const uint16_t *)a->Wxp + p * Fp * 4 * VL, *wh = (const uint16_t *)a->Wp + p * Sp * 4 * VL;
+                    if (amx) {
+                        if (rows != R) rk_amx_config((int)(rows = R)); /* once, or for a last short tile */
+                        rk_amx_gates(4, Fp, xbt, Fp, wx, Sp, hbp, Sp, wh, tx);
+                    } else {
+                        rk_tile_bf16((int)R, 4, Fp / 2, xbt, Fp, wx, 8 * VL, 2 * VL, tx);
+                        rk_tile_bf16((int)R, 4, Sp / 2, hbp, Sp, wh, 8 * VL, 2 * VL, th);
+                    }
+                } else
+#endif
+                {
+                    RK(tile)((int)R, 4, F, xt + b0 * F, F, 1, Wxp + p * F * 4 * VL, 4 * VL, tx); /* W_i* x_t */
+                    RK(tile)((int)R, 4, S, hp + b0 * S, S, 1, Wp + p * S * 4 * VL, 4 * VL, th);  /* W_h* h_{t-1} */
+                }
+                for (long r = 0; r < R; r++) {
+                    const long b = b0 + r, s = b * H + u;
+                    if (a->len && t >= a->len[b]) { /* ended: carry the state (m is zero: it adds nothing to dW_hr) */
+                        for (long v = 0; v < nu; v++) {
+                            cn[s + v] = cp[s + v];
+                            mn[s + v] = P ? 0 : hp[s + v];
+                        }
+                        for (int k = 0; gt && k < 4; k++) /* gates past the end are zero (and deterministic) */
+                            for (long v = 0; v < nu; v++) gt[b * 4 * H + k * H + u + v] = 0;
+                        continue;
+                    }
+                    REAL *gb = gt ? gt + b * 4 * H + u : NULL;
+                    const REAL *ax = tx + r * 4 * VL, *ah = th + r * 4 * VL;
+                    if (nu == VL) /* a constant width lets the compiler drop the partial-block code */
+                        RK_LSTM_CELL(VL, H, ax, ah, bw, pw, cp + s, cn + s, mn + s, gb);
+                    else
+                        RK_LSTM_CELL(nu, H, ax, ah, bw, pw, cp + s, cn + s, mn + s, gb);
+                }
+#if RK_BF16_HERE
+                if (a->bf16) /* h_t in bf16 for the next step's product (ended rows: h_{t-1}, copied above) */
+                    for (long r = 0; r < R; r++)
+                        rk_store_bf16((uint16_t *)a->hb + ((t + 1) % 2) * B * a->Sp + (b0 + r) * a->Sp + u,
+                                      mn + (b0 + r) * H + u, nu);
+#endif
+            }
+        }
+        rk_barrier_wait(&j->bar, nth, &sense);
+        if (P) { /* h_t = W_hr m_t for the thread's own units of h; ended sequences keep h_{t-1} */
+            RK(panels_step)(RK_IDENTITY, B, t, a->len, q_lo, q_hi, P, mn, H, a->Whrp, NULL, 0, NULL, NULL, hp, hn);
+            rk_barrier_wait(&j->bar, nth, &sense);
+        }
+    }
+#if RK_BF16_HERE
+    if (rows) rk_amx_release();
+#endif
+}
+
+static void RK(lstm_fwd_entry)(const rk_lstm_fwd_args *a) {
+    RK(lstm_job) j = {.f = a};
+    const int n1 = RK(threads_for)(a->H, VL, a->nth), n2 = a->P ? RK(threads_for)(a->P, UP, a->nth) : 1;
+    rk_parallel(RK(lstm_fwd_task), &j, n1 > n2 ? n1 : n2);
+}
+
+/* The backward of lstm_cell for one row: g = the saved gates, cp/cn = c_{t-1}, c_t, dm = dL/dm_t, gg and gc
+   the gradients reaching the gates and c_t from outside (or NULL); dc holds dL/dc_t from step t + 1 and
+   becomes dL/dc_{t-1}; dp = dPre_t's row; db and dpeep (with peep, all at the row's units, stride H between
+   gates) accumulate Σ dPre and the peephole gradients. */
+static inline __attribute__((always_inline)) void RK(lstm_cell_bwd)(const long nu, long H, const REAL *g,
+                                                                     const REAL *cp, const REAL *cn, const vec dm,
+                                                                     const REAL *gg, const REAL *gc, REAL *dc,
+                                                                     REAL *dp, const REAL *peep, REAL *db, REAL *dpeep,
+                                                                     const int act, const int rec) {
+    vec pw[3] = {{0}, {0}, {0}}, e[4] = {{0}, {0}, {0}, {0}}; /* w_ci, w_cf, w_co; outside gradients of i, f, g, o */
+    for (int k = 0; peep && k < 3; k++) pw[k] = RK(vload_n)(peep + k * H, nu);
+    for (int k = 0; gg && k < 4; k++) e[k] = RK(vload_n)(gg + k * H, nu);
+    const vec i = RK(vload_n)(g, nu), f = RK(vload_n)(g + H, nu), gc_ = RK(vload_n)(g + 2 * H, nu);
+    const vec o = RK(vload_n)(g + 3 * H, nu);
+    const vec c_prev = RK(vload_n)(cp, nu), c = RK(vload_n)(cn, nu), tc = RK(act)(act, c);
+    const vec dpo = (dm * tc + e[3]) * RK(act_grad)(rec, o);
+    vec dcn = RK(vload_n)(dc, nu) + dm * o * RK(act_grad)(act, tc) + dpo * pw[2]; /* dL/dc_t */
+    if (gc) dcn += RK(vload_n)(gc, nu);
+    const vec dpi = (dcn * gc_ + e[0]) * RK(act_grad)(rec, i);
+    const vec dpf = (dcn * c_prev + e[1]) * RK(act_grad)(rec, f);
+    const vec dpg = (dcn * i + e[2]) * RK(act_grad)(act, gc_);
+    RK(vstore_n)(dc, dcn * f + dpi * pw[0] + dpf * pw[1], nu); /* dL/dc_{t-1} */
+    const vec d[4] = {dpi, dpf, dpg, dpo};
+    for (int k = 0; k < 4; k++) {
+        RK(vstore_n)(dp + k * H, d[k], nu);
+        RK(vstore_n)(db + k * H, RK(vload_n)(db + k * H, nu) + d[k], nu);
+    }
+    if (dpeep) {
+        const vec dw[3] = {dpi * c_prev, dpf * c_prev, dpo * c};
+        for (int k = 0; k < 3; k++) RK(vstore_n)(dpeep + k * H, RK(vload_n)(dpeep + k * H, nu) + dw[k], nu);
+    }
+}
+
+#define RK_LSTM_CELL_BWD(nu, ...)                                                                                \
+    do {                                                                                                         \
+        if (dflt)                                                                                                \
+            RK(lstm_cell_bwd)(nu, __VA_ARGS__, RK_TANH, RK_SIGMOID);                                             \
+        else                                                                                                     \
+            RK(lstm_cell_bwd)(nu, __VA_ARGS__, a->act, a->rec_act);                                              \
+    } while (0)
+
+/* Per step t, from the last: (with a projection: dHt_t = dL/dh_t for own units of h, a barrier, then
+   dm_t = dHt_t · W_hr for own units of m); the pointwise part for the thread's own units; a barrier (dPre_t
+   must be whole); then dL/dh_{t-1} = dPre_t · W_hh for own units of h (skipped at t = 0 when nobody wants
+   dL/dh_0: the initial state is a constant, as in training from zeros). */
+static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
+    RK(lstm_job) *j = ctx;
+    const rk_lstm_bwd_args *a = j->b;
+    const long B = a->B, H = a->H, P = a->P, S = P ? P : H, nb = (H + VL - 1) / VL;
+    const int dflt = a->act == RK_TANH && a->rec_act == RK_SIGMOID;
+    const REAL *G = a->G, *Cs = a->Cs, *gout = a->gout, *gC = a->gC, *gG = a->gG, *peep = a->peep;
+    REAL *dc = a->dc, *dPre = a->dPre, *db = a->db, *dpeep = a->dpeep, *dHt = a->dHt, *dm = a->dm;
+    long p_lo, p_hi, q_lo = 0, q_hi = 0, v_lo, v_hi;
+    rk_share(nb, tid, nth, &p_lo, &p_hi);
+    const long u_lo = p_lo * VL, u_hi = p_hi * VL < H ? p_hi * VL : H;
+    if (P)
+        RK(own_panels)(P, UP, tid, nth, &q_lo, &q_hi, &v_lo, &v_hi);
+    else
+        v_lo = u_lo, v_hi = u_hi; /* the units of h whose dL/dh_{t-1} this thread computes */
+    REAL *cur = a->dh, *nxt = a->dh2;
+    int sense = 0;
+    for (long t = a->T - 1; t >= 0; t--) {
+        const REAL *gt = G + t * B * 4 * H, *cp = Cs + t * B * H, *cn = Cs + (t + 1) * B * H;
+        const REAL *go = gout + t * B * S;
+        REAL *dp = dPre + t * B * 4 * H, *dh = P ? dHt + t * B * P : NULL;
+        if (P) { /* dL/dh_t, whole, then dL/dm_t = dL/dh_t · W_hr for own units */
+            for (long b = 0; b < B; b++)
+                for (long v = v_lo; v < v_hi; v++) dh[b * P + v] = cur[b * P + v] + go[b * P + v];
+            rk_barrier_wait(&j->bar, nth, &sense);
+            for (long b = 0; b < B; b++)
+                for (long u = u_lo; u < u_hi; u++) dm[b * H + u] = 0;
+            RK(add_rows_product)(B, P, dh, P, a->Whr, a->ldr, u_lo, u_hi, dm, H);
+        }
+        for (long b = 0; b < B; b++) /* row by row: each row's own units are contiguous in every buffer */
+            for (long p = p_lo; p < p_hi; p++) {
+                const long u = p * VL, nu = H - u < VL ? H - u : VL, s = b * H + u;
+                REAL *dpb = dp + b * 4 * H + u;
+                const REAL *gc = gC ? gC + t * B * H + s : NULL, *gg = gG ? gG + (t * B + b) * 4 * H + u : NULL;
+                if (a->len && t >= a->len[b]) { /* ended: no gradient into the step; dh, dc pass through */
+                    const vec zero = {0};
+                    for (int k = 0; k < 4; k++) RK(vstore_n)(dpb + k * H, zero, nu);
+                    if (gc) RK(vstore_n)(dc + s, RK(vload_n)(dc + s, nu) + RK(vload_n)(gc, nu), nu);
+                    continue;
+                }
+                const vec dmv = P ? RK(vload_n)(dm + s, nu) : RK(vload_n)(cur + s, nu) + RK(vload_n)(go + s, nu);
+                if (nu == VL)
+                    RK_LSTM_CELL_BWD(VL, H, gt + b * 4 * H + u, cp + s, cn + s, dmv, gg, gc, dc + s, dpb,
+                                     peep ? peep + u : NULL, db + u, dpeep ? dpeep + u : NULL);
+                else
+                    RK_LSTM_CELL_BWD(nu, H, gt + b * 4 * H + u, cp + s, cn + s, dmv, gg, gc, dc + s, dpb,
+                                     peep ? peep + u : NULL, db + u, dpeep ? dpeep + u : NULL);
+            }
+        /* nxt starts as the part of dL/dh_t that skips the step (ended sequences), then gets dPre_t · W_hh */
+        for (long b = 0; b < B; b++) {
+            const int ended = a->len && t >= a->len[b];
+            for (long v = v_lo; v < v_hi; v++)
+                nxt[b * S + v] = !ended ? 0 : P ? dh[b * P + v] : cur[b * S + v] + go[b * S + v];
+        }
+#if RK_BF16_HERE
+        const long K4 = a->K4;                                                  /* 4H, padded */
+        uint16_t *dpb = a->bf16 ? (uint16_t *)a->dpb + (t % 2) * B * K4 : NULL; /* dPre_t in bf16: a ring of 2 */
+        for (long b = 0; dpb && b < B; b++)
+            for (int k = 0; k < 4; k++)
+                for (long u = u_lo; u < u_hi; u += VL)
+                    rk_store_bf16(dpb + b * K4 + k * H + u, dp + b * 4 * H + k * H + u, u_hi - u < VL ? u_hi - u : VL);
+#endif
+        rk_barrier_wait(&j->bar, nth, &sense);
+#if RK_BF16_HERE
+        if (dpb && (t > 0 || a->need_dh0)) {
+            if (a->bf16 == 2)
+                rk_amx_add_rows_product(B, K4, dpb, K4, a->Wtp, v_lo, v_hi, nxt, S);
+            else
+                rk_add_rows_product_bf16(B, K4 / 2, dpb, K4, a->Wtp, v_lo, v_hi, nxt, S);
+        } else
+#endif
+            if (t > 0 || a->need_dh0)
+            RK(add_rows_product)(B, 4 * H, dp, 4 * H, a->W, a->ldw, v_lo, v_hi, nxt, S);
+        REAL *swap = cur;
+        cur = nxt;
+        nxt = swap;
+    }
+    RK(keep_in)(a->dh, cur, B, S, v_lo, v_hi);
+}
+
+static void RK(lstm_bwd_entry)(const rk_lstm_bwd_args *a) {
+    RK(lstm_job) j = {.b = a};
+    const int n1 = RK(threads_for)(a->H, VL, a->nth), n2 = a->P ? RK(threads_for)(a->P, UP, a->nth) : 1;
+    rk_parallel(RK(lstm_bwd_task), &j, n1 > n2 ? n1 : n2);
+}
+
+#undef RK_LSTM_CELL
+#undef RK_LSTM_CELL_BWD

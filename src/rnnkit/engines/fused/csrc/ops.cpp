@@ -1,0 +1,568 @@
+// The C kernels (kernels.c, one build per instruction set) as torch operators in the namespace rnnkit_c.
+//
+// These are the fused engine's raw kernels: each checks its tensors (dtype, device, shapes — one-line
+// ValueError / TypeError, never a crash in the C code), allocates its outputs and calls the kernel table of
+// the instruction set picked at load time. rnnkit/engines/fused/specs.py composes them into the public,
+// differentiable operator rnnkit::sequence (rnnkit/engines/fused/ops.py). Layouts: see rnnkit_c.h.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <cstdlib>
+#include <string>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#include <vector>
+
+#include "rnnkit_c.h"
+
+namespace {
+
+using at::Tensor;
+using c10::optional;
+
+const rk_kernels *g_tables = nullptr;  // [0] float, [1] double, of the selected instruction set
+
+bool cpu_has(const std::string &isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (isa == "avx512")
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("fma");
+    if (isa == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return isa == "generic";
+}
+
+const rk_kernels *tables_for(const std::string &isa) {
+#ifdef RK_HAVE_AVX512
+    if (isa == "avx512") return rk_kernels_avx512();
+#endif
+#ifdef RK_HAVE_AVX2
+    if (isa == "avx2") return rk_kernels_avx2();
+#endif
+    if (isa == "generic") return rk_kernels_generic();
+    return nullptr;
+}
+
+// Pick the kernels: `isa` names one ("avx512", "avx2", "generic"), or "" for the best this CPU runs.
+std::string select_isa(std::string isa) {
+    if (isa.empty()) {
+        for (const char *cand : {"avx512", "avx2", "generic"})
+            if (cpu_has(cand) && tables_for(cand)) {
+                isa = cand;
+                break;
+            }
+    }
+    TORCH_CHECK_VALUE(isa == "avx512" || isa == "avx2" || isa == "generic",
+                      "unknown instruction set '", isa, "': use avx512, avx2 or generic");
+    TORCH_CHECK_VALUE(tables_for(isa) != nullptr, "rnnkit's kernels were not built for ", isa,
+                      " on this machine: use generic");
+    TORCH_CHECK_VALUE(cpu_has(isa), "this CPU cannot run the ", isa, " kernels: use generic");
+    g_tables = tables_for(isa);
+    return isa;
+}
+
+const rk_kernels &kernels(const Tensor &like) {
+    if (!g_tables) select_isa("");
+    return g_tables[like.scalar_type() == at::kDouble ? 1 : 0];
+}
+
+std::string info();
+
+// Which bf16 products run here (bf16.h): 2 = AMX tiles, 1 = vdpbf16ps, 0 = none. AMX needs the CPU's tiles and the
+// kernel's permission to use their state (Linux: arch_prctl, once per process; torch's oneDNN asks for it too).
+// RNNKIT_BF16=dot keeps vdpbf16ps where AMX exists (tests compare the two).
+int64_t bf16_mode() {
+    static int64_t mode = -1;
+    if (mode >= 0) return mode;
+    const rk_kernels &k = kernels(at::empty({0}));
+    mode = 0;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (k.pack_bf16 != nullptr && __builtin_cpu_supports("avx512bf16")) mode = 1;
+    const char *force = std::getenv("RNNKIT_BF16");
+    const bool dot_only = force && std::string(force) == "dot";
+#if defined(__linux__)
+    if (mode == 1 && !dot_only && __builtin_cpu_supports("amx-bf16") && __builtin_cpu_supports("amx-tile") &&
+        syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0)
+        mode = 2;
+#endif
+#endif
+    return mode;
+}
+
+bool bf16_products() { return bf16_mode() > 0; }
+
+// Operand rows and packed weights pad k to this many values: pairs for vdpbf16ps, tiles of 32 for AMX.
+int64_t bf16_kmult() { return bf16_mode() == 2 ? 32 : 2; }
+int64_t kpad(int64_t K) { return (K + bf16_kmult() - 1) / bf16_kmult() * bf16_kmult(); }
+
+void check_bf16_products() {
+    TORCH_CHECK_VALUE(bf16_products(), "rnnkit kernels: bf16 products need AVX512_BF16 and the avx512 kernels (",
+                      info(), "); run in float32 instead");
+}
+
+std::string info() {
+    const rk_kernels &k = kernels(at::empty({0}));
+    return std::string(k.isa) + " (vectors of " + std::to_string(k.vector_bytes) + " bytes)";
+}
+
+int threads() { return at::get_num_threads(); }
+
+// Threads for a sequence kernel whose steps each multiply-add `macs` times: the threads meet once or twice per
+// step, and below ~2^18 multiply-adds per step (one token of a 256-unit GRU at batch 1) a second thread saves
+// less than the meeting costs — and on a busy machine, where the partner may be descheduled, far less.
+int64_t g_min_step_macs = int64_t(1) << 18;
+int step_threads(int64_t macs) { return macs < g_min_step_macs ? 1 : threads(); }
+
+// Set that threshold (tests set 0 to run small problems on every thread); returns the previous one.
+int64_t set_min_step_work(int64_t macs) {
+    const int64_t before = g_min_step_macs;
+    g_min_step_macs = macs;
+    return before;
+}
+
+// ---- checks --------------------------------------------------------------------------------------------
+void check_real(const Tensor &t, const char *what) {
+    TORCH_CHECK_VALUE(t.device().is_cpu(), "rnnkit kernels: ", what, " is on ", t.device(),
+                      "; the C kernels run on the CPU");
+    TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, "rnnkit kernels: ", what,
+                     " has dtype ", t.scalar_type(), "; the C kernels take float32 or float64");
+}
+
+void check_same(const Tensor &t, const Tensor &ref, const char *what) {
+    check_real(t, what);
+    TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), "rnnkit kernels: ", what, " has dtype ", t.scalar_type(),
+                     " but the input is ", ref.scalar_type());
+}
+
+void check_shape(const Tensor &t, at::IntArrayRef want, const char *what) {
+    TORCH_CHECK_VALUE(t.sizes() == want, "rnnkit kernels: expected ", what, " of shape ", want, ", got ", t.sizes());
+}
+
+// A contiguous tensor of `ref`'s type (a copy only if needed), checked.
+Tensor input(const Tensor &t, const Tensor &ref, const char *what) {
+    check_same(t, ref, what);
+    return t.contiguous();
+}
+
+Tensor opt(const optional<Tensor> &t, const Tensor &ref, const char *what, at::IntArrayRef shape) {
+    if (!t.has_value() || !t->defined()) return Tensor();
+    check_shape(*t, shape, what);
+    return input(*t, ref, what);
+}
+
+const void *ptr(const Tensor &t) { return t.defined() && t.numel() ? t.data_ptr() : nullptr; }
+void *mptr(const Tensor &t) { return t.defined() && t.numel() ? t.data_ptr() : nullptr; }
+
+// Lengths (B,) int64 in [0, T] (0: an empty sequence keeps its initial state), or an undefined tensor.
+Tensor lengths(const optional<Tensor> &len, int64_t T, int64_t B) {
+    if (!len.has_value() || !len->defined()) return Tensor();
+    TORCH_CHECK_TYPE(len->scalar_type() == at::kLong && len->device().is_cpu(),
+                     "rnnkit kernels: lengths must be int64 on the CPU, got ", len->scalar_type(), " on ",
+                     len->device());
+    check_shape(*len, {B}, "lengths");
+    Tensor l = len->contiguous();
+    const int64_t *p = l.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; b++)
+        TORCH_CHECK_VALUE(p[b] >= 0 && p[b] <= T, "rnnkit kernels: lengths must lie in [0, T=", T, "], got ", p[b]);
+    return l;
+}
+
+const int64_t *lptr(const Tensor &l) { return l.defined() ? l.data_ptr<int64_t>() : nullptr; }
+
+int64_t vl(const Tensor &like) { return kernels(like).vector_bytes / like.element_size(); }
+
+// Packed panels of W for the number of gates and units per panel the kernel expects: size check only.
+void check_packed(const Tensor &Wp, const Tensor &ref, int64_t ng, int64_t units, int64_t H, int64_t K,
+                  const char *what) {
+    check_same(Wp, ref, what);
+    TORCH_CHECK_VALUE(Wp.is_contiguous() && Wp.dim() == 1, "rnnkit kernels: ", what, " must come from rnnkit_c::pack");
+    const int64_t want = (H + units - 1) / units * K * ng * units;
+    TORCH_CHECK_VALUE(Wp.numel() == want, "rnnkit kernels: ", what, " holds ", Wp.numel(), " values, expected ", want,
+                      " (packed for another shape or instruction set?)");
+}
+
+void check_packed_bf16(const Tensor &Wp, int64_t ng, int64_t units, int64_t H, int64_t K, const char *what) {
+    TORCH_CHECK_TYPE(Wp.scalar_type() == at::kBFloat16, "rnnkit kernels: ", what, " must come from rnnkit_c::pack_bf16");
+    TORCH_CHECK_VALUE(Wp.is_contiguous() && Wp.dim() == 1, "rnnkit kernels: ", what, " must come from rnnkit_c::pack_bf16");
+    const int64_t want = (H + units - 1) / units * (kpad(K) / 2) * ng * units * 2;
+    TORCH_CHECK_VALUE(Wp.numel() == want, "rnnkit kernels: ", what, " holds ", Wp.numel(), " values, expected ", want);
+}
+
+// W with its columns padded to a whole number of vectors: the backward's products read whole vectors.
+Tensor padded(const Tensor &W) {
+    const int64_t v = vl(W), K = W.size(1), pad = (v - K % v) % v;
+    if (pad == 0) return W.contiguous();
+    Tensor out = at::zeros({W.size(0), K + pad}, W.options());
+    out.narrow(1, 0, K).copy_(W);
+    return out;
+}
+
+// (T + 1, B, S) with [0] = the initial state: the kernels write [1:], the backward reads [:T] as h_{t-1}.
+Tensor states(const Tensor &s0, int64_t T) {
+    Tensor out = at::empty({T + 1, s0.size(0), s0.size(1)}, s0.options());
+    out.select(0, 0).copy_(s0);
+    return out;
+}
+
+Tensor none_like(const Tensor &like) { return at::empty({0}, like.options()); }
+
+// ---- operators -----------------------------------------------------------------------------------------
+Tensor pack(const Tensor &W, int64_t ngates, bool wide) {
+    check_real(W, "W");
+    TORCH_CHECK_VALUE(W.dim() == 2 && ngates > 0 && W.size(0) % ngates == 0, "rnnkit kernels: cannot pack W of shape ",
+                      W.sizes(), " into ", ngates, " gates");
+    const Tensor w = W.contiguous();
+    const int64_t H = W.size(0) / ngates, K = W.size(1), U = vl(W) * (wide ? 4 : 1);
+    Tensor Wp = at::empty({(H + U - 1) / U * K * ngates * U}, W.options());
+    const rk_pack_args a = {ngates, H, K, U, w.data_ptr(), Wp.data_ptr(), threads()};
+    kernels(W).pack(&a);
+    return Wp;
+}
+
+// W (ngates·H × K) packed for bf16 products (bf16.h): panels of `units` units, pairs of k interleaved.
+Tensor pack_bf16(const Tensor &W, int64_t ngates, int64_t units) {
+    check_bf16_products();
+    TORCH_CHECK_TYPE(W.device().is_cpu() && W.scalar_type() == at::kFloat, "rnnkit kernels: pack_bf16 takes float32 "
+                     "CPU weights, got ", W.scalar_type(), " on ", W.device());
+    TORCH_CHECK_VALUE(W.dim() == 2 && ngates > 0 && W.size(0) % ngates == 0 && units > 0 && units % 16 == 0,
+                      "rnnkit kernels: cannot pack W of shape ", W.sizes(), " into ", ngates, " gates of ", units,
+                      " units");
+    const Tensor w = W.contiguous();
+    const int64_t H = W.size(0) / ngates, K = W.size(1), KK = kpad(K) / 2;
+    Tensor Wp = at::empty({(H + units - 1) / units * KK * ngates * units * 2}, W.options().dtype(at::kBFloat16));
+    const rk_pack_args a = {ngates, H, K, units, w.data_ptr(), Wp.data_ptr(), threads(), bf16_kmult()};
+    kernels(W).pack_bf16(&a);
+    return Wp;
+}
+
+// `t` (…, K) as bf16 with K padded by zeros (kpad): the row layout the bf16 products read.
+Tensor to_bf16_pairs(const Tensor &t) {
+    const int64_t K = t.size(-1);
+    std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+    shape.back() = kpad(K);
+    Tensor out = at::zeros(shape, t.options().dtype(at::kBFloat16));
+    out.narrow(-1, 0, K).copy_(t);
+    return out;
+}
+
+// a @ b (+ bias) for 2-D tensors of any strides (a transposed view costs nothing).
+Tensor gemm(const Tensor &a, const Tensor &b, const optional<Tensor> &bias) {
+    check_real(a, "a");
+    check_same(b, a, "b");
+    TORCH_CHECK_VALUE(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0), "rnnkit kernels: cannot multiply ",
+                      a.sizes(), " by ", b.sizes());
+    const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+    const Tensor bs = opt(bias, a, "bias", {N});
+    Tensor c = at::empty({M, N}, a.options());
+    const rk_gemm_args g = {M, N, K, ptr(a), a.stride(0), a.stride(1), ptr(b), b.stride(0), b.stride(1),
+                            mptr(c), N, ptr(bs), threads()};
+    TORCH_CHECK(kernels(a).gemm(&g) == 0, "rnnkit gemm: out of memory for a packed copy of the right operand");
+    return c;
+}
+
+Tensor dropout(const Tensor &x, double p, int64_t seed) {
+    check_real(x, "x");
+    TORCH_CHECK_VALUE(p > 0 && p < 1, "rnnkit kernels: dropout needs 0 < p < 1, got ", p);
+    const Tensor xc = x.contiguous();
+    Tensor y = at::empty_like(xc);
+    const rk_dropout_args a = {xc.numel(), ptr(xc), mptr(y), (uint64_t)seed, p, threads()};
+    kernels(x).dropout(&a);
+    return y;
+}
+
+void check_act(int64_t code, const char *what) {
+    TORCH_CHECK_VALUE(code >= RK_IDENTITY && code <= RK_HARD_SIGMOID, "rnnkit kernels: unknown ", what, " code ", code);
+}
+
+void check_input(const Tensor &x) {
+    check_real(x, "x");
+    TORCH_CHECK_VALUE(x.dim() == 3, "rnnkit kernels: expected x of shape (T, B, F), got ", x.sizes());
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp,
+                                                     const optional<Tensor> &Whrp, const optional<Tensor> &bias_,
+                                                     const optional<Tensor> &peep_, const optional<Tensor> &len_,
+                                                     const Tensor &h0_, const Tensor &c0_, int64_t act, int64_t rec,
+                                                     bool keep, bool bf16) {
+    check_input(x_);
+    check_act(act, "activation");
+    check_act(rec, "recurrent activation");
+    const Tensor x = x_.contiguous();
+    const int64_t T = x.size(0), B = x.size(1), F = x.size(2), H = c0_.size(-1);
+    const bool proj = Whrp.has_value() && Whrp->defined();
+    const int64_t S = h0_.size(-1), P = proj ? S : 0, v = vl(x);
+    check_shape(c0_, {B, H}, "c0");
+    check_shape(h0_, {B, S}, "h0");
+    TORCH_CHECK_VALUE(proj || S == H, "rnnkit kernels: h0 has ", S, " features but c0 ", H, " (no projection)");
+    const Tensor h0 = input(h0_, x, "h0"), c0 = input(c0_, x, "c0");
+    Tensor xb, hb;
+    if (bf16) {
+        check_bf16_products();
+        TORCH_CHECK_VALUE(!proj && x.scalar_type() == at::kFloat, "rnnkit kernels: bf16 products take float32 "
+                          "inputs and no projection");
+        check_packed_bf16(Wxp, 4, v, H, F, "packed W_ih");
+        check_packed_bf16(Wp, 4, v, H, S, "packed W_hh");
+        xb = to_bf16_pairs(x);
+        hb = at::zeros({2, B, kpad(S)}, x.options().dtype(at::kBFloat16));
+        hb.select(0, 0).narrow(-1, 0, S).copy_(h0);
+    } else {
+        check_packed(Wxp, x, 4, v, H, F, "packed W_ih");
+        check_packed(Wp, x, 4, v, H, S, "packed W_hh");
+    }
+    if (proj) check_packed(*Whrp, x, 1, 4 * v, P, H, "packed W_hr");
+    const Tensor bias = opt(bias_, x, "bias", {4 * H}), peep = opt(peep_, x, "peepholes", {3, H});
+    const Tensor len = lengths(len_, T, B);
+    Tensor Hs = states(h0, T), Cs = states(c0, T);
+    Tensor G = keep ? at::empty({T, B, 4 * H}, x.options()) : none_like(x);
+    Tensor M = proj ? at::empty({T, B, H}, x.options()) : none_like(x);
+    const rk_lstm_fwd_args a = {T, B, H, P, F, (int)act, (int)rec, ptr(x), ptr(Wxp), ptr(Wp),
+                                proj ? ptr(*Whrp) : nullptr, ptr(bias), ptr(peep), lptr(len), ptr(h0), ptr(c0),
+                                (char *)mptr(Hs) + B * S * x.element_size(), (char *)mptr(Cs) + B * H * x.element_size(),
+                                mptr(G), mptr(M), step_threads(B * 4 * H * (F + S) + B * P * H),
+                                bf16 ? bf16_mode() : 0, kpad(F), kpad(S), ptr(xb), mptr(hb)};
+    if (T > 0 && B > 0) kernels(x).lstm_fwd(&a);
+    return {Hs, Cs, G, M};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
+    const Tensor &G_, const Tensor &Cs_, const Tensor &M_, const Tensor &W_hh, const optional<Tensor> &W_hr,
+    const optional<Tensor> &peep_, const optional<Tensor> &len_, const Tensor &gHs_, const optional<Tensor> &gCs_,
+    const optional<Tensor> &gG_, int64_t act, int64_t rec, bool need_dh0, bool bf16) {
+    check_real(G_, "G");
+    TORCH_CHECK_VALUE(G_.dim() == 3 && G_.size(2) % 4 == 0, "rnnkit kernels: expected gates of shape (T, B, 4H), got ",
+                      G_.sizes());
+    const int64_t T = G_.size(0), B = G_.size(1), H = G_.size(2) / 4;
+    const bool proj = W_hr.has_value() && W_hr->defined();
+    const int64_t S = proj ? W_hr->size(0) : H, P = proj ? S : 0;
+    const Tensor G = input(G_, G_, "G");
+    check_shape(Cs_, {T + 1, B, H}, "Cs");
+    check_shape(W_hh, {4 * H, S}, "W_hh");
+    check_shape(gHs_, {T + 1, B, S}, "the gradient of Hs");
+    const Tensor Cs = input(Cs_, G, "Cs"), gHs = input(gHs_, G, "the gradient of Hs"), W = padded(input(W_hh, G, "W_hh"));
+    Tensor M, Whr;
+    if (proj) {
+        check_shape(*W_hr, {P, H}, "W_hr");
+        check_shape(M_, {T, B, H}, "M");
+        M = input(M_, G, "M");
+        Whr = padded(input(*W_hr, G, "W_hr"));
+    }
+    const Tensor peep = opt(peep_, G, "peepholes", {3, H}), len = lengths(len_, T, B);
+    const Tensor gCs = opt(gCs_, G, "the gradient of Cs", {T + 1, B, H}), gG = opt(gG_, G, "the gradient of G", {T, B, 4 * H});
+    Tensor dh = at::zeros({B, S}, G.options()), dc = at::zeros({B, H}, G.options());
+    Tensor dh2 = at::empty({B, S}, G.options()), dm = at::empty({B, H}, G.options());
+    Tensor dPre = at::empty({T, B, 4 * H}, G.options()), db = at::zeros({4 * H}, G.options());
+    Tensor dpeep = peep.defined() ? at::zeros({3, H}, G.options()) : none_like(G);
+    Tensor dHt = proj ? at::empty({T, B, P}, G.options()) : none_like(G);
+    Tensor Wtp, dpb;
+    if (bf16) {
+        check_bf16_products();
+        TORCH_CHECK_VALUE(!proj, "rnnkit kernels: bf16 products take no projection");
+        Wtp = pack_bf16(W_hh.t().contiguous(), 1, 16);
+        dpb = at::zeros({2, B, kpad(4 * H)}, G.options().dtype(at::kBFloat16));  // padding stays zero
+    }
+    const int64_t es = G.element_size();
+    const rk_lstm_bwd_args a = {T, B, H, P, (int)act, (int)rec, (int)need_dh0, ptr(G), ptr(Cs), ptr(M), ptr(W),
+                                ptr(Whr), W.size(1), proj ? Whr.size(1) : 0, ptr(peep), lptr(len),
+                                (const char *)ptr(gHs) + B * S * es, gCs.defined() ? (const char *)ptr(gCs) + B * H * es : nullptr,
+                                ptr(gG), mptr(dh), mptr(dh2), mptr(dc), mptr(dPre), mptr(db), mptr(dpeep), mptr(dHt),
+                                mptr(dm), step_threads(B * 4 * H * S + B * P * H), bf16 ? bf16_mode() : 0, ptr(Wtp),
+                                mptr(dpb), bf16 ? kpad(4 * H) : 0};
+    if (T > 0 && B > 0) kernels(G).lstm_bwd(&a);
+    dh.add_(gHs.select(0, 0));  // Hs[0] is the initial state itself
+    if (gCs.defined()) dc.add_(gCs.select(0, 0));
+    return {dPre, dh, dc, db, dpeep, dHt};
+}
+
+std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp,
+                                           const optional<Tensor> &Wnp, const optional<Tensor> &bih_,
+                                           const optional<Tensor> &bhh_, const optional<Tensor> &len_, const Tensor &h0_,
+                                           int64_t act, int64_t rec, bool reset_after, bool keep) {
+    check_input(x_);
+    check_act(act, "activation");
+    check_act(rec, "recurrent activation");
+    const Tensor x = x_.contiguous();
+    const int64_t T = x.size(0), B = x.size(1), F = x.size(2), H = h0_.size(-1), v = vl(x);
+    check_shape(h0_, {B, H}, "h0");
+    const Tensor h0 = input(h0_, x, "h0");
+    check_packed(Wxp, x, 3, v, H, F, "packed W_ih");
+    check_packed(Wp, x, reset_after ? 3 : 2, v, H, H, "packed W_hh");
+    if (!reset_after) {
+        TORCH_CHECK_VALUE(Wnp.has_value() && Wnp->defined(), "rnnkit kernels: the reset-before GRU needs W_hn packed");
+        check_packed(*Wnp, x, 1, v, H, H, "packed W_hn");
+    }
+    const Tensor bih = opt(bih_, x, "b_ih", {3 * H}), bhh = opt(bhh_, x, "b_hh", {3 * H}), len = lengths(len_, T, B);
+    Tensor Hs = states(h0, T);
+    Tensor G = keep ? at::empty({T, B, 3 * H}, x.options()) : none_like(x);
+    Tensor HN = keep ? at::empty({T, B, H}, x.options()) : none_like(x);
+    Tensor scratch = (!keep && !reset_after) ? at::empty({B, 4 * H}, x.options()) : none_like(x);
+    const rk_gru_fwd_args a = {T, B, H, F, (int)act, (int)rec, (int)reset_after, ptr(x), ptr(Wxp), ptr(Wp),
+                               reset_after ? nullptr : ptr(*Wnp), ptr(bih), ptr(bhh), lptr(len), ptr(h0),
+                               (char *)mptr(Hs) + B * H * x.element_size(), mptr(G), mptr(HN), mptr(scratch),
+                               step_threads(B * 3 * H * (F + H))};
+    if (T > 0 && B > 0) kernels(x).gru_fwd(&a);
+    return {Hs, G, HN};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, const Tensor &HN_, const Tensor &Hs_,
+                                                           const Tensor &W_hh, const optional<Tensor> &len_,
+                                                           const Tensor &gHs_, const optional<Tensor> &gG_, int64_t act,
+                                                           int64_t rec, bool reset_after, bool need_dh0) {
+    check_real(G_, "G");
+    TORCH_CHECK_VALUE(G_.dim() == 3 && G_.size(2) % 3 == 0, "rnnkit kernels: expected gates of shape (T, B, 3H), got ",
+                      G_.sizes());
+    const int64_t T = G_.size(0), B = G_.size(1), H = G_.size(2) / 3;
+    const Tensor G = input(G_, G_, "G");
+    check_shape(HN_, {T, B, H}, "HN");
+    check_shape(Hs_, {T + 1, B, H}, "Hs");
+    check_shape(W_hh, {3 * H, H}, "W_hh");
+    check_shape(gHs_, {T + 1, B, H}, "the gradient of Hs");
+    const Tensor HN = input(HN_, G, "HN"), Hs = input(Hs_, G, "Hs"), W = padded(input(W_hh, G, "W_hh"));
+    const Tensor gHs = input(gHs_, G, "the gradient of Hs"), gG = opt(gG_, G, "the gradient of G", {T, B, 3 * H});
+    const Tensor len = lengths(len_, T, B);
+    Tensor dh = at::zeros({B, H}, G.options()), dh2 = at::empty({B, H}, G.options());
+    Tensor dPre = at::empty({T, B, 3 * H}, G.options());
+    Tensor dHH = reset_after ? at::empty({T, B, 3 * H}, G.options()) : none_like(G);
+    Tensor db_ih = at::zeros({3 * H}, G.options()), db_hh = at::zeros({3 * H}, G.options());
+    Tensor drh = at::empty({B, H}, G.options());
+    const rk_gru_bwd_args a = {T, B, H, (int)act, (int)rec, (int)reset_after, (int)need_dh0, ptr(G), ptr(HN), ptr(Hs),
+                               ptr(W), W.size(1), lptr(len), (const char *)ptr(gHs) + B * H * G.element_size(),
+                               ptr(gG), mptr(dh), mptr(dh2), mptr(dPre), mptr(dHH), mptr(db_ih), mptr(db_hh), mptr(drh),
+                               step_threads(B * 3 * H * H)};
+    if (T > 0 && B > 0) kernels(G).gru_bwd(&a);
+    dh.add_(gHs.select(0, 0));
+    return {dPre, dHH, dh, db_ih, db_hh};
+}
+
+Tensor elman_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp, const optional<Tensor> &bias_,
+                 const optional<Tensor> &len_, const Tensor &h0_, int64_t act) {
+    check_input(x_);
+    check_act(act, "activation");
+    const Tensor x = x_.contiguous();
+    const int64_t T = x.size(0), B = x.size(1), F = x.size(2), H = h0_.size(-1), v = vl(x);
+    check_shape(h0_, {B, H}, "h0");
+    const Tensor h0 = input(h0_, x, "h0");
+    check_packed(Wxp, x, 1, 4 * v, H, F, "packed W_ih");
+    check_packed(Wp, x, 1, 4 * v, H, H, "packed W_hh");
+    const Tensor bias = opt(bias_, x, "bias", {H}), len = lengths(len_, T, B);
+    Tensor Hs = states(h0, T);
+    const rk_elman_fwd_args a = {T, B, H, F, (int)act, ptr(x), ptr(Wxp), ptr(Wp), ptr(bias), lptr(len), ptr(h0),
+                                 (char *)mptr(Hs) + B * H * x.element_size(), step_threads(B * H * (F + H))};
+    if (T > 0 && B > 0) kernels(x).elman_fwd(&a);
+    return Hs;
+}
+
+std::tuple<Tensor, Tensor, Tensor> elman_bwd(const Tensor &Hs_, const Tensor &W_hh, const optional<Tensor> &len_,
+                                             const Tensor &gHs_, int64_t act, bool need_dh0) {
+    check_real(Hs_, "Hs");
+    TORCH_CHECK_VALUE(Hs_.dim() == 3 && Hs_.size(0) >= 1, "rnnkit kernels: expected Hs of shape (T + 1, B, H), got ",
+                      Hs_.sizes());
+    const int64_t T = Hs_.size(0) - 1, B = Hs_.size(1), H = Hs_.size(2);
+    check_shape(W_hh, {H, H}, "W_hh");
+    check_shape(gHs_, {T + 1, B, H}, "the gradient of Hs");
+    const Tensor Hs = input(Hs_, Hs_, "Hs"), W = padded(input(W_hh, Hs, "W_hh")), gHs = input(gHs_, Hs, "gHs");
+    const Tensor len = lengths(len_, T, B);
+    Tensor dh = at::zeros({B, H}, Hs.options()), dh2 = at::empty({B, H}, Hs.options());
+    Tensor dPre = at::empty({T, B, H}, Hs.options()), db = at::zeros({H}, Hs.options());
+    const rk_elman_bwd_args a = {T, B, H, (int)act, (int)need_dh0, ptr(Hs), ptr(W), W.size(1), lptr(len),
+                                 (const char *)ptr(gHs) + B * H * Hs.element_size(), mptr(dh), mptr(dh2), mptr(dPre),
+                                 mptr(db), step_threads(B * H * H)};
+    if (T > 0 && B > 0) kernels(Hs).elman_bwd(&a);
+    dh.add_(gHs.select(0, 0));
+    return {dPre, dh, db};
+}
+
+std::tuple<Tensor, Tensor> jordan_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wyp, const Tensor &Whp,
+                                      const optional<Tensor> &bias_, const optional<Tensor> &bhy_,
+                                      const optional<Tensor> &len_, const Tensor &y0_, int64_t H, int64_t act,
+                                      int64_t out_act) {
+    check_input(x_);
+    check_act(act, "activation");
+    check_act(out_act, "output activation");
+    const Tensor x = x_.contiguous();
+    const int64_t T = x.size(0), B = x.size(1), F = x.size(2), O = y0_.size(-1), v = vl(x);
+    check_shape(y0_, {B, O}, "y0");
+    const Tensor y0 = input(y0_, x, "y0");
+    check_packed(Wxp, x, 1, 4 * v, H, F, "packed W_ih");
+    check_packed(Wyp, x, 1, 4 * v, H, O, "packed W_yh");
+    check_packed(Whp, x, 1, 4 * v, O, H, "packed W_hy");
+    const Tensor bias = opt(bias_, x, "bias", {H}), bhy = opt(bhy_, x, "b_hy", {O}), len = lengths(len_, T, B);
+    Tensor Ys = states(y0, T), Hh = at::empty({T, B, H}, x.options());
+    const rk_jordan_fwd_args a = {T, B, H, O, F, (int)act, (int)out_act, ptr(x), ptr(Wxp), ptr(Wyp), ptr(Whp),
+                                  ptr(bias), ptr(bhy), lptr(len), ptr(y0), (char *)mptr(Ys) + B * O * x.element_size(),
+                                  mptr(Hh), step_threads(B * H * (F + 2 * O))};
+    if (T > 0 && B > 0) kernels(x).jordan_fwd(&a);
+    return {Ys, Hh};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_bwd(const Tensor &Ys_, const Tensor &Hh_, const Tensor &W_yh,
+                                                              const Tensor &W_hy, const optional<Tensor> &len_,
+                                                              const Tensor &gYs_, const optional<Tensor> &gHh_,
+                                                              int64_t act, int64_t out_act, bool need_dy0) {
+    check_real(Hh_, "Hh");
+    TORCH_CHECK_VALUE(Hh_.dim() == 3 && Ys_.dim() == 3, "rnnkit kernels: expected Hh (T, B, H) and Ys (T + 1, B, O)");
+    const int64_t T = Hh_.size(0), B = Hh_.size(1), H = Hh_.size(2), O = Ys_.size(2);
+    check_shape(Ys_, {T + 1, B, O}, "Ys");
+    check_shape(W_yh, {H, O}, "W_yh");
+    check_shape(W_hy, {O, H}, "W_hy");
+    check_shape(gYs_, {T + 1, B, O}, "the gradient of Ys");
+    const Tensor Hh = input(Hh_, Hh_, "Hh"), Ys = input(Ys_, Hh, "Ys"), gYs = input(gYs_, Hh, "gYs");
+    const Tensor Wy = padded(input(W_yh, Hh, "W_yh")), Wh = padded(input(W_hy, Hh, "W_hy"));
+    const Tensor gHh = opt(gHh_, Hh, "the gradient of Hh", {T, B, H}), len = lengths(len_, T, B);
+    Tensor dy = at::zeros({B, O}, Hh.options()), dy2 = at::empty({B, O}, Hh.options()), dh = at::empty({B, H}, Hh.options());
+    Tensor dPre = at::empty({T, B, H}, Hh.options()), dPreY = at::empty({T, B, O}, Hh.options());
+    Tensor db = at::zeros({H}, Hh.options()), db_hy = at::zeros({O}, Hh.options());
+    const rk_jordan_bwd_args a = {T, B, H, O, (int)act, (int)out_act, (int)need_dy0, ptr(Ys), ptr(Hh), ptr(Wy), ptr(Wh),
+                                  Wy.size(1), Wh.size(1), lptr(len), (const char *)ptr(gYs) + B * O * Hh.element_size(),
+                                  ptr(gHh), mptr(dy), mptr(dy2), mptr(dh), mptr(dPre), mptr(dPreY), mptr(db),
+                                  mptr(db_hy), step_threads(B * H * 2 * O)};
+    if (T > 0 && B > 0) kernels(Hh).jordan_bwd(&a);
+    dy.add_(gYs.select(0, 0));
+    return {dPre, dPreY, dy, db, db_hy};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(rnnkit_c, m) {
+    m.def("select_isa(str isa) -> str", &select_isa);
+    m.def("info() -> str", &info);
+    m.def("bf16_products() -> bool", &bf16_products);
+    m.def("bf16_mode() -> int", &bf16_mode);
+    m.def("set_min_step_work(int macs) -> int", &set_min_step_work);
+    m.def("pack(Tensor W, int ngates, bool wide) -> Tensor", &pack);
+    m.def("pack_bf16(Tensor W, int ngates, int units) -> Tensor", &pack_bf16);
+    m.def("gemm(Tensor a, Tensor b, Tensor? bias=None) -> Tensor", &gemm);
+    m.def("dropout(Tensor x, float p, int seed) -> Tensor", &dropout);
+    m.def("lstm_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? Whrp, Tensor? bias, Tensor? peep, Tensor? lengths, "
+          "Tensor h0, Tensor c0, int act, int rec_act, bool keep, bool bf16=False) -> (Tensor, Tensor, Tensor, Tensor)",
+          &lstm_fwd);
+    m.def("lstm_bwd(Tensor G, Tensor Cs, Tensor M, Tensor W_hh, Tensor? W_hr, Tensor? peep, Tensor? lengths, "
+          "Tensor gHs, Tensor? gCs, Tensor? gG, int act, int rec_act, bool need_dh0, bool bf16=False) "
+          "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+          &lstm_bwd);
+    m.def("gru_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? Wnp, Tensor? b_ih, Tensor? b_hh, Tensor? lengths, "
+          "Tensor h0, int act, int rec_act, bool reset_after, bool keep) -> (Tensor, Tensor, Tensor)",
+          &gru_fwd);
+    m.def("gru_bwd(Tensor G, Tensor HN, Tensor Hs, Tensor W_hh, Tensor? lengths, Tensor gHs, Tensor? gG, int act, "
+          "int rec_act, bool reset_after, bool need_dh0) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+          &gru_bwd);
+    m.def("elman_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? bias, Tensor? lengths, Tensor h0, int act) -> Tensor",
+          &elman_fwd);
+    m.def("elman_bwd(Tensor Hs, Tensor W_hh, Tensor? lengths, Tensor gHs, int act, bool need_dh0) "
+          "-> (Tensor, Tensor, Tensor)",
+          &elman_bwd);
+    m.def("jordan_fwd(Tensor x, Tensor Wxp, Tensor Wyp, Tensor Whp, Tensor? bias, Tensor? b_hy, Tensor? lengths, "
+          "Tensor y0, int hidden, int act, int out_act) -> (Tensor, Tensor)",
+          &jordan_fwd);
+    m.def("jordan_bwd(Tensor Ys, Tensor Hh, Tensor W_yh, Tensor W_hy, Tensor? lengths, Tensor gYs, Tensor? gHh, "
+          "int act, int out_act, bool need_dy0) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+          &jordan_bwd);
+}

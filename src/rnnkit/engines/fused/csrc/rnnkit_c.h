@@ -1,0 +1,197 @@
+/* The C kernels' interface, shared by the kernels (C) and the torch operators that call them (ops.cpp).
+
+   kernels.c is compiled once per instruction set (RK_ISA = avx512, avx2 or generic) and once per element
+   type inside each, and exports one table of entry points per (instruction set, type): ops.cpp picks the
+   table for the running CPU at load time. Every entry point takes one argument struct, so the table's
+   function types do not depend on the element type: data pointers are void and point at float or double
+   as the table says. Shapes are in elements, row-major, contiguous unless a leading dimension is given. */
+#ifndef RNNKIT_C_H
+#define RNNKIT_C_H
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* activation codes: the named activations of rnnkit.activations that the kernels differentiate */
+enum { RK_IDENTITY = 0, RK_TANH = 1, RK_RELU = 2, RK_SIGMOID = 3, RK_HARD_SIGMOID = 4 };
+
+/* C (M × N) = A · B (+ bias per column), A and B of any strides; ldc: C's row stride. */
+typedef struct {
+    long M, N, K;
+    const void *A;
+    long ars, aks;
+    const void *B;
+    long brs, bcs;
+    void *C;
+    long ldc;
+    const void *bias;
+    int nth;
+} rk_gemm_args;
+
+/* W (NG·H × K, gate blocks of H rows) -> Wp, one panel per block of U units (U = VL for the gated cells,
+   4·VL for the one-gate ones); Wp holds ceil(H / U) · K · NG · U values. */
+typedef struct {
+    long NG, H, K, U;
+    const void *W;
+    void *Wp;
+    int nth;
+    long kmult; /* pack_bf16: k padded to a multiple of this (2, or 32 for AMX tiles) */
+} rk_pack_args;
+
+/* LSTM (peepholes and projection optional). S = P if P > 0 else H: the width of h.
+   Forward writes Hs (T, B, S) = h_1 … h_T, Cs (T, B, H) = c_1 … c_T, G (T, B, 4H) the activated gates
+   i, f, g, o (or NULL), M (T, B, H) = o ⊙ act(c) before the projection (needed when P > 0; zero rows where
+   a sequence has ended). Backward: Cs is (T + 1, B, H) = c_0 … c_T; gout (T, B, S) = dL/dh_t from outside the
+   recurrence (the outputs, and the final state at t = T); gC (T, B, H) and gG (T, B, 4H) the same for c_t and
+   the gates, or NULL. Out: dh (B, S) = dL/dh_0, dc (B, H) = dL/dc_0 (both start at zero), dPre (T, B, 4H) =
+   dL/d(pre-activations), db (4H) and dpeep (3, H) accumulated; with P > 0 also dHt (T, B, P) = dL/dh_t. */
+typedef struct {
+    long T, B, H, P, F;
+    int act, rec_act;
+    const void *x, *Wxp, *Wp, *Whrp; /* W_ih, W_hh (4 gates) and W_hr (P > 0; 1 gate, wide panels) packed */
+    const void *bias, *peep;         /* (4H) b_ih + b_hh and (3, H) w_ci, w_cf, w_co, or NULL */
+    const int64_t *len;              /* (B,) or NULL */
+    const void *h0, *c0;
+    void *Hs, *Cs, *G, *M;
+    int nth;
+    /* bf16 products (bf16.h; no projection), 1: vdpbf16ps, 2: AMX tiles: Wxp and Wp packed by pack_bf16, xb
+       (T, B, Fp) the input in bf16, hb (2, B, Sp) a ring of h in bf16 ([0] = h0; Fp, Sp = F, S padded by zeros
+       to a multiple of 2, or of 32 for AMX) */
+    int bf16;
+    long Fp, Sp;
+    const void *xb;
+    void *hb;
+} rk_lstm_fwd_args;
+
+typedef struct {
+    long T, B, H, P;
+    int act, rec_act, need_dh0;
+    const void *G, *Cs, *M;
+    const void *W, *Whr; /* W_hh (4H × ldw), W_hr (P × ldr): columns readable to a whole vector */
+    long ldw, ldr;
+    const void *peep;
+    const int64_t *len;
+    const void *gout, *gC, *gG;
+    void *dh, *dh2, *dc, *dPre, *db, *dpeep, *dHt, *dm; /* dh2 (B, S), dm (B, H): scratch */
+    int nth;
+    /* bf16 products (1, 2 as forward): Wtp = W_hhᵀ packed by pack_bf16 (NG 1, U 16); dpb (2, B, K4) a ring of
+       dPre_t in bf16, K4 = 4H padded by zeros as the forward's Fp */
+    int bf16;
+    const void *Wtp;
+    void *dpb;
+    long K4;
+} rk_lstm_bwd_args;
+
+/* GRU, both forms. reset_after (torch's): n = act(W_in x + b_in + r ⊙ (W_hn h + b_hn)); HN (T, B, H) keeps
+   W_hn h + b_hn. Reset before (Cho et al. 2014): n = act(W_in x + b_in + W_hn (r ⊙ h) + b_hn); HN keeps r ⊙ h.
+   Wp packs W_hh's three gates (reset_after) or its r, z rows (reset before, with Wnp the n rows).
+   G (T, B, 3H) = r, z, n, or NULL; scratch (B, 4H) is used in its place when G or HN is NULL. */
+typedef struct {
+    long T, B, H, F;
+    int act, rec_act, reset_after;
+    const void *x, *Wxp, *Wp, *Wnp;
+    const void *bih, *bhh; /* (3H) each, or NULL */
+    const int64_t *len;
+    const void *h0;
+    void *Hs, *G, *HN, *scratch;
+    int nth;
+} rk_gru_fwd_args;
+
+/* Backward: Hs is (T + 1, B, H) = h_0 … h_T. Out: dh = dL/dh_0; dPre (T, B, 3H) = dL/d(W_ih x + b_ih);
+   dHH (T, B, 3H) = dL/d(W_hh h + b_hh) (reset_after) — reset before needs no dHH: dW_hh comes from dPre,
+   h and r ⊙ h; db_ih, db_hh accumulated; drh (B, H) scratch. */
+typedef struct {
+    long T, B, H;
+    int act, rec_act, reset_after, need_dh0;
+    const void *G, *HN, *Hs;
+    const void *W; /* W_hh (3H × ldw) */
+    long ldw;
+    const int64_t *len;
+    const void *gout, *gG;
+    void *dh, *dh2, *dPre, *dHH, *db_ih, *db_hh, *drh;
+    int nth;
+} rk_gru_bwd_args;
+
+/* Elman: h_t = act(W_ih x_t + W_hh h_{t-1} + bias). Hs: forward (T, B, H); backward (T + 1, B, H). */
+typedef struct {
+    long T, B, H, F;
+    int act;
+    const void *x, *Wxp, *Wp, *bias;
+    const int64_t *len;
+    const void *h0;
+    void *Hs;
+    int nth;
+} rk_elman_fwd_args;
+
+typedef struct {
+    long T, B, H;
+    int act, need_dh0;
+    const void *Hs, *W;
+    long ldw;
+    const int64_t *len;
+    const void *gout;
+    void *dh, *dh2, *dPre, *db;
+    int nth;
+} rk_elman_bwd_args;
+
+/* Jordan: h_t = act(W_ih x_t + W_yh y_{t-1} + bias), y_t = out_act(W_hy h_t + b_hy); the state is y (O).
+   Ys: forward (T, B, O), backward (T + 1, B, O); Hh (T, B, H) the hidden layers; gH (T, B, H) = dL/dh_t
+   from outside (the gates), or NULL. */
+typedef struct {
+    long T, B, H, O, F;
+    int act, out_act;
+    const void *x, *Wxp, *Wyp, *Whp, *bias, *bias_hy;
+    const int64_t *len;
+    const void *y0;
+    void *Ys, *Hh;
+    int nth;
+} rk_jordan_fwd_args;
+
+typedef struct {
+    long T, B, H, O;
+    int act, out_act, need_dy0;
+    const void *Ys, *Hh, *W_yh, *W_hy; /* W_yh (H × ldy), W_hy (O × ldh) */
+    long ldy, ldh;
+    const int64_t *len;
+    const void *gout, *gH;
+    void *dy, *dy2, *dh, *dPre, *dPreY, *db, *db_hy;
+    int nth;
+} rk_jordan_bwd_args;
+
+/* Inverted dropout with a hashed mask: y = x · keep(seed, i) / (1 − p), 0 < p < 1. */
+typedef struct {
+    long n;
+    const void *x;
+    void *y;
+    uint64_t seed;
+    double p;
+    int nth;
+} rk_dropout_args;
+
+typedef struct {
+    const char *isa;
+    int vector_bytes; /* bytes per vector: the width of a block of units (VL = vector_bytes / sizeof(real)) */
+    int (*gemm)(const rk_gemm_args *);
+    void (*pack)(const rk_pack_args *);
+    void (*lstm_fwd)(const rk_lstm_fwd_args *);
+    void (*lstm_bwd)(const rk_lstm_bwd_args *);
+    void (*gru_fwd)(const rk_gru_fwd_args *);
+    void (*gru_bwd)(const rk_gru_bwd_args *);
+    void (*elman_fwd)(const rk_elman_fwd_args *);
+    void (*elman_bwd)(const rk_elman_bwd_args *);
+    void (*jordan_fwd)(const rk_jordan_fwd_args *);
+    void (*jordan_bwd)(const rk_jordan_bwd_args *);
+    void (*dropout)(const rk_dropout_args *);
+    void (*pack_bf16)(const rk_pack_args *); /* NULL where this build has no bf16 products (bf16.h) */
+} rk_kernels;
+
+/* One per compiled instruction set: [0] float, [1] double. */
+const rk_kernels *rk_kernels_avx512(void);
+const rk_kernels *rk_kernels_avx2(void);
+const rk_kernels *rk_kernels_generic(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,109 @@
+"""The ``"fused"`` engine: one direction of one layer is one call of the operator ``rnnkit::sequence``.
+
+Depth and direction are :func:`rnnkit.engines.stack.run_stack`'s, as for every engine. Per (layer,
+direction) the engine hands the cell's configuration and parameters to the operator (:mod:`.ops`), which
+packs the weights and runs the whole sequence in C — every step's tile products and pointwise update, and
+on the way back the reverse walk, then the weight gradients as a few large GEMMs — and takes the output
+sequence, final states and (``return_gates=True``) gates as views of what it returns.
+
+It runs every built-in cell with any named activation, ``proj_size``, both GRU forms, ``lengths=`` and
+``return_gates``, in float32 and float64 on the CPU. An arbitrary callable activation or a user subclass of
+a cell (whose equations the kernels cannot know) is reported by :meth:`FusedEngine.unsupported`, and
+``"auto"`` falls back to the reference loop. Where the native kernels cannot be built, the engine runs the
+reference loop instead and says so once (:func:`.build.announce_fallback`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from rnnkit.engines.fused import build, ops  # noqa: F401  (ops: registers rnnkit::sequence with rnnkit)
+from rnnkit.engines.fused.specs import SPECS, act_code
+from rnnkit.engines.registry import ENGINES, RunResult, exporting_onnx, func_transforms_active, register_engine
+from rnnkit.engines.stack import run_stack
+
+if TYPE_CHECKING:
+    from rnnkit.layer import Recurrent
+
+_ACTIVATION_ATTRS = ("activation", "recurrent_activation", "output_activation")
+#: below this many time steps "auto" leaves a cell torch also has to torch: the per-call set-up dominates
+AUTO_MIN_STEPS = 16
+
+
+def bf16_products(x: Tensor) -> bool:
+    """Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` on a CPU with AVX512_BF16, the kernels take the
+    products' operands in bf16 (float32 accumulation, state and weights); elsewhere they stay in float32."""
+    return (
+        x.dtype == torch.float32
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and torch.ops.rnnkit_c.bf16_products()
+    )
+
+
+class FusedEngine:
+    name = "fused"
+
+    def unsupported(self, layer: Recurrent, x: Tensor, return_gates: bool) -> str | None:
+        cell = layer.cells[0]
+        if type(cell) not in SPECS:
+            return f"no fused kernel for {type(cell).__name__} (only the built-in cells, not subclasses)"
+        for attr in _ACTIVATION_ATTRS:
+            fn = getattr(cell, attr, None)
+            if fn is not None and act_code(fn) is None:
+                return f"{attr}={fn!r} is not a named activation, so it has no hand-written derivative"
+        if x.device.type != "cpu":
+            return f"the fused kernels run on CPU tensors, not {x.device.type}"
+        if x.dtype not in (torch.float32, torch.float64):
+            return f"the fused kernels compute in float32 or float64, not {x.dtype}"
+        if torch.compiler.is_compiling():
+            return None  # dynamo/export see the operator (and use functorch themselves: the checks below would lie)
+        if exporting_onnx():
+            return "torch.onnx.export records torch ops only and cannot see inside rnnkit's kernels"
+        if func_transforms_active():
+            return "torch.func transforms (vmap, grad, jacrev) need the reference loop's plain torch ops"
+        return None
+
+    def declines_auto(self, layer: Recurrent, x: Tensor, return_gates: bool) -> bool:
+        """Leave to torch's kernels what they were measured faster at (docs/engines.md)."""
+        if layer.cells[0].torch_mode() is None or return_gates:
+            return False  # torch cannot run it: fused is the fast path
+        if build.unavailable() is not None:
+            return True  # without the native kernels, torch's own beat the reference loop
+        if torch.compiler.is_compiling():
+            return False  # one opaque operator per layer and direction: no graph breaks, no recompiles
+        # the sequence kernels beat torch's once the per-call set-up (packing the weights) is paid off; one
+        # step per call (a generation loop) stays with torch — or better, layer.stepper()
+        return x.shape[0] < AUTO_MIN_STEPS
+
+    def run(
+        self, layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None, return_gates: bool
+    ) -> RunResult:
+        if build.unavailable() is not None:
+            build.announce_fallback("the fused engine")
+            return ENGINES["reference"].run(layer, x, hx, lengths, return_gates)
+        # a traced graph must not depend on the grad mode it was traced under (torch.jit.trace checks it)
+        grad = torch.is_grad_enabled() or torch.jit.is_tracing()
+        low = bf16_products(x)
+
+        def one(k: int, inp: Tensor, state: tuple[Tensor, ...], mask: Tensor | None) -> Any:
+            cell = layer.cells[k]
+            spec = SPECS[type(cell)]
+            config, params = spec.config_and_params(cell, layer.weights(k))
+            keep = return_gates or (grad and any(t.requires_grad for t in (inp, *state, *params)))
+            bf16 = low and spec.bf16_products(config)
+            buffers = torch.ops.rnnkit.sequence(spec.name, config, inp, list(state), params, lengths, keep, bf16)
+            out, finals, gates = spec.outputs(config, buffers)
+            if mask is not None:  # outputs (and gates) past a sequence's end are zero
+                out = torch.where(mask, out, 0.0)
+                gates = [torch.where(mask, g, 0.0) for g in gates]
+            named = dict(zip(cell.gate_names, gates, strict=True)) if return_gates else None
+            return out, tuple(finals), named
+
+        return run_stack(layer, x, hx, lengths, return_gates, one)
+
+
+register_engine(FusedEngine(), auto_priority=0)  # first, but declines_auto() defers to "torch" where it is faster

@@ -1,0 +1,411 @@
+"""The per-cell halves of the fused sequence operator: what each cell's C kernels take and give back.
+
+A spec runs one direction of one layer. It is stateless: everything about the cell travels in
+``config``, a short list of integers (activation codes, flags), and its parameters in ``params``, a list of
+the tensors present in a fixed order — the form a torch operator can take (:mod:`.ops`). Its parts:
+
+* ``config_and_params(cell, w)`` — from an rnnkit cell and its layer's weights;
+* ``pack(config, params)`` — the weights laid out in the kernels' panels (once per call, or once for the
+  one-token stepper);
+* ``run(config, packed, x, state, lengths, keep)`` — the kernels' forward: the *buffers*, every step's
+  state (``Hs`` (T + 1, B, S) starts with the initial state) and, with ``keep``, what the backward and
+  ``return_gates`` read (the gates ``G``);
+* ``backward(config, x, state, params, lengths, buffers, grads, needs)`` — the gradients of the inputs
+  from the gradients of the buffers: the kernels' backward walk, then the weight gradients as a few
+  large GEMMs over all steps (``dW_hh = dPreᵀ H_prev``);
+* ``buffer_shapes`` — for shape propagation under ``torch.compile``/``torch.export``;
+* ``outputs(config, buffers)`` — the output sequence, final states and gates as views of the buffers;
+* ``make_cell(config, ...)`` — the equivalent rnnkit cell, whose readable step the differentiable
+  recomputation for double backward runs (:mod:`.ops`).
+
+The equations are the cells' (:mod:`rnnkit.cells`); the C files (``csrc/``) restate them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rnnkit.activations import ACTIVATIONS, activation_name
+from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RNNCell
+from rnnkit.cells.base import Weights
+
+#: activation name -> the kernels' code (csrc/rnnkit_c.h)
+ACT_CODES = {"identity": 0, "tanh": 1, "relu": 2, "sigmoid": 3, "hard_sigmoid": 4}
+_CODE_NAMES = {v: k for k, v in ACT_CODES.items()}
+_k = torch.ops.rnnkit_c  # the raw kernels (csrc/ops.cpp), resolved when first called
+
+
+def act_code(fn: Any) -> int | None:
+    """The kernels' code for activation ``fn``, or ``None`` if it is not one they can differentiate."""
+    return ACT_CODES.get(activation_name(fn) or "")
+
+
+def _act(code: int) -> Any:
+    return ACTIVATIONS[_CODE_NAMES[code]]
+
+
+def _grad_or_none(t: Tensor | None) -> Tensor | None:
+    return None if t is None or t.numel() == 0 else t
+
+
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` on rnnkit's GEMM (any strides; on some CPUs the BLAS is slow for these shapes)."""
+    return _k.gemm(a, b)
+
+
+def _mm_bf16(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` from bf16 operands (float32 result), on torch's bf16 GEMM (oneDNN: AMX where the CPU has it);
+    for the weight gradients under autocast, as autocast computes a Linear layer's."""
+    return torch.mm(a.bfloat16(), b.bfloat16()).float()
+
+
+def _weight_grad(d: Tensor, x2: Tensor, mm: Any = _mm) -> Tensor:
+    """``dᵀ x2``; for a narrow ``x2`` (a few features, e.g. one-hot characters) as ``(x2ᵀ d)ᵀ``, whose long
+    side then runs along the vectors (about 2.5× faster for 28 features)."""
+    if x2.shape[1] >= 64:
+        return mm(d.t(), x2)
+    return mm(x2.t(), d).t().contiguous()
+
+
+def _input_grads(needs: list[bool], dPre2: Tensor, x: Tensor, W_ih: Tensor, mm: Any = _mm) -> tuple[Any, Any]:
+    """dL/dx = dPre W_ih (T, B, F) and dL/dW_ih = dPreᵀ X, each only if asked for."""
+    T, B, F = x.shape
+    dx = mm(dPre2, W_ih).view(T, B, F) if needs[0] else None
+    dW = _weight_grad(dPre2, x.reshape(T * B, F), mm) if needs[1] else None
+    return dx, dW
+
+
+def _prev(S: Tensor) -> Tensor:
+    """``S[:T]`` (each step's previous state) as (T·B, n)."""
+    return S[:-1].reshape(-1, S.shape[-1])
+
+
+class LSTMSpec:
+    """config: act, rec_act, bias, proj, peephole. params: W_ih, W_hh, [b_ih, b_hh], [W_hr], [w_ci, w_cf, w_co].
+    Buffers: Hs (T + 1, B, S), Cs (T + 1, B, H), G (T, B, 4H) i, f, g, o, M (T, B, H) = o ⊙ act(c) (projection)."""
+
+    name, gate_names, n_state = "lstm", ("i", "f", "g", "o", "c"), 2
+
+    @staticmethod
+    def bf16_products(config: list[int]) -> bool:
+        """Whether the kernels have bf16 products for this configuration (not with a projection)."""
+        return not config[3]
+
+    @staticmethod
+    def config_and_params(cell: Any, w: Any) -> tuple[list[int], list[Tensor]]:
+        peep = type(cell) is PeepholeLSTMCell
+        config = [act_code(cell.activation), act_code(cell.recurrent_activation), int(w.bias_ih is not None)]
+        config += [int(cell.proj_size > 0), int(peep)]
+        params = [w.weight_ih, w.weight_hh]
+        params += [w.bias_ih, w.bias_hh] if config[2] else []
+        params += [w.weight_hr] if config[3] else []
+        params += [w.weight_ci, w.weight_cf, w.weight_co] if peep else []
+        return config, params
+
+    @staticmethod
+    def _unpack(config: list[int], params: list[Tensor]) -> tuple[Any, ...]:
+        it = iter(params)
+        W_ih, W_hh = next(it), next(it)
+        b_ih, b_hh = (next(it), next(it)) if config[2] else (None, None)
+        W_hr = next(it) if config[3] else None
+        peep = [next(it) for _ in range(3)] if config[4] else None
+        return W_ih, W_hh, b_ih, b_hh, W_hr, peep
+
+    @classmethod
+    def pack(cls, config: list[int], params: list[Tensor], bf16: bool = False) -> list[Tensor | None]:
+        W_ih, W_hh, b_ih, b_hh, W_hr, peep = cls._unpack(config, params)
+        pack = (lambda W, n: _k.pack_bf16(W, n, 16)) if bf16 else (lambda W, n: _k.pack(W, n, False))
+        return [
+            pack(W_ih, 4),
+            pack(W_hh, 4),
+            None if W_hr is None else _k.pack(W_hr, 1, True),
+            None if b_ih is None else b_ih + b_hh,
+            None if peep is None else torch.stack(peep),  # (3, H)
+        ]
+
+    @staticmethod
+    def run(
+        config: list[int],
+        packed: list,
+        x: Tensor,
+        state: list[Tensor],
+        lengths: Tensor | None,
+        keep: bool,
+        bf16: bool = False,
+    ):
+        Wxp, Wp, Whrp, bias, peep = packed
+        h0, c0 = state
+        return list(_k.lstm_fwd(x, Wxp, Wp, Whrp, bias, peep, lengths, h0, c0, config[0], config[1], keep, bf16))
+
+    @staticmethod
+    def buffer_shapes(config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
+        (T, B, _), S, H = x.shape, state[0].shape[-1], state[1].shape[-1]
+        return [(T + 1, B, S), (T + 1, B, H), (T, B, 4 * H) if keep else (0,), (T, B, H) if config[3] else (0,)]
+
+    @classmethod
+    def backward(cls, config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
+        W_ih, W_hh, b_ih, _, W_hr, peep = cls._unpack(config, params)
+        Hs, Cs, G, M = buffers
+        gHs, gCs, gG, _ = (_grad_or_none(g) for g in grads)
+        gHs = torch.zeros_like(Hs) if gHs is None else gHs
+        stacked = None if peep is None else torch.stack(peep)
+        dPre, dh0, dc0, db, dpeep, dHt = _k.lstm_bwd(
+            G, Cs, M, W_hh, W_hr, stacked, lengths, gHs, gCs, gG, config[0], config[1], needs[1], bf16
+        )
+        T, B, H4 = dPre.shape
+        dPre2 = dPre.view(T * B, H4)
+        mm = _mm_bf16 if bf16 else _mm
+        dx, dW_ih = _input_grads([needs[0], needs[3]], dPre2, x, W_ih, mm)
+        grads_p = [dW_ih, mm(dPre2.t(), _prev(Hs))]  # dW_hh = Σ_t dPre_tᵀ h_{t-1}
+        grads_p += [db, db.clone()] if b_ih is not None else []
+        grads_p += [_mm(dHt.view(T * B, -1).t(), M.view(T * B, -1))] if W_hr is not None else []  # Σ dh_tᵀ m_t
+        grads_p += [d.clone() for d in dpeep.unbind(0)] if peep is not None else []  # outputs must not alias
+        return [dx, dh0, dc0, *grads_p]
+
+    @staticmethod
+    def outputs(config: list[int], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        Hs, Cs, G, _ = buffers
+        gates = list(G.chunk(4, dim=-1)) + [Cs[1:]] if G.dim() == 3 else []  # (0,): not kept
+        return Hs[1:], [Hs[-1], Cs[-1]], gates
+
+    @staticmethod
+    def make_cell(config: list[int], F: int, H: int, S: int) -> Any:
+        kind = PeepholeLSTMCell if config[4] else LSTMCell
+        return kind(F, H, bool(config[2]), proj_size=S if config[3] else 0, activation=_act(config[0]),
+                    recurrent_activation=_act(config[1]), device="meta")  # fmt: skip
+
+    @classmethod
+    def weights(cls, config: list[int], params: list[Tensor]) -> Weights:
+        W_ih, W_hh, b_ih, b_hh, W_hr, peep = cls._unpack(config, params)
+        names = {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": b_ih, "bias_hh": b_hh, "weight_hr": W_hr}
+        if peep is not None:
+            names.update(zip(("weight_ci", "weight_cf", "weight_co"), peep, strict=True))
+        return Weights(names)
+
+
+class GRUSpec:
+    """config: act, rec_act, bias, reset_after. params: W_ih, W_hh, [b_ih, b_hh].
+    Buffers: Hs (T + 1, B, H), G (T, B, 3H) r, z, n, HN (T, B, H): W_hn h + b_hn (reset after) or r ⊙ h."""
+
+    name, gate_names, n_state = "gru", ("r", "z", "n"), 1
+
+    @staticmethod
+    def bf16_products(config: list[int]) -> bool:
+        return False
+
+    @staticmethod
+    def config_and_params(cell: Any, w: Any) -> tuple[list[int], list[Tensor]]:
+        config = [act_code(cell.activation), act_code(cell.recurrent_activation), int(w.bias_ih is not None)]
+        config.append(int(cell.reset_after))
+        params = [w.weight_ih, w.weight_hh] + ([w.bias_ih, w.bias_hh] if config[2] else [])
+        return config, params
+
+    @staticmethod
+    def pack(config: list[int], params: list[Tensor], bf16: bool = False) -> list[Tensor | None]:
+        W_ih, W_hh = params[:2]
+        b_ih, b_hh = params[2:4] if config[2] else (None, None)
+        H = W_hh.shape[1]
+        if config[3]:
+            return [_k.pack(W_ih, 3, False), _k.pack(W_hh, 3, False), None, b_ih, b_hh]
+        return [_k.pack(W_ih, 3, False), _k.pack(W_hh[: 2 * H], 2, False), _k.pack(W_hh[2 * H :], 1, False), b_ih, b_hh]
+
+    @staticmethod
+    def run(
+        config: list[int],
+        packed: list,
+        x: Tensor,
+        state: list[Tensor],
+        lengths: Tensor | None,
+        keep: bool,
+        bf16: bool = False,
+    ):
+        Wxp, Wp, Wnp, b_ih, b_hh = packed
+        act, rec, after = config[0], config[1], bool(config[3])
+        return list(_k.gru_fwd(x, Wxp, Wp, Wnp, b_ih, b_hh, lengths, state[0], act, rec, after, keep))
+
+    @staticmethod
+    def buffer_shapes(config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
+        (T, B, _), H = x.shape, state[0].shape[-1]
+        return [(T + 1, B, H), (T, B, 3 * H) if keep else (0,), (T, B, H) if keep else (0,)]
+
+    @staticmethod
+    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
+        W_ih, W_hh = params[:2]
+        Hs, G, HN = buffers
+        gHs, gG, _ = (_grad_or_none(g) for g in grads)
+        gHs = torch.zeros_like(Hs) if gHs is None else gHs
+        dPre, dHH, dh0, db_ih, db_hh = _k.gru_bwd(
+            G, HN, Hs, W_hh, lengths, gHs, gG, config[0], config[1], bool(config[3]), needs[1]
+        )
+        T, B, H3 = dPre.shape
+        dPre2, Hp = dPre.view(T * B, H3), _prev(Hs)
+        dx, dW_ih = _input_grads([needs[0], needs[2]], dPre2, x, W_ih)
+        if config[3]:  # reset after: dW_hh = Σ_t dHH_tᵀ h_{t-1}
+            dW_hh = _mm(dHH.view(T * B, H3).t(), Hp)
+        else:  # reset before: the r, z rows see h_{t-1}, the n rows r ⊙ h_{t-1}
+            H = H3 // 3
+            dW_hh = torch.cat([_mm(dPre2[:, : 2 * H].t(), Hp), _mm(dPre2[:, 2 * H :].t(), HN.view(T * B, H))])
+        return [dx, dh0, dW_ih, dW_hh, *([db_ih, db_hh] if config[2] else [])]
+
+    @staticmethod
+    def outputs(config: list[int], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        Hs, G, _ = buffers
+        return Hs[1:], [Hs[-1]], list(G.chunk(3, dim=-1)) if G.dim() == 3 else []
+
+    @staticmethod
+    def make_cell(config: list[int], F: int, H: int, S: int) -> Any:
+        return GRUCell(F, H, bool(config[2]), reset_after=bool(config[3]), activation=_act(config[0]),
+                       recurrent_activation=_act(config[1]), device="meta")  # fmt: skip
+
+    @staticmethod
+    def weights(config: list[int], params: list[Tensor]) -> Weights:
+        b = params[2:4] if config[2] else (None, None)
+        return Weights({"weight_ih": params[0], "weight_hh": params[1], "bias_ih": b[0], "bias_hh": b[1]})
+
+
+class ElmanSpec:
+    """config: act, bias. params: W_ih, W_hh, [b_ih, b_hh]. Buffers: Hs (T + 1, B, H)."""
+
+    name, gate_names, n_state = "elman", ("h",), 1
+
+    @staticmethod
+    def bf16_products(config: list[int]) -> bool:
+        return False
+
+    @staticmethod
+    def config_and_params(cell: Any, w: Any) -> tuple[list[int], list[Tensor]]:
+        config = [act_code(cell.activation), int(w.bias_ih is not None)]
+        return config, [w.weight_ih, w.weight_hh] + ([w.bias_ih, w.bias_hh] if config[1] else [])
+
+    @staticmethod
+    def pack(config: list[int], params: list[Tensor], bf16: bool = False) -> list[Tensor | None]:
+        bias = params[2] + params[3] if config[1] else None
+        return [_k.pack(params[0], 1, True), _k.pack(params[1], 1, True), bias]
+
+    @staticmethod
+    def run(
+        config: list[int],
+        packed: list,
+        x: Tensor,
+        state: list[Tensor],
+        lengths: Tensor | None,
+        keep: bool,
+        bf16: bool = False,
+    ):
+        Wxp, Wp, bias = packed
+        return [_k.elman_fwd(x, Wxp, Wp, bias, lengths, state[0], config[0])]
+
+    @staticmethod
+    def buffer_shapes(config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
+        return [(x.shape[0] + 1, x.shape[1], state[0].shape[-1])]
+
+    @staticmethod
+    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
+        (Hs,), gHs = buffers, _grad_or_none(grads[0])
+        gHs = torch.zeros_like(Hs) if gHs is None else gHs
+        dPre, dh0, db = _k.elman_bwd(Hs, params[1], lengths, gHs, config[0], needs[1])
+        T, B, H = dPre.shape
+        dPre2 = dPre.view(T * B, H)
+        dx, dW_ih = _input_grads([needs[0], needs[2]], dPre2, x, params[0])
+        return [dx, dh0, dW_ih, _mm(dPre2.t(), _prev(Hs)), *([db, db.clone()] if config[1] else [])]
+
+    @staticmethod
+    def outputs(config: list[int], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        (Hs,) = buffers
+        return Hs[1:], [Hs[-1]], [Hs[1:]]
+
+    @staticmethod
+    def make_cell(config: list[int], F: int, H: int, S: int) -> Any:
+        return RNNCell(F, H, bool(config[1]), activation=_act(config[0]), device="meta")
+
+    @staticmethod
+    def weights(config: list[int], params: list[Tensor]) -> Weights:
+        b = params[2:4] if config[1] else (None, None)
+        return Weights({"weight_ih": params[0], "weight_hh": params[1], "bias_ih": b[0], "bias_hh": b[1]})
+
+
+class JordanSpec:
+    """config: act, out_act, bias, hidden size. params: W_ih, W_yh, W_hy, [b_ih, b_yh, b_hy].
+    Buffers: Ys (T + 1, B, O) the fed-back outputs, Hh (T, B, H) the hidden layers."""
+
+    name, gate_names, n_state = "jordan", ("h", "y"), 1
+
+    @staticmethod
+    def bf16_products(config: list[int]) -> bool:
+        return False
+
+    @staticmethod
+    def config_and_params(cell: Any, w: Any) -> tuple[list[int], list[Tensor]]:
+        config = [act_code(cell.activation), act_code(cell.output_activation), int(w.bias_ih is not None)]
+        config.append(cell.hidden_size)
+        params = [w.weight_ih, w.weight_yh, w.weight_hy]
+        return config, params + ([w.bias_ih, w.bias_yh, w.bias_hy] if config[2] else [])
+
+    @staticmethod
+    def pack(config: list[int], params: list[Tensor], bf16: bool = False) -> list[Tensor | None]:
+        W_ih, W_yh, W_hy = params[:3]
+        bias, b_hy = (params[3] + params[4], params[5]) if config[2] else (None, None)
+        return [_k.pack(W_ih, 1, True), _k.pack(W_yh, 1, True), _k.pack(W_hy, 1, True), bias, b_hy]
+
+    @staticmethod
+    def run(
+        config: list[int],
+        packed: list,
+        x: Tensor,
+        state: list[Tensor],
+        lengths: Tensor | None,
+        keep: bool,
+        bf16: bool = False,
+    ):
+        Wxp, Wyp, Whp, bias, b_hy = packed
+        return list(_k.jordan_fwd(x, Wxp, Wyp, Whp, bias, b_hy, lengths, state[0], config[3], config[0], config[1]))
+
+    @staticmethod
+    def buffer_shapes(config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
+        (T, B, _), O = x.shape, state[0].shape[-1]
+        return [(T + 1, B, O), (T, B, config[3])]
+
+    @staticmethod
+    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
+        W_ih, W_yh, W_hy = params[:3]
+        Ys, Hh = buffers
+        gYs, gHh = (_grad_or_none(g) for g in grads)
+        gYs = torch.zeros_like(Ys) if gYs is None else gYs
+        act, out_act = config[0], config[1]
+        dPre, dPreY, dy0, db, db_hy = _k.jordan_bwd(Ys, Hh, W_yh, W_hy, lengths, gYs, gHh, act, out_act, needs[1])
+        T, B, H = dPre.shape
+        dPre2 = dPre.view(T * B, H)
+        dx, dW_ih = _input_grads([needs[0], needs[2]], dPre2, x, W_ih)
+        dW_yh = _mm(dPre2.t(), _prev(Ys))  # Σ_t dPre_tᵀ y_{t-1}
+        dW_hy = _mm(dPreY.view(T * B, -1).t(), Hh.view(T * B, H))  # Σ_t dPreY_tᵀ h_t
+        return [dx, dy0, dW_ih, dW_yh, dW_hy, *([db, db.clone(), db_hy] if config[2] else [])]
+
+    @staticmethod
+    def outputs(config: list[int], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        Ys, Hh = buffers
+        return Ys[1:], [Ys[-1]], [Hh, Ys[1:]]
+
+    @staticmethod
+    def make_cell(config: list[int], F: int, H: int, S: int) -> Any:
+        return JordanCell(F, H, S, bool(config[2]), activation=_act(config[0]),
+                          output_activation=_act(config[1]), device="meta")  # fmt: skip
+
+    @staticmethod
+    def weights(config: list[int], params: list[Tensor]) -> Weights:
+        b = params[3:6] if config[2] else (None, None, None)
+        names = ("weight_ih", "weight_yh", "weight_hy", "bias_ih", "bias_yh", "bias_hy")
+        return Weights(dict(zip(names, [*params[:3], *b], strict=True)))
+
+
+#: exact cell type -> spec (a subclass may change the equations, so it is not matched)
+SPECS: dict[type, Any] = {
+    RNNCell: ElmanSpec,
+    JordanCell: JordanSpec,
+    GRUCell: GRUSpec,
+    LSTMCell: LSTMSpec,
+    PeepholeLSTMCell: LSTMSpec,
+}
+BY_NAME: dict[str, Any] = {spec.name: spec for spec in SPECS.values()}

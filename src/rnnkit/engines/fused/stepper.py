@@ -1,0 +1,128 @@
+"""One token at a time, without the layer's per-call overhead: the generation loop's inner step.
+
+``layer(x_t[None], state)`` per token pays for input checks, engine selection and packing the weights
+into the kernels' panels — most of its cost at batch 1 (docs/engines.md). A :class:`Stepper` checks the
+layout once and packs the weights once; then each call is, per layer, one call of the fused engine's
+forward kernel for a single step (both products and the pointwise update, on all threads). Where the
+native kernels cannot be built it steps the cells' readable equations instead (and says so once).
+
+It reads the layer's parameters when created and notices when they change (their version counters and
+addresses), so it stays correct if the model keeps training or is converted (an in-place change through
+``.data`` bypasses the counters: make a new stepper after one). Inference only: its outputs carry no
+gradient.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from rnnkit.engines.fused import build
+from rnnkit.engines.fused.specs import SPECS
+from rnnkit.engines.registry import ENGINES
+
+if TYPE_CHECKING:
+    from rnnkit.layer import Recurrent
+
+
+class Stepper:
+    """Step ``layer`` one token at a time: ``y, state = stepper(x_t, state)``.
+
+    ``x_t`` is (B, F) (or (F,) unbatched); ``state`` is what the layer takes and returns (``h`` or ``(h, c)``,
+    each (num_layers, B, S)), ``None`` for zeros. Returns the top layer's output (B, S) and the new state,
+    equal to ``layer(x_t.unsqueeze(0), state)`` (tests). Unidirectional layers only.
+    """
+
+    def __init__(self, layer: Recurrent) -> None:
+        if layer.bidirectional:
+            raise ValueError("a bidirectional layer cannot be stepped one token at a time: its reverse half needs "
+                             "the whole sequence; run the layer on the sequence instead")  # fmt: skip
+        reason = ENGINES["fused"].unsupported(layer, layer.weight_ih_l0, False)
+        if reason is not None:
+            raise ValueError(f"Stepper needs the fused engine's kernels: {reason}")
+        self.layer = layer
+        self._params = list(layer.parameters())
+        self._versions: tuple[Any, ...] | None = None
+        self.native = build.available()
+        if not self.native:
+            build.announce_fallback("layer.stepper()")
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Pack the weights once; again only if a parameter changed."""
+        self.dtype = self.layer.weight_ih_l0.dtype
+        self.specs, self.configs, self.packed, self.weights = [], [], [], []
+        with torch.no_grad():
+            for k, cell in enumerate(self.layer.cells):
+                spec = SPECS[type(cell)]
+                config, params = spec.config_and_params(cell, self.layer.weights(k))
+                params = [p.detach() for p in params]
+                self.specs.append(spec)
+                self.configs.append(config)
+                self.packed.append(spec.pack(config, params) if self.native else None)
+                self.weights.append(spec.weights(config, params))
+        self._versions = self._current_versions()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its layer: unpickling makes the stepper again (the packed weights are derived data)."""
+        return Stepper, (self.layer,)
+
+    def _current_versions(self) -> tuple[Any, ...]:
+        """Changes when a parameter does: in place (its version counter) or replaced (``layer.double()``,
+        ``layer.to(...)`` and ``.data = …`` give it new storage, so a new address)."""
+        return tuple((p._version, p.data_ptr()) for p in self._params)
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, state: Tensor | tuple[Tensor, ...] | None = None):
+        if self._current_versions() != self._versions:
+            self._prepare()
+        unbatched = x.dim() == 1
+        if unbatched:
+            x = x.unsqueeze(0)
+        if x.dim() != 2 or x.shape[-1] != self.layer.input_size:
+            raise ValueError(f"Stepper: expected x of shape (B, {self.layer.input_size}), got {tuple(x.shape)}")
+        if x.dtype != self.dtype or x.device.type != "cpu":
+            raise ValueError(f"Stepper: expected a {self.dtype} input on the CPU, got {x.dtype} on {x.device}; "
+                             "convert it with x.to(...)")  # fmt: skip
+        sizes = self.layer.cells[0].state_sizes
+        L, B = self.layer.num_layers, x.shape[0]
+        if state is None:
+            state = tuple(x.new_zeros(L, B, s) for s in sizes)
+        else:
+            state = (state,) if isinstance(state, Tensor) else tuple(state)
+            if unbatched:
+                state = tuple(s.unsqueeze(1) for s in state)
+            want = [(L, B, s) for s in sizes]
+            if [tuple(s.shape) for s in state] != want or any(s.dtype != self.dtype for s in state):
+                raise ValueError(f"Stepper: expected a state of shapes {want} ({self.dtype}), got "
+                                 f"{[(tuple(s.shape), s.dtype) for s in state]}")  # fmt: skip
+        finals = []
+        for k, (spec, config) in enumerate(zip(self.specs, self.configs, strict=True)):
+            layer_state = [s[k] for s in state]
+            if self.native:  # the sequence kernel for one step
+                buffers = spec.run(config, self.packed[k], x.unsqueeze(0), layer_state, None, False)
+                new = spec.outputs(config, buffers)[1]
+            else:
+                new = self.layer.cells[k].step(x, tuple(layer_state), self.weights[k])[0]
+            finals.append(new)
+            x = new[0]  # the next layer reads this one's output
+        new_state = tuple(torch.stack(s) for s in zip(*finals))
+        y = x
+        if unbatched:
+            y, new_state = y.squeeze(0), tuple(s.squeeze(1) for s in new_state)
+        return y, (new_state[0] if len(new_state) == 1 else new_state)
+
+
+def kept_stepper(owner: Any, layer: Recurrent) -> Stepper | None:
+    """``layer``'s stepper, made on ``owner``'s first call and kept on it (as ``_stepper_cache``); ``None``
+    where the layer cannot be stepped (the caller then runs the layer itself). For models that decode one
+    token at a time: :class:`~rnnkit.models.LanguageModel`, the translation decoder."""
+    kept = owner.__dict__
+    if "_stepper_cache" not in kept:
+        try:
+            kept["_stepper_cache"] = Stepper(layer)
+        except ValueError:  # e.g. a cell the fused kernels do not cover
+            kept["_stepper_cache"] = None
+    return kept["_stepper_cache"]

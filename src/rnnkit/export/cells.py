@@ -1,0 +1,117 @@
+"""One time step of each rnnkit cell as ONNX nodes: the body of a ``Scan`` and of a one-token model.
+
+A translation mirrors the cell's ``recurrence`` line by line (see :mod:`rnnkit.cells`), with one change:
+every bias that only adds to a gate's pre-activation moves into the input projection (``input_bias``),
+so a step adds it once for all time steps instead of once per step. The one bias that cannot move is
+GRU's ``b_hn`` with ``reset_after=True``: the reset gate multiplies it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RecurrentCell, RNNCell
+from rnnkit.export.graph import Graph, onnx_activation
+
+
+def _sum(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return a + b
+
+
+class ElmanStep:
+    def input_bias(self, cell: RNNCell, w: Any) -> Tensor | None:
+        return _sum(w.bias_ih, w.bias_hh)
+
+    def step(self, g: Graph, cell: RNNCell, w: Any, xw: str, state: list[str]) -> list[str]:
+        (h,) = state
+        return [g.activation(g.add(xw, g.linear(h, w.weight_hh)), cell.activation, "activation")]
+
+
+class JordanStep:
+    def input_bias(self, cell: JordanCell, w: Any) -> Tensor | None:
+        return _sum(w.bias_ih, w.bias_yh)
+
+    def step(self, g: Graph, cell: JordanCell, w: Any, xw: str, state: list[str]) -> list[str]:
+        (y,) = state
+        h = g.activation(g.add(xw, g.linear(y, w.weight_yh)), cell.activation, "activation")
+        return [g.activation(g.linear(h, w.weight_hy, w.bias_hy), cell.output_activation, "output_activation")]
+
+
+class GRUStep:
+    def input_bias(self, cell: GRUCell, w: Any) -> Tensor | None:
+        if w.bias_hh is None or not cell.reset_after:
+            return _sum(w.bias_ih, w.bias_hh)
+        H = cell.hidden_size
+        return w.bias_ih + torch.cat([w.bias_hh[: 2 * H], w.bias_hh.new_zeros(H)])  # b_hn stays inside r ⊙ (…)
+
+    def step(self, g: Graph, cell: GRUCell, w: Any, xw: str, state: list[str]) -> list[str]:
+        σ, act, H = cell.recurrent_activation, cell.activation, cell.hidden_size
+        (h,) = state
+        xr, xz, xn = g.split(xw, [H, H, H])
+        if cell.reset_after:
+            b_hn = None if w.bias_hh is None else w.bias_hh[2 * H :]
+            hr, hz, hn = g.split(g.linear(h, w.weight_hh), [H, H, H])
+            r = g.activation(g.add(xr, hr), σ, "recurrent_activation")
+            z = g.activation(g.add(xz, hz), σ, "recurrent_activation")
+            n = g.activation(g.add(xn, g.mul(r, g.add(hn, g.b.weight(b_hn)))), act, "activation")
+        else:
+            hr, hz = g.split(g.linear(h, w.weight_hh[: 2 * H]), [H, H])
+            r = g.activation(g.add(xr, hr), σ, "recurrent_activation")
+            z = g.activation(g.add(xz, hz), σ, "recurrent_activation")
+            n = g.activation(g.add(xn, g.linear(g.mul(r, h), w.weight_hh[2 * H :])), act, "activation")
+        one = g.b.const(torch.ones(()).numpy(), "one")
+        return [g.add(g.mul(g.sub(one, z), n), g.mul(z, h))]  # h' = (1 − z) ⊙ n + z ⊙ h
+
+
+class LSTMStep:
+    def input_bias(self, cell: LSTMCell, w: Any) -> Tensor | None:
+        return _sum(w.bias_ih, w.bias_hh)
+
+    def step(self, g: Graph, cell: LSTMCell, w: Any, xw: str, state: list[str]) -> list[str]:
+        σ, act, H = cell.recurrent_activation, cell.activation, cell.hidden_size
+        h, c = state
+        pi, pf, pg, po = g.split(g.add(xw, g.linear(h, w.weight_hh)), [H] * 4)
+        peep = isinstance(cell, PeepholeLSTMCell)
+        if peep:  # i and f look at c_{t-1}
+            pi = g.add(pi, g.mul(g.b.weight(w.weight_ci), c))
+            pf = g.add(pf, g.mul(g.b.weight(w.weight_cf), c))
+        i = g.activation(pi, σ, "recurrent_activation")
+        f = g.activation(pf, σ, "recurrent_activation")
+        c_new = g.add(g.mul(f, c), g.mul(i, g.activation(pg, act, "activation")))
+        if peep:  # o looks at the new c_t
+            po = g.add(po, g.mul(g.b.weight(w.weight_co), c_new))
+        h_new = g.mul(g.activation(po, σ, "recurrent_activation"), g.activation(c_new, act, "activation"))
+        if cell.proj_size:
+            h_new = g.linear(h_new, w.weight_hr)
+        return [h_new, c_new]
+
+
+#: exact cell type -> its ONNX step (a user subclass may change the equations, so it is not matched)
+STEPS: dict[type, Any] = {
+    RNNCell: ElmanStep(),
+    JordanCell: JordanStep(),
+    GRUCell: GRUStep(),
+    LSTMCell: LSTMStep(),
+    PeepholeLSTMCell: LSTMStep(),
+}
+
+
+def step_for(cell: RecurrentCell) -> Any:
+    """The ONNX step of ``cell``, or one ValueError line naming what cannot be exported."""
+    step = STEPS.get(type(cell))
+    if step is None:
+        known = ", ".join(sorted(c.__name__ for c in STEPS))
+        raise ValueError(
+            f"to_onnx: no ONNX translation for {type(cell).__name__} (the exporter knows the equations of {known} "
+            "only, not of subclasses)"
+        )
+    for attr in ("activation", "recurrent_activation", "output_activation"):
+        fn = getattr(cell, attr, None)
+        if fn is not None:
+            onnx_activation(fn, attr)  # raises for a Python callable
+    return step

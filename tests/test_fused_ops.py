@@ -1,0 +1,191 @@
+"""The fused engine as torch operators: torch.compile, torch.export, torch.jit.trace, double backward,
+torch.func and ONNX export all either work or route to an engine that does — never a silent wrong answer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.engines import select_engine
+from rnnkit.engines.fused import build
+from rnnkit.models import LanguageModel
+
+pytestmark = pytest.mark.skipif(not build.available(), reason="no C compiler: the native operators are off")
+F64 = torch.float64
+LM_CELLS = ["lstm", "gru", "peephole", "jordan"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    yield
+    torch._dynamo.reset()  # compiled graphs hold on to the models of each test
+
+
+def layer(kind: str, **kw) -> rnnkit.Recurrent:
+    return {
+        "lstm": lambda: rnnkit.LSTM(3, 5, **kw),
+        "lstm_proj": lambda: rnnkit.LSTM(3, 5, proj_size=2, **kw),
+        "gru": lambda: rnnkit.GRU(3, 5, **kw),
+        "gru_reset_before": lambda: rnnkit.GRU(3, 5, reset_after=False, **kw),
+        "peephole": lambda: rnnkit.PeepholeLSTM(3, 5, **kw),
+        "rnn": lambda: rnnkit.RNN(3, 5, **kw),
+        "jordan": lambda: rnnkit.Jordan(3, 5, 4, **kw),
+    }[kind]()
+
+
+@pytest.mark.parametrize("kind", ["lstm_proj", "gru_reset_before", "peephole", "rnn", "jordan"])
+def test_opcheck(kind: str) -> None:
+    """torch's own checks of a custom operator: schema, fake tensors, autograd registration, AOT dispatch."""
+    from rnnkit.engines.fused import ops  # noqa: F401
+    from rnnkit.engines.fused.specs import SPECS
+
+    torch.manual_seed(0)
+    lay = layer(kind, dtype=F64)
+    cell = lay.cells[0]
+    spec = SPECS[type(cell)]
+    config, params = spec.config_and_params(cell, lay.weights(0))
+    x = torch.randn(4, 2, 3, dtype=F64, requires_grad=True)
+    state = [torch.randn(2, s, dtype=F64, requires_grad=True) for s in cell.state_sizes]
+    args = (
+        spec.name,
+        config,
+        x,
+        state,
+        [p.detach().requires_grad_() for p in params],
+        torch.tensor([4, 2]),
+        True,
+        False,
+    )
+    torch.library.opcheck(torch.ops.rnnkit.sequence.default, args)
+
+
+@pytest.mark.parametrize("cell", LM_CELLS)
+def test_compiled_language_model_has_no_graph_break_and_equals_eager(cell: str) -> None:
+    """fullgraph=True fails on any graph break; forward and every gradient equal eager."""
+    torch.manual_seed(1)
+    model = LanguageModel(11, cell, hidden_size=6, num_layers=2, input="embedding", embed_size=5, engine="fused")
+    tokens = torch.randint(0, 11, (3, 7))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    results = []
+    for m in (model, compiled):
+        model.zero_grad()
+        logits, _ = m(tokens)
+        logits.square().mean().backward()
+        results.append([logits.detach(), *(p.grad.clone() for p in model.parameters())])
+    for e, g in zip(*results, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_with_inductor_trains_like_eager() -> None:
+    """The default backend (inductor) too, with auto: the compiled model picks the operator, not a graph break."""
+    torch.manual_seed(2)
+    model = LanguageModel(9, "gru", hidden_size=8, input="embedding", embed_size=4)
+    tokens = torch.randint(0, 9, (2, 5))
+    eager, _ = model(tokens)
+    compiled, _ = torch.compile(model, fullgraph=True)(tokens)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_export_a_layer_and_a_language_model() -> None:
+    torch.manual_seed(3)
+    lay = layer("peephole", engine="fused")
+    x = torch.randn(6, 2, 3)
+    program = torch.export.export(lay, (x,))
+    assert "rnnkit.sequence" in str(program.graph)
+    torch.testing.assert_close(program.module()(x)[0], lay(x)[0])
+    model = LanguageModel(7, "jordan", hidden_size=5, engine="fused")
+    tokens = torch.randint(0, 7, (2, 4))
+    program = torch.export.export(model, (tokens,))
+    torch.testing.assert_close(program.module()(tokens)[0], model(tokens)[0])
+
+
+def test_jit_trace_keeps_the_operator() -> None:
+    torch.manual_seed(4)
+    lay = layer("gru_reset_before", engine="fused")
+    x = torch.randn(5, 2, 3)
+    traced = torch.jit.trace(lay, (x,))
+    assert "rnnkit::sequence" in str(traced.graph)
+    other = torch.randn(8, 3, 3)  # another length and batch: the operator, not an unrolled loop
+    torch.testing.assert_close(traced(other)[0], lay(other)[0])
+
+
+@pytest.mark.parametrize("kind", ["lstm_proj", "gru", "gru_reset_before", "peephole", "rnn", "jordan"])
+def test_double_backward_equals_the_reference(kind: str) -> None:
+    """A gradient penalty (create_graph=True) through the fused operator: the same second-order gradients as
+    the reference loop, also with ragged lengths and both directions."""
+    torch.manual_seed(5)
+    lay = layer(kind, dtype=F64, bidirectional=True)
+    x = torch.randn(5, 3, 3, dtype=F64, requires_grad=True)
+    lengths = torch.tensor([5, 2, 4])
+    results = []
+    for engine in ("reference", "fused"):
+        lay.engine = engine
+        lay.zero_grad()
+        x.grad = None
+        out, _ = lay(x, lengths=lengths)
+        (gx,) = torch.autograd.grad(out.tanh().sum(), x, create_graph=True)
+        penalty = gx.square().sum()
+        penalty.backward()
+        results.append([gx.detach(), x.grad, *(p.grad for p in lay.parameters())])
+    for e, g in zip(*results, strict=True):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+def test_gradgradcheck() -> None:
+    torch.manual_seed(6)
+    lay = layer("lstm", dtype=F64, engine="fused")
+    x = torch.randn(4, 2, 3, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda v: lay(v)[0], (x,), eps=1e-6, atol=1e-6)
+
+
+def test_torch_func_routes_to_the_reference_loop() -> None:
+    """torch.func transforms need plain torch ops: auto runs them on the reference loop, an explicit
+    engine='fused' says so in one line."""
+    torch.manual_seed(7)
+    lay = layer("gru", dtype=F64)
+    x = torch.randn(20, 2, 3, dtype=F64)  # long enough that auto would pick fused
+    assert select_engine(lay, x, False).name == "fused"
+    jac = torch.func.jacrev(lambda v: lay(v)[0].sum(0))(x)
+    lay.engine = "reference"
+    expected = torch.func.jacrev(lambda v: lay(v)[0].sum(0))(x)
+    torch.testing.assert_close(jac, expected)
+    batched = torch.func.vmap(lambda v: lay(v)[0], in_dims=1, out_dims=1)(x)  # vmap over the batch
+    torch.testing.assert_close(batched, lay(x)[0])
+    lay.engine = "fused"
+    with pytest.raises(ValueError, match="reference"):
+        torch.func.grad(lambda v: lay(v)[0].sum())(x)
+
+
+def test_onnx_export_by_tracing_never_records_the_fused_operator() -> None:
+    """torch.onnx's TorchScript exporter only knows torch ops: under it auto picks torch's kernels (which it
+    exports as ONNX LSTM/GRU/RNN nodes), and an explicit engine='fused' refuses in one line."""
+    import io
+
+    pytest.importorskip("onnx")
+    torch.manual_seed(8)
+    lay = layer("lstm")
+    x = torch.randn(20, 2, 3)
+    torch.onnx.export(lay, (x,), io.BytesIO(), dynamo=False)  # auto: torch's kernel, no error
+    lay.engine = "fused"
+    with pytest.raises(ValueError, match="onnx"):
+        torch.onnx.export(lay, (x,), io.BytesIO(), dynamo=False)
+
+
+def test_compiled_training_never_takes_the_failing_torch_kernel() -> None:
+    """torch.compile of a training step on torch's CPU kernel fails inside torch (mkldnn_rnn_layer): auto takes
+    the fused operator instead, even for a short sequence that it would otherwise leave to torch."""
+    torch.manual_seed(9)
+    lay = layer("lstm")
+    x = torch.randn(8, 3, 3)
+    assert select_engine(lay, x, False).name == "torch"  # eager: 8 steps stay with torch
+
+    def loss(v):
+        return lay(v)[0].square().sum()
+
+    torch.compile(loss, fullgraph=True, backend="aot_eager")(x).backward()
+    grads = [p.grad.clone() for p in lay.parameters()]
+    lay.zero_grad()
+    loss(x).backward()
+    for g, p in zip(grads, lay.parameters(), strict=True):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
