@@ -27,6 +27,9 @@ from rnnkit.activations import activation_name
 from rnnkit.cells import JordanCell, RecurrentCell
 from rnnkit.layer import Recurrent
 
+#: steps per chunk: the plain pass makes T / CHUNK calls (each with a fixed cost, packing the weights), the gated
+#: call runs CHUNK steps (each with a per-step cost); 512 keeps both small for texts of some thousand tokens
+CHUNK = 512
 #: value ranges of the named activations that have one (the saturation plot needs a bounded gate)
 _RANGES = {"sigmoid": (0.0, 1.0), "hard_sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
 #: which activation produces each reported gate (``c``, the LSTM memory, has none: it is unbounded)
@@ -83,7 +86,7 @@ def _as_tuple(state: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
 
 
 @torch.no_grad()
-def run_with_gates(layer: Recurrent, x: Tensor, chunk: int = 128) -> tuple[Tensor, dict[str, Tensor]]:
+def run_with_gates(layer: Recurrent, x: Tensor, chunk: int = CHUNK) -> tuple[Tensor, dict[str, Tensor]]:
     """``layer(x, return_gates=True)`` for a time-major, one-sequence ``x`` (T, F) from a zero state, computed
     chunk by chunk in one batch (see the module docstring); returns the output (T, S) and gates {name: (T, H)}."""
     if layer.num_layers != 1 or layer.bidirectional or layer.batch_first:
@@ -112,7 +115,7 @@ def run_with_gates(layer: Recurrent, x: Tensor, chunk: int = 128) -> tuple[Tenso
 
 
 @torch.no_grad()
-def record(layer: Recurrent, x: Tensor, chunk: int = 128) -> tuple[list[Block], Tensor]:
+def record(layer: Recurrent, x: Tensor, chunk: int = CHUNK) -> tuple[list[Block], Tensor]:
     """Every (layer, direction)'s gates and states over one sequence ``x`` ((T, F), or (T, 1, F) / (1, T, F) in
     the layer's own layout), from a zero state; also returns the layer's output (T, D*S) as ``layer(x)`` would."""
     if x.dim() == 3:

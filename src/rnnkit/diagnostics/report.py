@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from rnnkit import __version__
-from rnnkit.diagnostics.record import Block, record
+from rnnkit.diagnostics.record import CHUNK, Block, record
 from rnnkit.diagnostics.textfeatures import FEATURES, correlations, text_features, top_contexts
 
 #: bytes of 4-bit state levels a report may hold (base64 makes them 4/3 larger): keeps a 2 × 256-unit model
@@ -127,7 +127,7 @@ class Reading:
     seconds: float = 0.0
 
 
-def read_text(model: Any, vocab: Any, text: str, *, max_tokens: int = 0, chunk: int = 128) -> Reading:
+def read_text(model: Any, vocab: Any, text: str, *, max_tokens: int = 0, chunk: int = CHUNK) -> Reading:
     """Run a :class:`~rnnkit.models.LanguageModel` over ``text`` (its first ``max_tokens`` tokens when > 0),
     tokenised as ``vocab`` was built, from a zero state; tokens outside the vocabulary are read as ``<unk>``."""
     start = time.perf_counter()
@@ -148,7 +148,7 @@ def read_text(model: Any, vocab: Any, text: str, *, max_tokens: int = 0, chunk: 
 
 
 def inspect_model(model: Any, vocab: Any, text: str | Reading, *, max_tokens: int = 0, top_k: int = 5,
-                  gradflow_steps: int = 100, chunk: int = 128, title: str = "",
+                  gradflow_steps: int = 100, chunk: int = CHUNK, title: str = "",
                   meta: dict[str, Any] | None = None) -> Report:  # fmt: skip
     """The report for a :class:`~rnnkit.models.LanguageModel` reading ``text`` (or an earlier
     :func:`read_text` of it): everything :func:`inspect_layer` shows plus the per-token loss and the
@@ -172,7 +172,7 @@ def inspect_model(model: Any, vocab: Any, text: str | Reading, *, max_tokens: in
     return _build(r.blocks, r.tokens, r.seps, r.oov, r.loss, flow, top_k, title or "language model", meta, start)
 
 
-def inspect_layer(layer: Any, x: Tensor, tokens: list[str] | None = None, *, top_k: int = 5, chunk: int = 128,
+def inspect_layer(layer: Any, x: Tensor, tokens: list[str] | None = None, *, top_k: int = 5, chunk: int = CHUNK,
                   title: str = "", meta: dict[str, Any] | None = None) -> Report:  # fmt: skip
     """The report for any rnnkit layer (any cell, stacked, bidirectional) reading one sequence ``x`` (T, F);
     ``tokens`` labels the steps (default: their indices)."""
