@@ -46,7 +46,7 @@ def test_chunk_sizes_agree_and_a_batch_is_refused():
     layer = LSTM(3, 4, dtype=torch.float64)
     x = torch.randn(17, 3, dtype=torch.float64)
     single = single_layer(layer, 0, 0)
-    outs = [run_with_gates(single, x, chunk)[0] for chunk in (1, 4, 17, 100)]
+    outs = [run_with_gates(single, x, chunk)[0] for chunk in (0, 1, 4, 17, 100)]  # 0: one direct call
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0], rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="one sequence"):
