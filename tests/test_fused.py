@@ -57,7 +57,7 @@ def run_and_grad(model: Recurrent, engine: str, x, hx, lengths, gates: bool) -> 
     res = model(x, hx if len(hx) > 1 else hx[0], lengths=lengths, return_gates=gates)
     out, state = res[0], res[1]
     state = state if isinstance(state, tuple) else (state,)
-    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)  # a non-symmetric loss
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)  # non-symmetric
     loss = (out * weights).sum() + sum((s**2).sum() for s in state)
     if gates:
         loss = loss + sum(0.3 * (g * g).sum() for g in res[2].values())

@@ -189,3 +189,17 @@ def test_compiled_training_never_takes_the_failing_torch_kernel() -> None:
     loss(x).backward()
     for g, p in zip(grads, lay.parameters(), strict=True):
         torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_batch_first_model_with_strided_input() -> None:
+    """A batch-first layer hands the operator a transposed (non-contiguous) input: the fake implementations
+    must describe the gradients' real (contiguous) layout, or compiled training fails."""
+    torch.manual_seed(10)
+    model = LanguageModel(9, "gru", hidden_size=8, input="embedding", embed_size=4, engine="fused")
+    tokens = torch.randint(0, 9, (3, 6))
+
+    def loss(t):
+        return model(t)[0].square().mean()
+
+    torch.compile(loss, fullgraph=True, backend="aot_eager")(tokens).backward()
+    assert all(p.grad is not None for p in model.parameters())

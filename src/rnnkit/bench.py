@@ -75,6 +75,8 @@ class BenchConfig:
     """torch intra-op threads (0: torch's default)"""
     dtype: Literal["float32", "float64"] = "float32"
     """floating point type of inputs and parameters"""
+    autocast: Literal["none", "bf16"] = "none"
+    """bf16: also time torch.nn and every rnnkit engine under torch.autocast(dtype=bfloat16) (rows marked bf16)"""
     device: str = "cpu"
     """cpu or cuda"""
     malloc_check: int = 0
@@ -112,6 +114,10 @@ class BenchConfig:
             raise ValueError(f"unknown device {self.device!r}: use cpu or cuda")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {self.device}: torch sees no CUDA device here; use --device cpu")
+        if self.autocast not in ("none", "bf16"):
+            raise ValueError(f"--autocast must be none or bf16, got {self.autocast!r}")
+        if self.autocast == "bf16" and self.dtype != "float32":
+            raise ValueError("--autocast bf16 runs float32 models under autocast: use --dtype float32")
         if self.json is not None and not Path(self.json).parent.is_dir():
             raise ValueError(f"--json {self.json}: directory {str(Path(self.json).parent)!r} does not exist")
 
@@ -127,6 +133,7 @@ class Contender:
     cost: dict[str, int]
     step: Callable[[Tensor, Any], tuple[Tensor, Any]] | None = None  # one token (B, F) -> (output, state)
     only: str | None = None  # the one mode this contender is for (the stepper: "generate")
+    autocast: bool = False  # runs under torch.autocast(dtype=torch.bfloat16)
 
 
 def workload_sizes(cfg: BenchConfig, name: str) -> tuple[int, int, int, int]:
@@ -166,6 +173,8 @@ def build_contenders(cfg: BenchConfig, cell: str, F: int, H: int, x: Tensor) -> 
             weights = layer.state_dict()  # peephole, Jordan: every engine gets the first one's weights
         layer.load_state_dict(weights)
         reason = ENGINES[engine].unsupported(layer, x, False)
+        if reason is None and getattr(ENGINES[engine], "interpreted", lambda x: False)(x):
+            reason = "its kernels would run under Triton's CPU interpreter (for correctness tests, not speed)"
         if reason is not None:
             notes.append(f"{cell}: engine {engine!r} skipped: {reason}")
             continue
@@ -203,24 +212,29 @@ def build_contenders(cfg: BenchConfig, cell: str, F: int, H: int, x: Tensor) -> 
             return fn(inp, state, params)
 
         contenders.append(Contender("scratch (d2l)", "scratch", forward, params, base_cost))
+    if cfg.autocast == "bf16":  # the same modules again under autocast: torch.nn's and every rnnkit engine's
+        twins = [c for c in contenders if c.kind in ("torch.nn", "rnnkit") and c.step is None]
+        contenders += [dataclasses.replace(c, name=f"{c.name} bf16", autocast=True) for c in twins]
     return contenders, notes
 
 
 def mode_call(c: Contender, mode: str, x: Tensor, grad: Tensor) -> Callable[[], object]:
     """The zero-argument function that one timed call of contender ``c`` runs in ``mode``."""
+    bf16 = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=c.autocast)
     if mode == "train":
 
         def train() -> None:
             for p in c.params:
                 p.grad = None
-            out, _ = c.forward(x, None)
-            out.backward(grad)
+            with bf16:
+                out, _ = c.forward(x, None)
+            out.backward(grad.to(out.dtype))
 
         return train
     if mode == "infer":
 
         def infer() -> None:
-            with torch.no_grad():
+            with torch.no_grad(), bf16:
                 c.forward(x, None)
 
         return infer
@@ -260,7 +274,10 @@ def run_workload(cfg: BenchConfig, name: str, device: torch.device, dtype: torch
         contenders, skipped = build_contenders(cfg, cell, F, H, x)
         notes += skipped
         with torch.no_grad():  # contenders that compute the same function must agree: record how closely
-            outputs = [c.forward(x, None)[0] for c in contenders]
+            outputs = []
+            for c in contenders:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.autocast):
+                    outputs.append(c.forward(x, None)[0].to(dtype))
         # rnn, gru, lstm: rnnkit engines (and d2l's rnn, lstm) compute torch.nn's function; peephole and Jordan
         # have no torch.nn twin, so their engines are compared with the first rnnkit engine
         first_rnnkit = next((i for i, c in enumerate(contenders) if c.kind == "rnnkit"), 0)
@@ -286,6 +303,7 @@ def run_workload(cfg: BenchConfig, name: str, device: torch.device, dtype: torch
                     "speedup_vs_torch": paired_ratio(samples[0], times),
                     "speedup_runs": [b / t for b, t in zip(samples[0], times)],  # per round, for the spread
                     "params": sum(p.numel() for p in c.params),
+                    "gflops": B * T * (c.cost["train_flops"] if mode == "train" else c.cost["flops"]) / median / 1e9,
                     **{f"{k}_per_token": v for k, v in c.cost.items() if k != "params"},
                     "peak_bytes": None,
                 }  # fmt: skip
@@ -296,6 +314,7 @@ def run_workload(cfg: BenchConfig, name: str, device: torch.device, dtype: torch
                 if i != twin and (c.kind == "rnnkit" or c.kind == "scratch" and cell != "gru"):
                     row["agrees_with"] = contenders[twin].name
                     row["max_abs_diff"] = float((outputs[i] - outputs[twin]).abs().max())
+                row["peak_fraction"] = row["gflops"] / cfg_peak(cfg, dtype) if cfg_peak(cfg, dtype) else None
                 rows.append(row)
                 if cfg.profile and mode == "train":
                     print(f"\n-- {name} {cell} {c.name}: one training step, top operators by self CPU time")
@@ -303,17 +322,48 @@ def run_workload(cfg: BenchConfig, name: str, device: torch.device, dtype: torch
     return {"name": name, "sizes": {"input": F, "hidden": H, "batch": B, "steps": T}, "rows": rows, "notes": notes}
 
 
+_PEAK: dict[Any, float] = {}
+
+
+def cfg_peak(cfg: BenchConfig, dtype: torch.dtype) -> float | None:
+    """The machine's measured peak GFLOP/s on the torch threads (a pure multiply-add loop in rnnkit's native
+    kernels, :func:`torch.ops.rnnkit_c.peak_flops`), measured once per run; None on a GPU or without them."""
+    from rnnkit.engines.fused import build
+
+    if cfg.device != "cpu" or not build.available():
+        return None
+    key = (str(dtype), torch.get_num_threads())
+    if key not in _PEAK:
+        name = "float64" if dtype == torch.float64 else "float32"
+        _PEAK[key] = max(torch.ops.rnnkit_c.peak_flops(name, 0.25) for _ in range(3)) / 1e9  # best of 3: noise
+    return _PEAK[key]
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     from rnnkit.allocator import malloc_settings
 
-    cpu = platform.processor() or platform.machine()
+    cpu, family, model, flags = platform.processor() or platform.machine(), None, None, ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        cpu, family, model, flags = (
+            fields.get("model name", cpu),
+            fields.get("cpu family"),
+            fields.get("model"),
+            fields.get("flags", ""),
+        )
+    except OSError:
         pass
+    from rnnkit.engines.fused import build
+
     info = {
         "cpu": cpu,
+        "cpu_family": family,
+        "cpu_model": model,
+        "cpu_features": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags.split()],
+        "kernels": build.isa(),
+        "peak_gflops_float32": cfg_peak(BenchConfig(), torch.float32) if device.type == "cpu" else None,
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
@@ -350,25 +400,35 @@ def format_tables(result: dict[str, Any]) -> str:
                 f" {s['steps']} steps; median of {len(rows[0]['seconds_runs'])} interleaved rounds"
             )
             time_head = "µs/token" if mode == "generate" else "ms/call"
-            head = f"{'cell':<9}{'contender':<18}{time_head:>10}{'tokens/s':>12}{'× torch.nn':>12}"
+            head = f"{'cell':<9}{'contender':<24}{time_head:>10}{'tokens/s':>12}{'× torch.nn':>12}"
             head += f"{'peak MiB':>10}" if mode == "train" else ""
-            head += f"{'params':>10}{'MFLOP/token':>13}"
+            head += f"{'params':>10}{'MFLOP/token':>13}{'GFLOP/s':>9}{'% peak':>8}"
             out.append(head)
             for r in rows:
                 t = r["us_per_token"] if mode == "generate" else 1e3 * r["seconds"]
-                line = f"{r['cell']:<9}{r['contender']:<18}{t:>10.3f}{r['tokens_per_s']:>12,.0f}"
+                line = f"{r['cell']:<9}{r['contender']:<24}{t:>10.3f}{r['tokens_per_s']:>12,.0f}"
                 line += f"{r['speedup_vs_torch']:>11.2f}×"
                 if mode == "train":
                     line += f"{r['peak_bytes'] / 2**20:>10.1f}" if r["peak_bytes"] is not None else f"{'-':>10}"
                 flops = r["train_flops_per_token"] if mode == "train" else r["flops_per_token"]
-                line += f"{r['params']:>10,}{flops / 1e6:>13.3f}"
+                line += f"{r['params']:>10,}{flops / 1e6:>13.3f}{r['gflops']:>9.1f}"
+                line += f"{100 * r['peak_fraction']:>7.1f}%" if r.get("peak_fraction") else f"{'-':>8}"
                 out.append(line)
         out += [f"note: {n}" for n in w["notes"]]
     m = result["machine"]
+    if "gpu" in m:
+        out.append(f"\nGPU: {m['gpu']}, cuDNN {m['cudnn']}")
+    features = ", ".join(m.get("cpu_features", []))
     out.append(
-        f"\n{m['cpu']}, {m['logical_cpus']} logical CPUs, {m['torch_threads']} torch threads, torch {m['torch']}, "
+        f"\n{m['cpu']} (family {m.get('cpu_family')}, model {m.get('cpu_model')}; {features}), "
+        f"{m['logical_cpus']} logical CPUs, {m['torch_threads']} torch threads, torch {m['torch']}, "
         f"malloc: {m['malloc']['tuning']}, load {m['load_average_1m']:.1f}, {m['date_utc']}"
     )
+    if m.get("peak_gflops_float32"):
+        out.append(
+            f"rnnkit kernels: {m['kernels']}; measured peak {m['peak_gflops_float32']:.0f} GFLOP/s (float32, "
+            "a pure multiply-add loop on the torch threads): % peak = GFLOP/s of the row over it."
+        )
     out.append("× torch.nn: median over rounds of (torch.nn time / contender time); > 1 is faster than torch.nn.")
     out.append("MFLOP/token: forward (training rows: forward + backward ≈ 3 × forward), see rnnkit.costs.")
     if result.get("malloc_check"):

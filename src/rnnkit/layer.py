@@ -130,7 +130,12 @@ class Recurrent(nn.Module):
             cell.init_parameters({n: t for n, t in vars(self.weights(k)).items() if t is not None})
 
     def stepper(self) -> Any:
-        """A :class:`~rnnkit.engines.fused.stepper.Stepper`: this layer one token at a time, little overhead."""
+        """A :class:`~rnnkit.engines.fused.stepper.Stepper`: this layer one token at a time, little overhead
+        (on a CUDA device, :class:`rnnkit.engines.triton.stepper.Stepper`: the Triton kernels, same API)."""
+        if self.weight_ih_l0.device.type == "cuda":
+            from rnnkit.engines.triton.stepper import Stepper as GPUStepper
+
+            return GPUStepper(self)
         from rnnkit.engines.fused.stepper import Stepper
 
         return Stepper(self)

@@ -103,9 +103,13 @@ class TrainConfig:
     """seed for the batch order, dropout and initialisation"""
     plot: bool = True
     """write curves.png (train/val loss) at the end"""
+    autocast: Literal["none", "bf16"] = "none"
+    """mixed precision: bf16 runs each training forward under torch.autocast (float32 weights and optimizer)"""
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
+        if self.autocast not in ("none", "bf16"):
+            raise ValueError(f"autocast must be none or bf16, got {self.autocast!r}")
         for name in ("steps", "eval_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -378,7 +382,8 @@ def train(
             group["lr"] = lr
 
         # ---- 3. forward + loss (the task carries detached state between batches) ---------------
-        loss, carry, units = task.loss(net, batch, carry)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.autocast == "bf16"):
+            loss, carry, units = task.loss(net, batch, carry)
 
         # ---- 4. backward ----------------------------------------------------------------------
         optimizer.zero_grad(set_to_none=True)

@@ -3,6 +3,7 @@
 * ``"reference"`` (:mod:`.reference`) — the readable loop over the cell's step; it defines the numbers;
 * ``"torch"`` (:mod:`.torch_rnn`) — torch's own fused kernels, for the cells torch has;
 * ``"fused"`` (:mod:`.fused`) — rnnkit's whole-sequence kernels as torch operators, every built-in cell;
+* ``"triton"`` (:mod:`.triton`) — the same operators' CUDA kernels, in Triton, every built-in cell on the GPU;
 * ``"auto"`` — the fastest that supports the call (:func:`.registry.select_engine`).
 
 The registry (:mod:`.registry`) imports no engine; importing this package registers the built-in ones.
@@ -20,5 +21,6 @@ from rnnkit.engines.registry import (
     register_engine,
     select_engine,
 )
+from rnnkit.engines.triton import engine as _triton_engine  # noqa: F401
 
 __all__ = ["AUTO_ORDER", "ENGINES", "Engine", "RunResult", "check_engine_name", "register_engine", "select_engine"]

@@ -85,25 +85,43 @@ class FusedEngine:
         if build.unavailable() is not None:
             build.announce_fallback("the fused engine")
             return ENGINES["reference"].run(layer, x, hx, lengths, return_gates)
-        # a traced graph must not depend on the grad mode it was traced under (torch.jit.trace checks it)
-        grad = torch.is_grad_enabled() or torch.jit.is_tracing()
-        low = bf16_products(x)
+        return run_by_operator(layer, x, hx, lengths, return_gates, bf16=bf16_products(x))
 
-        def one(k: int, inp: Tensor, state: tuple[Tensor, ...], mask: Tensor | None) -> Any:
-            cell = layer.cells[k]
-            spec = SPECS[type(cell)]
-            config, params = spec.config_and_params(cell, layer.weights(k))
-            keep = return_gates or (grad and any(t.requires_grad for t in (inp, *state, *params)))
-            bf16 = low and spec.bf16_products(config)
-            buffers = torch.ops.rnnkit.sequence(spec.name, config, inp, list(state), params, lengths, keep, bf16)
-            out, finals, gates = spec.outputs(config, buffers)
-            if mask is not None:  # outputs (and gates) past a sequence's end are zero
-                out = torch.where(mask, out, 0.0)
-                gates = [torch.where(mask, g, 0.0) for g in gates]
-            named = dict(zip(cell.gate_names, gates, strict=True)) if return_gates else None
-            return out, tuple(finals), named
 
-        return run_stack(layer, x, hx, lengths, return_gates, one)
+def run_by_operator(
+    layer: Recurrent,
+    x: Tensor,
+    hx: tuple[Tensor, ...],
+    lengths: Tensor | None,
+    return_gates: bool,
+    sequence: Any = None,
+    bf16: bool = False,
+) -> RunResult:
+    """Depth and direction (:func:`run_stack`), each (layer, direction) one call of ``rnnkit::sequence`` — or of
+    ``sequence``, another implementation with its signature (the Triton engine's interpreter path) — whose
+    buffers give the output sequence, the final states and the gates (``spec.outputs``)."""
+    call = sequence or torch.ops.rnnkit.sequence
+    # a traced graph must not depend on the grad mode it was traced under (torch.jit.trace checks it)
+    grad = torch.is_grad_enabled() or torch.jit.is_tracing()
+
+    def one(k: int, inp: Tensor, state: tuple[Tensor, ...], mask: Tensor | None) -> Any:
+        cell = layer.cells[k]
+        spec = SPECS[type(cell)]
+        config, params = spec.config_and_params(cell, layer.weights(k))
+        keep = return_gates or (grad and any(t.requires_grad for t in (inp, *state, *params)))
+        # contiguous here (the kernels would copy it anyway): the input is saved for the backward, and a
+        # compiled graph must see the same layout as its trace (a batch-first input is a transposed view)
+        inp = inp.contiguous()
+        low = bf16 and spec.bf16_products(config)
+        buffers = call(spec.name, config, inp, list(state), params, lengths, keep, low)
+        out, finals, gates = spec.outputs(config, buffers)
+        if mask is not None:  # outputs (and gates) past a sequence's end are zero
+            out = torch.where(mask, out, 0.0)
+            gates = [torch.where(mask, g, 0.0) for g in gates]
+        named = dict(zip(cell.gate_names, gates, strict=True)) if return_gates else None
+        return out, tuple(finals), named
+
+    return run_stack(layer, x, hx, lengths, return_gates, one)
 
 
 register_engine(FusedEngine(), auto_priority=0)  # first, but declines_auto() defers to "torch" where it is faster

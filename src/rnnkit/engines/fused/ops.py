@@ -23,6 +23,7 @@ from torch import Tensor
 
 from rnnkit.engines.fused import build
 from rnnkit.engines.fused.specs import BY_NAME
+from rnnkit.engines.triton.dispatch import register_cuda
 
 # ---- the sequence operator -------------------------------------------------------------------------------
 
@@ -76,8 +77,8 @@ def sequence_backward(
 
 @sequence_backward.register_fake
 def _(cell, config, x, state, params, lengths, buffers, grads, needs, bf16):
-    like = [x, *state, *params]
-    return [torch.empty_like(t) if n else x.new_empty(0) for t, n in zip(like, needs, strict=True)]
+    like = [x, *state, *params]  # the gradients are contiguous, whatever the inputs' strides
+    return [t.new_empty(t.shape) if n else x.new_empty(0) for t, n in zip(like, needs, strict=True)]
 
 
 def _setup(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:
@@ -107,6 +108,9 @@ def _backward(ctx: Any, grads: list[Tensor]) -> tuple:
 
 
 torch.library.register_autograd("rnnkit::sequence", _backward, setup_context=_setup)
+
+# CUDA tensors: the Triton kernels (rnnkit.engines.triton), same buffers, so the fake and autograd above serve both
+register_cuda(sequence, sequence_backward)
 
 
 def reference_buffers(cell: str, config: list[int], x: Tensor, state: list[Tensor], params: list[Tensor],

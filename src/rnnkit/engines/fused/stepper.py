@@ -122,7 +122,7 @@ def kept_stepper(owner: Any, layer: Recurrent) -> Stepper | None:
     kept = owner.__dict__
     if "_stepper_cache" not in kept:
         try:
-            kept["_stepper_cache"] = Stepper(layer)
+            kept["_stepper_cache"] = layer.stepper()  # the C stepper, or on a GPU the Triton one
         except ValueError:  # e.g. a cell the fused kernels do not cover
             kept["_stepper_cache"] = None
     return kept["_stepper_cache"]

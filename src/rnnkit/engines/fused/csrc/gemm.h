@@ -253,3 +253,34 @@ static void RK(pack_entry)(const rk_pack_args *a) {
     RK(pack_job) j = {a->NG, a->H, a->K, a->U, a->W, a->Wp};
     rk_parallel(RK(pack_task), &j, (double)a->NG * a->H * a->K < 1e5 ? 1 : a->nth);
 }
+
+/* ---- the machine's peak: multiply-adds per second of a loop that does nothing else ----
+   12 independent accumulators hide the FMA latency (4 cycles on recent x86, two units per core); the result
+   is the ceiling every kernel is measured against (rnnkit bench: "% of peak"). */
+typedef struct {
+    long iters;
+    double *flops; /* per thread */
+} RK(peak_job);
+
+static void RK(peak_task)(void *ctx, int tid, int nth) {
+    RK(peak_job) *j = ctx;
+    (void)nth;
+    vec acc[12];
+    for (int k = 0; k < 12; k++) acc[k] = RK(splat)((REAL)(k + 1) * (REAL)1e-3);
+    const vec m = RK(splat)((REAL)0.999999), c = RK(splat)((REAL)1e-7);
+    for (long i = 0; i < j->iters; i++)
+        for (int k = 0; k < 12; k++) acc[k] = acc[k] * m + c;
+    REAL sink = 0;
+    for (int k = 0; k < 12; k++) sink += acc[k][0];
+    j->flops[tid] = sink == sink ? 2.0 * 12 * VL * (double)j->iters : 0; /* use the result: no dead code */
+}
+
+/* multiply-add operations ×2 done by nth threads in `iters` rounds each (timed by the caller) */
+static double RK(peak_entry)(long iters, int nth) {
+    double flops[256] = {0};
+    RK(peak_job) j = {iters, flops};
+    rk_parallel(RK(peak_task), &j, nth > 256 ? 256 : nth);
+    double total = 0;
+    for (int t = 0; t < 256; t++) total += flops[t];
+    return total;
+}

@@ -19,6 +19,8 @@ static const rk_kernels RK(table) = {
 #else
     NULL,
 #endif
+    RK(peak_entry),
+    rk_take_long_waits,
 };
 #undef RK_BF16_HERE
 #undef UP

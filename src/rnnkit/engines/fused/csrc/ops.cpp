@@ -11,6 +11,8 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <string>
 #if defined(__linux__)
@@ -114,7 +116,12 @@ std::string info() {
     return std::string(k.isa) + " (vectors of " + std::to_string(k.vector_bytes) + " bytes)";
 }
 
-int threads() { return at::get_num_threads(); }
+// Until when kernels run on one thread because their threads kept waiting for each other (see contended()).
+std::chrono::steady_clock::time_point g_alone_until;
+
+// Threads for a kernel: torch's setting, or one while the machine is too busy for our threads to meet (every
+// parallel region ends with all its threads meeting, the GEMM's and the packing's included).
+int threads() { return std::chrono::steady_clock::now() < g_alone_until ? 1 : at::get_num_threads(); }
 
 // Threads for a sequence kernel whose steps each multiply-add `macs` times: the threads meet once or twice per
 // step, and below ~2^18 multiply-adds per step (one token of a 256-unit GRU at batch 1) a second thread saves
@@ -122,11 +129,35 @@ int threads() { return at::get_num_threads(); }
 int64_t g_min_step_macs = int64_t(1) << 18;
 int step_threads(int64_t macs) { return macs < g_min_step_macs ? 1 : threads(); }
 
+// After a kernel of `steps` steps on `nth` threads: if more than one step in eight had a thread wait past its
+// spinning (the machine is busy: a partner thread was descheduled), run the next second of kernels on one
+// thread — a per-step meeting with a thread that is not running costs a scheduler time slice each time. On a
+// busy 2-core machine this keeps most of one core's speed instead of falling to a fraction of it.
+void contended(const rk_kernels &k, int nth, int64_t steps) {
+    if (nth <= 1) return;
+    if (k.take_long_waits() * 8 > steps)
+        g_alone_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+}
+
 // Set that threshold (tests set 0 to run small problems on every thread); returns the previous one.
 int64_t set_min_step_work(int64_t macs) {
     const int64_t before = g_min_step_macs;
     g_min_step_macs = macs;
     return before;
+}
+
+// The machine's peak in flop/s for `dtype` ("float32" / "float64") on the torch threads: a pure multiply-add
+// loop, timed over about `seconds`.
+double peak_flops(const std::string &dtype, double seconds) {
+    const rk_kernels &k = kernels(at::empty({0}, dtype == "float64" ? at::kDouble : at::kFloat));
+    long iters = 1000;
+    for (;;) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const double flops = k.peak(iters, threads());
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (dt >= seconds || iters > (1L << 40)) return flops / dt;
+        iters *= dt > 0 ? std::min(16.0, std::max(2.0, 1.2 * seconds / dt)) : 16;
+    }
 }
 
 // ---- checks --------------------------------------------------------------------------------------------
@@ -329,7 +360,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tens
                                 (char *)mptr(Hs) + B * S * x.element_size(), (char *)mptr(Cs) + B * H * x.element_size(),
                                 mptr(G), mptr(M), step_threads(B * 4 * H * (F + S) + B * P * H),
                                 bf16 ? bf16_mode() : 0, kpad(F), kpad(S), ptr(xb), mptr(hb)};
-    if (T > 0 && B > 0) kernels(x).lstm_fwd(&a);
+    if (T > 0 && B > 0) kernels(x).lstm_fwd(&a), contended(kernels(x), a.nth, T);
     return {Hs, Cs, G, M};
 }
 
@@ -376,7 +407,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
                                 ptr(gG), mptr(dh), mptr(dh2), mptr(dc), mptr(dPre), mptr(db), mptr(dpeep), mptr(dHt),
                                 mptr(dm), step_threads(B * 4 * H * S + B * P * H), bf16 ? bf16_mode() : 0, ptr(Wtp),
                                 mptr(dpb), bf16 ? kpad(4 * H) : 0};
-    if (T > 0 && B > 0) kernels(G).lstm_bwd(&a);
+    if (T > 0 && B > 0) kernels(G).lstm_bwd(&a), contended(kernels(G), a.nth, T);
     dh.add_(gHs.select(0, 0));  // Hs[0] is the initial state itself
     if (gCs.defined()) dc.add_(gCs.select(0, 0));
     return {dPre, dh, dc, db, dpeep, dHt};
@@ -408,7 +439,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, 
                                reset_after ? nullptr : ptr(*Wnp), ptr(bih), ptr(bhh), lptr(len), ptr(h0),
                                (char *)mptr(Hs) + B * H * x.element_size(), mptr(G), mptr(HN), mptr(scratch),
                                step_threads(B * 3 * H * (F + H))};
-    if (T > 0 && B > 0) kernels(x).gru_fwd(&a);
+    if (T > 0 && B > 0) kernels(x).gru_fwd(&a), contended(kernels(x), a.nth, T);
     return {Hs, G, HN};
 }
 
@@ -437,7 +468,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, con
                                ptr(W), W.size(1), lptr(len), (const char *)ptr(gHs) + B * H * G.element_size(),
                                ptr(gG), mptr(dh), mptr(dh2), mptr(dPre), mptr(dHH), mptr(db_ih), mptr(db_hh), mptr(drh),
                                step_threads(B * 3 * H * H)};
-    if (T > 0 && B > 0) kernels(G).gru_bwd(&a);
+    if (T > 0 && B > 0) kernels(G).gru_bwd(&a), contended(kernels(G), a.nth, T);
     dh.add_(gHs.select(0, 0));
     return {dPre, dHH, dh, db_ih, db_hh};
 }
@@ -456,7 +487,7 @@ Tensor elman_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp, const op
     Tensor Hs = states(h0, T);
     const rk_elman_fwd_args a = {T, B, H, F, (int)act, ptr(x), ptr(Wxp), ptr(Wp), ptr(bias), lptr(len), ptr(h0),
                                  (char *)mptr(Hs) + B * H * x.element_size(), step_threads(B * H * (F + H))};
-    if (T > 0 && B > 0) kernels(x).elman_fwd(&a);
+    if (T > 0 && B > 0) kernels(x).elman_fwd(&a), contended(kernels(x), a.nth, T);
     return Hs;
 }
 
@@ -475,7 +506,7 @@ std::tuple<Tensor, Tensor, Tensor> elman_bwd(const Tensor &Hs_, const Tensor &W_
     const rk_elman_bwd_args a = {T, B, H, (int)act, (int)need_dh0, ptr(Hs), ptr(W), W.size(1), lptr(len),
                                  (const char *)ptr(gHs) + B * H * Hs.element_size(), mptr(dh), mptr(dh2), mptr(dPre),
                                  mptr(db), step_threads(B * H * H)};
-    if (T > 0 && B > 0) kernels(Hs).elman_bwd(&a);
+    if (T > 0 && B > 0) kernels(Hs).elman_bwd(&a), contended(kernels(Hs), a.nth, T);
     dh.add_(gHs.select(0, 0));
     return {dPre, dh, db};
 }
@@ -499,7 +530,7 @@ std::tuple<Tensor, Tensor> jordan_fwd(const Tensor &x_, const Tensor &Wxp, const
     const rk_jordan_fwd_args a = {T, B, H, O, F, (int)act, (int)out_act, ptr(x), ptr(Wxp), ptr(Wyp), ptr(Whp),
                                   ptr(bias), ptr(bhy), lptr(len), ptr(y0), (char *)mptr(Ys) + B * O * x.element_size(),
                                   mptr(Hh), step_threads(B * H * (F + 2 * O))};
-    if (T > 0 && B > 0) kernels(x).jordan_fwd(&a);
+    if (T > 0 && B > 0) kernels(x).jordan_fwd(&a), contended(kernels(x), a.nth, T);
     return {Ys, Hh};
 }
 
@@ -524,7 +555,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_bwd(const Tensor &Ys_,
                                   Wy.size(1), Wh.size(1), lptr(len), (const char *)ptr(gYs) + B * O * Hh.element_size(),
                                   ptr(gHh), mptr(dy), mptr(dy2), mptr(dh), mptr(dPre), mptr(dPreY), mptr(db),
                                   mptr(db_hy), step_threads(B * H * 2 * O)};
-    if (T > 0 && B > 0) kernels(Hh).jordan_bwd(&a);
+    if (T > 0 && B > 0) kernels(Hh).jordan_bwd(&a), contended(kernels(Hh), a.nth, T);
     dy.add_(gYs.select(0, 0));
     return {dPre, dPreY, dy, db, db_hy};
 }
@@ -536,6 +567,7 @@ TORCH_LIBRARY(rnnkit_c, m) {
     m.def("info() -> str", &info);
     m.def("bf16_products() -> bool", &bf16_products);
     m.def("bf16_mode() -> int", &bf16_mode);
+    m.def("peak_flops(str dtype, float seconds) -> float", &peak_flops);
     m.def("set_min_step_work(int macs) -> int", &set_min_step_work);
     m.def("pack(Tensor W, int ngates, bool wide) -> Tensor", &pack);
     m.def("pack_bf16(Tensor W, int ngates, int units) -> Tensor", &pack_bf16);

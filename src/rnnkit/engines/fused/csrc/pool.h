@@ -43,6 +43,13 @@ typedef struct {
     atomic_int sense;
 } rk_barrier;
 
+/* Waits that outlasted the spinning (the partner thread was descheduled: another process wants the core).
+   ops.cpp reads and resets the count after each kernel; many of them make it run the next calls on one
+   thread for a while, since a kernel whose threads meet every step runs at the pace of the slowest. */
+static atomic_long rk_long_waits;
+
+static long rk_take_long_waits(void) { return atomic_exchange(&rk_long_waits, 0); }
+
 static void rk_barrier_wait(rk_barrier *b, int nth, int *sense) {
     if (nth <= 1) return;
     const int s = !*sense;
@@ -52,8 +59,14 @@ static void rk_barrier_wait(rk_barrier *b, int nth, int *sense) {
         atomic_store_explicit(&b->sense, s, memory_order_release);
         return;
     }
-    for (long spins = 0; atomic_load_explicit(&b->sense, memory_order_acquire) != s; spins++)
-        if (spins > 2000) sched_yield(); else rk_relax();
+    for (long spins = 0; atomic_load_explicit(&b->sense, memory_order_acquire) != s; spins++) {
+        if (spins < 2000) {
+            rk_relax();
+            continue;
+        }
+        if (spins == 2000) atomic_fetch_add_explicit(&rk_long_waits, 1, memory_order_relaxed);
+        sched_yield();
+    }
 }
 
 /* The share [*lo, *hi) of n items that thread tid of nth takes: contiguous, sizes differing by at most one. */

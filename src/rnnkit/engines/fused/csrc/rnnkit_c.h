@@ -184,6 +184,8 @@ typedef struct {
     void (*jordan_bwd)(const rk_jordan_bwd_args *);
     void (*dropout)(const rk_dropout_args *);
     void (*pack_bf16)(const rk_pack_args *); /* NULL where this build has no bf16 products (bf16.h) */
+    double (*peak)(long iters, int nth);      /* flops of a pure multiply-add loop (gemm.h) */
+    long (*take_long_waits)(void);            /* barrier waits that had to yield since the last call (pool.h) */
 } rk_kernels;
 
 /* One per compiled instruction set: [0] float, [1] double. */

@@ -1,0 +1,140 @@
+"""bf16: every layer and engine under torch.autocast, the fused LSTM's bf16 products (AMX tiles or vdpbf16ps)
+against an exact emulation, and a language model trained under autocast against float32."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.engines.fused import build
+from rnnkit.models import LanguageModel
+
+F64 = torch.float64
+LAYERS = {
+    "lstm": lambda: rnnkit.LSTM(6, 16, num_layers=2),
+    "lstm_proj": lambda: rnnkit.LSTM(6, 16, proj_size=5),
+    "peephole": lambda: rnnkit.PeepholeLSTM(6, 16, bidirectional=True),
+    "gru": lambda: rnnkit.GRU(6, 16),
+    "gru_reset_before": lambda: rnnkit.GRU(6, 16, reset_after=False),
+    "rnn": lambda: rnnkit.RNN(6, 16, nonlinearity="relu"),
+    "jordan": lambda: rnnkit.Jordan(6, 16, 7),
+}
+
+
+def bf16_kernels() -> bool:
+    return build.available() and torch.ops.rnnkit_c.bf16_products()
+
+
+def autocast():
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("kind", list(LAYERS))
+@pytest.mark.parametrize("engine", ["auto", "reference", "torch", "fused"])
+def test_every_layer_and_engine_runs_under_autocast(kind: str, engine: str) -> None:
+    """A bf16 input (what an autocast Linear hands on), bf16 or float32 states: the layer runs, its outputs are
+    float32's to bf16 precision and its gradients reach every parameter."""
+    torch.manual_seed(0)
+    layer = LAYERS[kind]()
+    layer.engine = engine
+    x = torch.randn(9, 3, 6)
+    if engine != "auto" and rnnkit.engines.ENGINES[engine].unsupported(layer, x, False) is not None:
+        pytest.skip(f"{engine} does not run {kind}")
+    with torch.no_grad():
+        expected, _ = layer(x)
+    with autocast():
+        out, state = layer(x.bfloat16())
+        again, _ = layer(x, state)  # the state one call returned goes back in
+    assert out.shape == expected.shape and again.shape == expected.shape
+    torch.testing.assert_close(out.float(), expected, rtol=0, atol=0.05)
+    out.float().square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+def emulated_lstm(layer: rnnkit.LSTM, x: torch.Tensor) -> torch.Tensor:
+    """The fused LSTM's bf16 arithmetic in float64: operands of both products rounded to bf16, everything else
+    (sums, gates, c, h) in float32 rounding."""
+    W_ih, W_hh = (w.detach().bfloat16().double() for w in (layer.weight_ih_l0, layer.weight_hh_l0))
+    b = (layer.bias_ih_l0 + layer.bias_hh_l0).detach().double()
+    h = torch.zeros(x.shape[1], layer.hidden_size, dtype=F64)
+    c, outs = torch.zeros_like(h), []
+    for t in range(x.shape[0]):
+        pre = x[t].bfloat16().double() @ W_ih.t() + h.float().bfloat16().double() @ W_hh.t() + b
+        i, f, g, o = pre.chunk(4, -1)
+        c = (f.sigmoid() * c + i.sigmoid() * g.tanh()).float().double()
+        h = (o.sigmoid() * c.tanh()).float().double()
+        outs.append(h)
+    return torch.stack(outs)
+
+
+@pytest.mark.skipif(not bf16_kernels(), reason="this CPU has no AVX512_BF16: float32 products under autocast")
+@pytest.mark.parametrize("shape", [(28, 64, 8, 4), (5, 37, 19, 3), (40, 100, 33, 2)])
+def test_fused_lstm_takes_bf16_operands_and_float32_sums(shape) -> None:
+    F, H, B, T = shape
+    torch.manual_seed(1)
+    layer = rnnkit.LSTM(F, H, engine="fused")
+    x = torch.randn(T, B, F)
+    with torch.no_grad(), autocast():
+        out, (h, c) = layer(x)
+    assert out.dtype == c.dtype == torch.float32  # the state stays float32
+    torch.testing.assert_close(out.double(), emulated_lstm(layer, x), rtol=0, atol=1e-5)
+
+
+GRADS = r"""
+import torch, rnnkit
+torch.manual_seed(2)
+layer = rnnkit.LSTM(13, 40, engine="fused", bidirectional=True)
+x = torch.randn(6, 21, 13, requires_grad=True)
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    out, _ = layer(x, lengths=torch.tensor([6, 2] + [5] * 19))
+out.square().sum().backward()
+print("MODE", torch.ops.rnnkit_c.bf16_mode())
+torch.save([out.detach(), x.grad, *(p.grad for p in layer.parameters())], __import__("sys").argv[1])
+"""
+
+
+@pytest.mark.skipif(not bf16_kernels(), reason="this CPU has no AVX512_BF16")
+def test_tile_unit_and_vector_products_agree(tmp_path) -> None:
+    """Where the CPU has AMX, the tile path and the vdpbf16ps path (RNNKIT_BF16=dot) give the same numbers up to
+    the order of float32 sums; everywhere, bf16 training is float32's to bf16 precision."""
+    results = {}
+    for mode in ("", "dot"):
+        env = {**os.environ, "RNNKIT_BF16": mode}
+        path = tmp_path / f"r{mode}.pt"
+        res = subprocess.run([sys.executable, "-c", GRADS, str(path)], env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-2000:]
+        results[mode] = (res.stdout.split("MODE")[1].strip(), torch.load(path))
+    assert results["dot"][0] == "1"
+    for a, b in zip(results[""][1], results["dot"][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-4)
+
+
+def test_language_model_trains_under_autocast_like_float32() -> None:
+    """Same steps, same seed: the bf16 model's loss ends within 0.05 nats/char of float32's (a tiny model and
+    corpus; docs/benchmarks.md has the full-size comparison)."""
+    text = ("the time machine by h g wells " * 40).encode()
+    data = torch.tensor(list(text)) % 32
+    losses = {}
+    for mode in ("none", "bf16"):
+        torch.manual_seed(3)
+        model = LanguageModel(32, "lstm", hidden_size=48, input="embedding", embed_size=16)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(120):
+            i = torch.randint(0, len(data) - 33, (16,))
+            batch = torch.stack([data[j : j + 33] for j in i])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+                logits, _ = model(batch[:, :-1])
+                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            logits, _ = model(data[None, :400])
+            losses[mode] = torch.nn.functional.cross_entropy(logits[0, :-1], data[1:400]).item()
+    assert losses["none"] < 1.0  # it learnt the repeated sentence
+    assert abs(losses["bf16"] - losses["none"]) < 0.05, losses
