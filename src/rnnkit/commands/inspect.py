@@ -74,7 +74,7 @@ def _model_meta(model: Any, vocab: Any, saved: Any, source: str) -> dict[str, st
 
 
 def run(cfg: InspectCommand) -> int:
-    from rnnkit.diagnostics.lstmvis import _check_target, export_lstmvis
+    from rnnkit.diagnostics.lstmvis import check_target, export_lstmvis
     from rnnkit.diagnostics.report import check_output_folder, inspect_model, read_text
     from rnnkit.tasks.lm import load_language_model
 
@@ -87,7 +87,7 @@ def run(cfg: InspectCommand) -> int:
         if out.is_dir():
             raise ValueError(f"--out {str(out)!r} is a folder: give a file name, e.g. {out / 'report.html'}")
     if cfg.lstmvis:
-        _check_target(Path(cfg.lstmvis))
+        check_target(Path(cfg.lstmvis))
     text, file = read_text_arg(cfg.text)
     source = file or f"the {len(text):,}-character string given"
     model, vocab, saved = load_language_model(cfg.checkpoint)

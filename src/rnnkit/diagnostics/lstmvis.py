@@ -75,7 +75,7 @@ def export_lstmvis(folder: str | Path, blocks: list[Block], ids: Any, vocab_toke
     import h5py
 
     folder = Path(folder)
-    _check_target(folder)
+    check_target(folder)
     ids = np.asarray(ids.cpu() if hasattr(ids, "cpu") else ids, dtype=np.int64)
     types = state_paths(blocks)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -101,7 +101,7 @@ def export_lstmvis(folder: str | Path, blocks: list[Block], ids: Any, vocab_toke
     return folder
 
 
-def _check_target(folder: Path) -> None:
+def check_target(folder: Path) -> None:
     """Refuse a target that holds anything but an earlier export: replacing it must not destroy other files."""
     from rnnkit.diagnostics.report import check_output_folder
 
