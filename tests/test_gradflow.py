@@ -165,3 +165,44 @@ def test_clipping_rescues_sgd_from_exploding_gradients() -> None:
     assert clipped.get("diverged") is None and clipped["mse"] < 1.0
     assert free.get("diverged") or free["mse"] > 100 * clipped["mse"]
     assert "diverged" in format_table({"rnn": {"x": {"diverged": "loss became nan", "norms": None}}}, 30)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm", "jordan"])
+def test_lm_gradient_norms_match_the_numpy_bptt(cell: str) -> None:
+    """A language model's ‖∂L_T/∂s_t‖ on text (carried start states, softmax loss at the window's end) equals
+    the hand-written NumPy BPTT's, window by window, at every distance."""
+    import torch.nn.functional as F
+
+    from rnnkit import numpy_bptt as nb
+    from rnnkit.diagnostics.gradflow import lm_gradient_norms
+    from rnnkit.models import LanguageModel
+
+    V, H, T = 7, 5, 6
+    model = LanguageModel(V, cell, H, 1, dtype=torch.float64).eval()
+    ids = torch.randint(0, V, (40,))
+    got = lm_gradient_norms(model, ids, steps=T, windows=3)
+    assert got.shape == (1, T)
+    want = np.zeros(T)
+    starts = [0, 16, 33]  # three windows spread evenly over the starts 0 .. 40 - 1 - T
+    for p in starts:
+        with torch.no_grad():
+            state = model(ids[None, :p])[1] if p else None
+        s0 = None if state is None else tuple(s[0].numpy() for s in ((state,) if torch.is_tensor(state) else state))
+        x = F.one_hot(ids[p : p + T], V).double()[:, None].numpy()
+        r = nb.bptt(nb.cell_from_layer(model.rnn), nb.params_from_torch(model.rnn, head=model.head), x,
+                    np.array([int(ids[p + T])]), head="softmax", loss_steps="last", state0=s0)  # fmt: skip
+        dist = [np.linalg.norm(r.dstates[0][T - 1 - d, 0]) for d in range(1, T)] + [np.linalg.norm(r.dstate0[0][0])]
+        want += np.array(dist) / len(starts)
+    np.testing.assert_allclose(got[0], want, rtol=1e-9, atol=1e-15)
+
+
+def test_lm_gradient_norms_every_layer_and_short_texts() -> None:
+    from rnnkit.diagnostics.gradflow import lm_gradient_norms
+    from rnnkit.models import LanguageModel
+
+    model = LanguageModel(9, "lstm", 6, 3)
+    norms = lm_gradient_norms(model, torch.randint(0, 9, (30,)), steps=50, windows=4)  # steps cut to 29
+    assert norms.shape == (3, 29) and np.isfinite(norms).all() and (norms > 0).all()
+    assert not any(p.grad is not None for p in model.parameters())  # measured, nothing accumulated
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        lm_gradient_norms(model, torch.tensor([3]))

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("rnnkit.commands.evaluate", "loss, perplexity and bits per character of a checkpoint on any text"),
     "generate": ("rnnkit.commands.generate", "continue a prefix with a trained language model, streamed"),
     "export": ("rnnkit.commands.export", "a trained language model as one ONNX or torch.export file for deployment"),
+    "inspect": ("rnnkit.commands.inspect", "a trained LM's gates, states, loss on a text: HTML report, LSTMVis files"),
     "gradflow": ("rnnkit.diagnostics.gradflow", "measure ‖∂L_T/∂h_t‖ vs distance: vanishing/exploding gradients"),
     "longrange": ("rnnkit.diagnostics.longrange", "adding problem and copy memory at growing T for each cell"),
     "forecast": ("rnnkit.commands.forecast", "forecast a time series vs naive, seasonal-naive, Holt-Winters, ARIMA"),
