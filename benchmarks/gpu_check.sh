@@ -5,8 +5,9 @@
 # comparison of the two launch modes (docs/engines.md, "GPU"). Run from the repository root:
 #   bash benchmarks/gpu_check.sh [OUT_DIR]          (default OUT_DIR: $OUT if set, else runs/gpu)
 # It uses the machine's own python3 with CUDA torch and Triton (PYTHON=... to choose another) and rnnkit from
-# src/ (nothing is installed: such machines are often offline). Corpora: $RNNKIT_DATA_DIR, else ./shared/data,
-# else ../shared/data; without them the tests that need a corpus skip. PYTEST_ARGS adds pytest options (-n 8).
+# src/ (nothing is installed: such machines are often offline). Corpora: $RNNKIT_DATA_DIR, else a shared/data
+# folder in the repository (copy them there); without them the tests that need a corpus skip. PYTEST_ARGS adds
+# pytest options (-n 8).
 # Files written (each step's output also goes to the terminal): env.txt, tests.log, bench.txt, bench.json,
 # bench_large.txt, bench_large.json, launch_sequence.txt, launch_step.txt.
 set -uo pipefail
@@ -15,7 +16,7 @@ OUT_DIR=${1:-${OUT:-runs/gpu}}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT_DIR"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-for d in "${RNNKIT_DATA_DIR:-}" "$PWD/shared/data" "$PWD/../shared/data"; do
+for d in "${RNNKIT_DATA_DIR:-}" "$PWD/shared/data"; do
   if [ -n "$d" ] && [ -d "$d" ]; then export RNNKIT_DATA_DIR="$d"; break; fi
 done
 unset TRITON_INTERPRET  # compiled kernels on the GPU, never the interpreter
