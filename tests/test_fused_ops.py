@@ -203,3 +203,18 @@ def test_compiled_batch_first_model_with_strided_input() -> None:
 
     torch.compile(loss, fullgraph=True, backend="aot_eager")(tokens).backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_batched_gradients_through_the_fused_backward() -> None:
+    """gradcheck's batched check runs the backward under vmap (is_grads_batched=True): the fused backward's
+    batching rule gives what one backward per grad gives."""
+    torch.manual_seed(11)
+    lay = layer("gru", dtype=F64, engine="fused")
+    x = torch.randn(20, 2, 3, dtype=F64, requires_grad=True)
+    out, _ = lay(x)
+    vs = torch.randn(3, *out.shape, dtype=F64)
+    (batched,) = torch.autograd.grad(out, x, vs, is_grads_batched=True, retain_graph=True)
+    for i in range(3):
+        (one,) = torch.autograd.grad(out, x, vs[i], retain_graph=True)
+        torch.testing.assert_close(batched[i], one)
+    assert torch.autograd.gradcheck(lambda v: lay(v)[0], (x[:4].detach().requires_grad_(),), check_batched_grad=True)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from rnnkit.engines.fused import build, ops  # noqa: F401  (ops: registers rnnkit::sequence with rnnkit)
+from rnnkit.engines.fused import build, ops
 from rnnkit.engines.fused.specs import SPECS, act_code
 from rnnkit.engines.registry import ENGINES, RunResult, exporting_onnx, func_transforms_active, register_engine
 from rnnkit.engines.stack import run_stack
@@ -97,10 +97,10 @@ def run_by_operator(
     sequence: Any = None,
     bf16: bool = False,
 ) -> RunResult:
-    """Depth and direction (:func:`run_stack`), each (layer, direction) one call of ``rnnkit::sequence`` — or of
-    ``sequence``, another implementation with its signature (the Triton engine's interpreter path) — whose
-    buffers give the output sequence, the final states and the gates (``spec.outputs``)."""
-    call = sequence or torch.ops.rnnkit.sequence
+    """Depth and direction (:func:`run_stack`), each (layer, direction) one call of ``rnnkit::sequence``
+    (:func:`.ops.call_sequence`) — or of ``sequence``, another callable with its signature (the Triton engine) —
+    whose buffers give the output sequence, the final states and the gates (``spec.outputs``)."""
+    call = sequence or ops.call_sequence
     # a traced graph must not depend on the grad mode it was traced under (torch.jit.trace checks it)
     grad = torch.is_grad_enabled() or torch.jit.is_tracing()
 

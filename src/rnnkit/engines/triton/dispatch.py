@@ -18,7 +18,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
 
@@ -46,52 +45,31 @@ def _impl() -> Any:
     return impl
 
 
+def forward(cell: str, config: Sequence[int], x: Tensor, state: Sequence[Tensor], params: Sequence[Tensor],
+            lengths: Tensor | None, keep: bool, bf16: bool) -> list[Tensor]:  # fmt: skip
+    """``rnnkit::sequence`` by the Triton kernels (``bf16`` products are the C kernels' alone: the Triton kernels
+    compute in the inputs' dtype)."""
+    return _impl().sequence(cell, config, x, state, params, lengths, keep)
+
+
+def backward(cell: str, config: Sequence[int], x: Tensor, state: Sequence[Tensor], params: Sequence[Tensor],
+             lengths: Tensor | None, buffers: Sequence[Tensor], grads: Sequence[Tensor], needs: Sequence[bool],
+             bf16: bool) -> list[Tensor]:  # fmt: skip
+    """``rnnkit::sequence_backward`` by the Triton kernels."""
+    return _impl().sequence_backward(cell, config, x, state, params, lengths, buffers, grads, needs)
+
+
 def register_cuda(sequence_op: Any, backward_op: Any) -> None:
     """Register the Triton implementations as the CUDA kernels of the two custom operators."""
-
-    @sequence_op.register_kernel("cuda")
-    def _(cell, config, x, state, params, lengths, keep, bf16):
-        return _impl().sequence(cell, config, x, state, params, lengths, keep)  # bf16 products: the CPU kernels'
-
-    @backward_op.register_kernel("cuda")
-    def _(cell, config, x, state, params, lengths, buffers, grads, needs, bf16):
-        return _impl().sequence_backward(cell, config, x, state, params, lengths, buffers, grads, needs)
-
-
-class _Interpreted(torch.autograd.Function):
-    """``rnnkit::sequence`` on CPU tensors through the Triton kernels (the operator's own CPU kernel is C)."""
-
-    @staticmethod
-    def forward(ctx: Any, cell: str, config: list[int], lengths: Tensor | None, keep: bool, n_state: int,
-                *tensors: Tensor) -> tuple[Tensor, ...]:  # fmt: skip
-        x, state, params = tensors[0], list(tensors[1 : 1 + n_state]), list(tensors[1 + n_state :])
-        buffers = _impl().sequence(cell, config, x, state, params, lengths, keep)
-        ctx.cell, ctx.config, ctx.n_state, ctx.lengths = cell, list(config), n_state, lengths
-        ctx.needs = list(ctx.needs_input_grad[5:])
-        ctx.set_materialize_grads(False)  # an unused buffer's gradient stays None: no zero-filled (T, B, ·) tensors
-        ctx.save_for_backward(*tensors, *buffers)
-        ctx.n_in = len(tensors)
-        return tuple(buffers)
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Tensor | None) -> tuple:
-        from rnnkit.engines.fused.ops import _differentiable_backward
-
-        saved = ctx.saved_tensors
-        x, state, params = saved[0], list(saved[1 : 1 + ctx.n_state]), list(saved[1 + ctx.n_state : ctx.n_in])
-        if torch.is_grad_enabled():  # create_graph=True: the operator's differentiable recomputation
-            res = _differentiable_backward(ctx, x, state, params, ctx.lengths, list(grads))
-        else:
-            gs = [x.new_empty(0) if g is None else g for g in grads]
-            res = _impl().sequence_backward(
-                ctx.cell, ctx.config, x, state, params, ctx.lengths, list(saved[ctx.n_in :]), gs, ctx.needs
-            )
-            res = [g if n else None for g, n in zip(res, ctx.needs, strict=True)]
-        return (None, None, None, None, None, *res)
+    sequence_op.register_kernel("cuda")(forward)
+    backward_op.register_kernel("cuda")(backward)
 
 
 def interpreted(cell: str, config: Sequence[int], x: Tensor, state: Sequence[Tensor], params: Sequence[Tensor],
                 lengths: Tensor | None, keep: bool, bf16: bool = False) -> list[Tensor]:  # fmt: skip
-    """``torch.ops.rnnkit.sequence(...)`` for CPU tensors, computed by the Triton kernels under the interpreter
-    (``bf16`` products are the C kernels' alone: the Triton kernels compute in the inputs' dtype)."""
-    return list(_Interpreted.apply(cell, list(config), lengths, keep, len(state), x, *state, *params))
+    """``torch.ops.rnnkit.sequence(...)`` for CPU tensors, computed by the Triton kernels under the interpreter:
+    the operator's CPU kernel is the C one, so the Triton pair is called directly, with the operator's saved
+    tensors, backward and double-backward recomputation (:func:`rnnkit.engines.fused.ops.call_sequence`)."""
+    from rnnkit.engines.fused.ops import call_sequence
+
+    return call_sequence(cell, list(config), x, list(state), list(params), lengths, keep, False, (forward, backward))
