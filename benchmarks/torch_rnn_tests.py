@@ -74,15 +74,14 @@ def run_engine(tests: Path, engine: str, junit: Path) -> int:
         (tests / "test" / "test_modules.py", TEST_MODULES_SELECTION),
         (tests / "test" / "nn" / "test_packed_sequence.py", None),
     ]
-    args = []
-    for path, selection in files:
+    for path, _ in files:
         if not path.exists():
             sys.exit(f"missing {path}: copy PyTorch's test files there (see this script's docstring)")
     # pytest applies one -k to every file: each file's selection is made explicit by prefixing its name
     expr = " or ".join(
         f"({path.stem} and ({selection}))" if selection else f"({path.stem})" for path, selection in files
     )
-    args += [str(p) for p, _ in files] + ["-k", expr, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
+    args = [str(p) for p, _ in files] + ["-k", expr, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
     cmd = [sys.executable, __file__, "--worker", engine, "--", *args]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTORCH_PRINT_REPRO_ON_FAILURE="0")
     return subprocess.run(cmd, cwd=tests, env=env).returncode
@@ -148,7 +147,9 @@ def main() -> None:
         sys.exit(pytest.main(pytest_args))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tests", type=Path, help="folder holding PyTorch's test/ files (outside this repository)")
-    parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, default: all four; {BASELINE!r} runs torch's own classes")
+    parser.add_argument(
+        "--engines", default=",".join(ENGINES), help=f"comma-separated, default: all four; {BASELINE!r}: torch's own"
+    )
     parser.add_argument("--json", type=Path, help="also write the counts and failures here")
     args = parser.parse_args()
     results = {}
