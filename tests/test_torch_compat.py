@@ -257,9 +257,9 @@ RNNKIT_ONLY = [
     ("packed c_0 batch", lambda: rnnkit.LSTM(3, 4)(_packed(x), (_z(1, 2, 4), _z(1, 1, 4))), ShapeError, "c_0"),
     # torch.nn.LSTMCell promotes a float64 c to a float64 result
     ("cell c float64", lambda: rnnkit.LSTMCell(3, 4)(c2, (_z(2, 4), _z(2, 4, dtype=D))), DtypeError, r"hx\[1\]"),
-    ("bool input_size", lambda: rnnkit.LSTM(True, 4), TypeError, "input_size must be an int, got bool"),
-    ("bool cell hidden_size", lambda: rnnkit.RNNCell(3, True), TypeError, "hidden_size must be an int"),
-    ("cell nonlinearity", lambda: rnnkit.RNNCell(3, 4, nonlinearity="gelu"), ValueError, "unknown nonlinearity"),
+    ("bool input_size", lambda: rnnkit.LSTM(True, 4), TypeError, "input_size should be of type int, got: bool"),
+    ("bool cell hidden_size", lambda: rnnkit.RNNCell(3, True), TypeError, "hidden_size should be of type int"),
+    ("cell nonlinearity", lambda: rnnkit.RNNCell(3, 4, nonlinearity="gelu"), ValueError, "Unknown nonlinearity"),
 ]
 
 
@@ -338,7 +338,7 @@ def test_zero_sized_cells_init_and_other_cells():
     assert rnnkit.GRUCell(3, 0, recurrent_init="orthogonal").weight_hh.shape == (0, 0)
     assert rnnkit.JordanCell(3, 4, 0)(torch.randn(2, 3)).shape == (2, 0)
     assert rnnkit.PeepholeLSTMCell(0, 2)(torch.randn(5, 0))[1].shape == (5, 2)
-    with pytest.raises(ValueError, match="output_size must be at least 1, got 0"):  # a layer, like torch's, needs some
+    with pytest.raises(ValueError, match="output_size must be greater than zero, got 0"):  # a layer needs some
         rnnkit.Jordan(3, 4, 0)
 
 

@@ -51,11 +51,17 @@ class Recurrent(nn.Module):
     ) -> None:
         super().__init__()
         # The exception types are torch.nn.RNNBase's, so code that guards a constructor call keeps working.
+        # The messages also carry torch.nn's wording, which code (and torch's own tests) match with regexes.
         if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
-            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+            raise ValueError(
+                "dropout should be a number in range [0, 1] representing the probability of an element being "
+                f"zeroed, got {dropout!r}"
+            )
         for flag, value in (("bias", bias), ("batch_first", batch_first)):
             if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be True or False, got {type(value).__name__} {value!r}")
+                raise TypeError(
+                    f"{flag} should be of type bool, got: {type(value).__name__} ({value!r}); pass True or False"
+                )
         check_size("input_size", input_size, minimum=1)
         check_size("hidden_size", hidden_size, minimum=1)
         check_size("num_layers", num_layers, minimum=1)
@@ -232,12 +238,18 @@ class Recurrent(nn.Module):
         name = type(self).__name__
         if batch_sizes is not None:
             if input.dim() != 2:
-                raise ShapeError(f"{name}: expected PackedSequence data of 2 dimensions, got {tuple(input.shape)}")
+                raise ShapeError(
+                    f"{name}: input must have 2 dimensions, got {input.dim()} (expected PackedSequence data "
+                    f"(N, {self.input_size}), got {tuple(input.shape)})"
+                )
             self._check_features(input, f"PackedSequence data of shape (N, {self.input_size})")
             self._check_state(hidden, int(batch_sizes[0]), True, input)
             return
         if input.dim() != 3:
-            raise ShapeError(f"{name}: expected a batched input of 3 dimensions, got {tuple(input.shape)}")
+            raise ShapeError(
+                f"{name}: input must have 3 dimensions, got {input.dim()} (expected a batched input, got "
+                f"{tuple(input.shape)})"
+            )
         x, _ = self._check_input(input)
         self._check_state(hidden, x.shape[1], True, x)
 
@@ -276,9 +288,9 @@ class Recurrent(nn.Module):
         if t.shape[-1] != self.input_size:
             raise ShapeError(
                 f"{name}: expected {expected}, got {tuple(t.shape)}: "
-                f"last dimension must be input_size={self.input_size}"
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {t.shape[-1]}"
             )
-        check_like(name, "input", t, self.weight_ih_l0)
+        check_like(name, "input", t, self.weight_ih_l0, label="RNN input")
 
     def _check_input(self, input: Tensor) -> tuple[Tensor, bool]:
         name = type(self).__name__
@@ -294,7 +306,10 @@ class Recurrent(nn.Module):
         self._check_features(input, f"input of shape {expected} (batch_first={self.batch_first})")
         time_dim = 1 if self.batch_first and input.dim() == 3 else 0
         if input.shape[time_dim] == 0:  # an empty batch is fine; a sequence needs a step (torch: RuntimeError)
-            raise ShapeError(f"{name}: got an input of shape {tuple(input.shape)} with no time steps")
+            raise ShapeError(
+                f"{name}: Expected sequence length to be larger than 0 in RNN, got an input of shape "
+                f"{tuple(input.shape)} with no time steps"
+            )
         if input.dim() == 2:
             return input.unsqueeze(1), False
         return (input.transpose(0, 1) if self.batch_first else input), True
@@ -337,9 +352,10 @@ class Recurrent(nn.Module):
                 raise TypeError(f"{name}: expected {what} to be a Tensor, got {type(s).__name__}")
             want = (LD, B, size) if batched else (LD, size)
             if tuple(s.shape) != want:
+                hidden = "hidden" if len(sizes) == 1 else f"hidden[{k}]"  # torch.nn's words lead, rnnkit's follow
                 raise ShapeError(
-                    f"{name}: expected {what} of shape {want} (num_layers * num_directions, "
-                    f"{'batch, ' if batched else ''}state size), got {tuple(s.shape)}"
+                    f"{name}: Expected {hidden} size {want}, got {list(s.shape)}: expected {what} of shape {want} "
+                    f"(num_layers * num_directions, {'batch, ' if batched else ''}state size)"
                 )
             check_like(name, what, s, x)
             out.append(s if batched else s.unsqueeze(1))

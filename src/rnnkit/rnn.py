@@ -21,7 +21,10 @@ from rnnkit.layer import Recurrent
 def _refuse_proj_size(proj_size: object) -> None:
     # torch.nn.RNN/GRU raise ValueError for any proj_size= (even 0); taking the keyword keeps that exception type.
     if proj_size is not None:
-        raise ValueError(f"proj_size={proj_size!r} is only supported by LSTM (and PeepholeLSTM), not RNN or GRU")
+        raise ValueError(
+            f"proj_size argument is only supported for LSTM, not RNN or GRU (got proj_size={proj_size!r}; rnnkit's "
+            "PeepholeLSTM takes it too)"
+        )
 
 
 class RNN(Recurrent):

@@ -126,8 +126,12 @@ class RecurrentCell(nn.Module):
 
     def forward(self, input: Tensor, hx: Tensor | State | None = None) -> Tensor | State:
         """Same contract as ``torch.nn.*Cell``: input (B, F) or (F,), state in, new state out."""
+        # Shapes first, then dtypes and devices: torch.nn's order, so a call with two mistakes is told the same one.
         x, batched = self._check_input(input)
         state = self._check_state(hx, x, batched)
+        check_like(type(self).__name__, "input", x, self.weight_ih)
+        for k, s in enumerate(state):
+            check_like(type(self).__name__, "hx" if len(state) == 1 else f"hx[{k}]", s, x)
         new_state, _ = self.step(x, state)
         if not batched:
             new_state = tuple(s.squeeze(0) for s in new_state)
@@ -141,21 +145,21 @@ class RecurrentCell(nn.Module):
         name = type(self).__name__
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}: expected input to be a torch.Tensor, got {type(input).__name__}")
+        # Each message leads with torch.nn's own wording (code that matches it with a regex keeps working),
+        # then says in rnnkit's terms which shape was expected.
+        shape = f"expected input of shape (B, {self.input_size}) or ({self.input_size},), got {tuple(input.shape)}"
         if input.dim() not in (1, 2):
-            raise ShapeError(
-                f"{name}: expected input of shape (B, {self.input_size}) or ({self.input_size},), "
-                f"got {tuple(input.shape)}"
-            )
+            raise ShapeError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead ({shape})")
         if input.shape[-1] != self.input_size:
             raise ShapeError(
-                f"{name}: expected input with {self.input_size} features (input_size), got shape {tuple(input.shape)}"
+                f"{name}: input has inconsistent input_size: got {input.shape[-1]} expected {self.input_size} ({shape})"
             )
-        check_like(name, "input", input, self.weight_ih)
         batched = input.dim() == 2
         return (input if batched else input.unsqueeze(0)), batched
 
     def _check_state(self, hx: Tensor | State | None, x: Tensor, batched: bool = True) -> State:
-        """``hx`` as a tuple of (B, size) tensors; unbatched input needs unbatched states (size,), as in torch."""
+        """``hx`` as a tuple of (B, size) tensors; unbatched input needs unbatched states (size,), as in torch.
+        Shapes only: ``forward`` checks dtypes and devices once every shape is known to fit."""
         name = type(self).__name__
         batch = x.shape[0]
         if hx is None:
@@ -176,9 +180,7 @@ class RecurrentCell(nn.Module):
                 raise TypeError(f"{name}: expected {what} to be a torch.Tensor, got {type(s).__name__}")
             want = (batch, size) if batched else (size,)
             if tuple(s.shape) != want:
-                layout = "" if batched else " (unbatched input, so an unbatched state)"
-                raise ShapeError(f"{name}: expected {what} of shape {want}{layout}, got {tuple(s.shape)}")
-            check_like(name, what, s, x)
+                raise ShapeError(f"{name}: {_torch_state_words(k, n, s, want)} ({_expected(what, want, s, batched)})")
             out.append(s if batched else s.unsqueeze(0))
         return tuple(out)
 
@@ -229,13 +231,30 @@ class Weights:
             setattr(self, name, tensor)
 
 
-def check_like(owner: str, what: str, t: Tensor, ref: Tensor) -> None:
-    """Fail with one clear line when ``t`` does not share ``ref``'s dtype and device."""
+def _torch_state_words(k: int, n: int, s: Tensor, want: tuple[int, ...]) -> str:
+    """torch.nn's sentence for a cell state of the wrong shape (its checks, in its order)."""
+    if s.dim() not in (1, 2):
+        return f"Expected {'hidden' if n == 1 else f'hx[{k}]'} to be 1D or 2D, got {s.dim()}D instead"
+    if len(want) == 2 and s.dim() == 2 and s.shape[0] != want[0]:
+        return f"Input batch size {want[0]} doesn't match hidden{k} batch size {s.shape[0]}"
+    if s.dim() == len(want) and s.shape[-1] != want[-1]:
+        return f"hidden{k} has inconsistent hidden_size: got {s.shape[-1]}, expected {want[-1]}"
+    return f"hidden{k} is {s.dim()}-D but the input is {'batched' if len(want) == 2 else 'unbatched'}"
+
+
+def _expected(what: str, want: tuple[int, ...], s: Tensor, batched: bool) -> str:
+    layout = "" if batched else " (unbatched input, so an unbatched state)"
+    return f"expected {what} of shape {want}{layout}, got {tuple(s.shape)}"
+
+
+def check_like(owner: str, what: str, t: Tensor, ref: Tensor, *, label: str | None = None) -> None:
+    """Fail with one clear line when ``t`` does not share ``ref``'s dtype and device. ``what`` is the tensor's
+    name in the fix (``input.to(...)``), ``label`` how the message calls it (torch.nn says "RNN input")."""
     if t.dtype != ref.dtype:
-        raise DtypeError(
-            f"{owner}: {what} has dtype {t.dtype} but the parameters are {ref.dtype}; "
-            f"convert one of them (e.g. module.to({ref.dtype}) or {what}.to({ref.dtype}))"
-        )
+        fix = f"Convert {what}: {what}.to({ref.dtype})"
+        if t.is_floating_point():  # torch.nn's wording; a model in an integer dtype is no fix
+            fix += f", or convert model: model.to({t.dtype})"
+        raise DtypeError(f"{owner}: {label or what} dtype ({t.dtype}) does not match weight dtype ({ref.dtype}). {fix}")
     if t.device != ref.device:
         raise DeviceError(
             f"{owner}: {what} is on {t.device} but the parameters are on {ref.device}; move them to one device"
@@ -243,8 +262,10 @@ def check_like(owner: str, what: str, t: Tensor, ref: Tensor) -> None:
 
 
 def check_size(name: str, value: Any, *, minimum: int) -> None:
-    """A size argument: an ``int`` (``TypeError`` otherwise, as torch.nn) of at least ``minimum``."""
+    """A size argument: an ``int`` (``TypeError`` otherwise, as torch.nn) of at least ``minimum`` (torch.nn's
+    wording: "should be of type int", "must be greater than zero")."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__} ({value!r})")
     if value < minimum:
-        raise ShapeError(f"{name} must be at least {minimum}, got {value}")
+        at_least = "greater than zero" if minimum == 1 else f"at least {minimum}"
+        raise ShapeError(f"{name} must be {at_least}, got {value}")

@@ -36,7 +36,10 @@ class RNNCell(RecurrentCell):
         dtype: torch.dtype | None = None,
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"unknown nonlinearity {nonlinearity!r}: use 'tanh' or 'relu' (or activation=...)")
+            raise ValueError(  # torch.nn's wording, then rnnkit's way to any other function
+                f"Unknown nonlinearity {nonlinearity!r}. Select from 'tanh' or 'relu'. Any other function goes in "
+                "activation="
+            )
         super().__init__(input_size, hidden_size, bias, recurrent_init=recurrent_init, device=device, dtype=dtype)
         self.nonlinearity = nonlinearity
         self.activation = get_activation(nonlinearity if activation is None else activation)

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from rnnkit.activations import Activation
 from rnnkit.cells.base import GatedCell, Gates, State, check_size
+from rnnkit.errors import ShapeError
 
 
 class LSTMCell(GatedCell):
@@ -45,9 +46,13 @@ class LSTMCell(GatedCell):
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
+        if isinstance(proj_size, int) and not isinstance(proj_size, bool) and proj_size < 0:
+            raise ShapeError(f"proj_size should be a positive integer or zero to disable projections, got {proj_size}")
         check_size("proj_size", proj_size, minimum=0)
         if proj_size and isinstance(hidden_size, int) and proj_size >= hidden_size:
-            raise ValueError(f"proj_size ({proj_size}) must be smaller than hidden_size ({hidden_size})")
+            raise ValueError(
+                f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} and hidden_size={hidden_size}"
+            )
         if forget_bias and not bias:
             raise ValueError("forget_bias needs bias=True: there is no bias to add it to")
         self.proj_size = proj_size
