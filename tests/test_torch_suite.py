@@ -176,9 +176,8 @@ def test_whole_cell_pickles_like_torchs(kind):
 
 # ---------------------------------------------------------------------------------------------------
 # A batched backward: autograd.grad(..., is_grads_batched=True) runs the backward under vmap (gradcheck's
-# check_batched_grad does the same). torch.nn supports it; rnnkit's fused operator has no batching rule for
-# rnnkit::sequence_backward yet, so "fused", and "auto" where it picks fused (16+ steps), still fail.
-NO_VMAP_RULE = pytest.mark.xfail(strict=True, raises=RuntimeError, reason="rnnkit::sequence_backward has no vmap rule")
+# check_batched_grad does the same). torch.nn supports it, and so does every engine: the fused operator's
+# backward has a batching rule (rnnkit::sequence_backward), which "auto" reaches from 16 steps.
 
 
 def _batched_grad(layer: nn.Module, steps: int) -> torch.Tensor:
@@ -194,8 +193,8 @@ def _batched_grad(layer: nn.Module, steps: int) -> torch.Tensor:
         ("reference", 20),
         ("torch", 20),
         ("auto", 3),
-        pytest.param("fused", 3, marks=NO_VMAP_RULE),
-        pytest.param("auto", 20, marks=NO_VMAP_RULE),
+        ("fused", 3),
+        ("auto", 20),
     ],
 )
 def test_batched_backward_matches_torch(engine, steps):
