@@ -2,8 +2,9 @@
 
 ``layer(x_t[None], state)`` per token pays for input checks, engine selection and packing the weights
 into the kernels' panels — most of its cost at batch 1 (docs/engines.md). A :class:`Stepper` checks the
-layout once and packs the weights once; then each call is, per layer, one call of the fused engine's
-forward kernel for a single step (both products and the pointwise update, on all threads). Where the
+layout once and packs the weights once; then each call is one native call (``rnnkit_c::step``) that runs
+every layer's forward kernel for a single step (both products and the pointwise update), feeding each
+layer the new output of the one below — no Python per layer, which at batch 1 cost more than the kernels. Where the
 native kernels cannot be built it steps the cells' readable equations instead (and says so once).
 
 It reads the layer's parameters when created and notices when they change (their version counters and
@@ -25,6 +26,10 @@ from rnnkit.engines.registry import ENGINES
 
 if TYPE_CHECKING:
     from rnnkit.layer import Recurrent
+
+
+def _step(cell: str, x: Tensor, state: tuple[Tensor, ...], packed: list[Tensor | None], config: list[int]) -> Any:
+    return torch.ops.rnnkit_c.step(cell, x, state, packed, config)
 
 
 class Stepper:
@@ -54,6 +59,7 @@ class Stepper:
         """Pack the weights once; again only if a parameter changed."""
         self.dtype = self.layer.weight_ih_l0.dtype
         self.specs, self.configs, self.packed, self.weights = [], [], [], []
+        self.flat_packed: list[Tensor | None] = []  # every layer's packed weights in turn, for rnnkit_c::step
         with torch.no_grad():
             for k, cell in enumerate(self.layer.cells):
                 spec = SPECS[type(cell)]
@@ -62,6 +68,7 @@ class Stepper:
                 self.specs.append(spec)
                 self.configs.append(config)
                 self.packed.append(spec.pack(config, params) if self.native else None)
+                self.flat_packed += self.packed[-1] or []
                 self.weights.append(spec.weights(config, params))
         self._versions = self._current_versions()
 
@@ -98,18 +105,16 @@ class Stepper:
             if [tuple(s.shape) for s in state] != want or any(s.dtype != self.dtype for s in state):
                 raise ValueError(f"Stepper: expected a state of shapes {want} ({self.dtype}), got "
                                  f"{[(tuple(s.shape), s.dtype) for s in state]}")  # fmt: skip
-        finals = []
-        for k, (spec, config) in enumerate(zip(self.specs, self.configs, strict=True)):
-            layer_state = [s[k] for s in state]
-            if self.native:  # the sequence kernel for one step
-                buffers = spec.run(config, self.packed[k], x.unsqueeze(0), layer_state, None, False)
-                new = spec.outputs(config, buffers)[1]
-            else:
-                new = self.layer.cells[k].step(x, tuple(layer_state), self.weights[k])[0]
-            finals.append(new)
-            x = new[0]  # the next layer reads this one's output
-        new_state = tuple(torch.stack(s) for s in zip(*finals))
-        y = x
+        if self.native:  # every layer's sequence kernel for one step, in one call
+            new_state = tuple(_step(self.specs[0].name, x, state, self.flat_packed, self.configs[0]))
+        else:
+            finals = []
+            for k, cell in enumerate(self.layer.cells):
+                new = cell.step(x, tuple(s[k] for s in state), self.weights[k])[0]
+                finals.append(new)
+                x = new[0]  # the next layer reads this one's output
+            new_state = tuple(torch.stack(s) for s in zip(*finals))
+        y = new_state[0][-1]  # the top layer's output
         if unbatched:
             y, new_state = y.squeeze(0), tuple(s.squeeze(1) for s in new_state)
         return y, (new_state[0] if len(new_state) == 1 else new_state)
