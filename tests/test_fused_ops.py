@@ -3,6 +3,10 @@ torch.func and ONNX export all either work or route to an engine that does — n
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -75,6 +79,23 @@ def test_compiled_language_model_has_no_graph_break_and_equals_eager(cell: str) 
         results.append([logits.detach(), *(p.grad.clone() for p in model.parameters())])
     for e, g in zip(*results, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_model_as_the_processes_first_use_of_rnnkit() -> None:
+    """In a fresh process the first forward may be a compiled one: finding (and loading) the native kernels does
+    file I/O, which fullgraph=True cannot trace; it must happen outside the graph."""
+    code = (
+        "import torch\n"
+        "from rnnkit.models import LanguageModel\n"
+        "m = LanguageModel(11, 'gru', hidden_size=6, num_layers=2, input='embedding', embed_size=5, engine='fused')\n"
+        "c = torch.compile(m, fullgraph=True, backend='aot_eager')\n"
+        "t = torch.randint(0, 11, (3, 7))\n"
+        "torch.testing.assert_close(c(t)[0], m(t)[0])\n"
+        "print('OK')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RNNKIT_NO_NATIVE"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
 
 
 def test_compiled_with_inductor_trains_like_eager() -> None:
