@@ -4,7 +4,8 @@
 into the kernels' panels — most of its cost at batch 1 (docs/engines.md). A :class:`Stepper` checks the
 layout once and packs the weights once; then each call is, per layer, one call of the fused engine's
 forward kernel for a single step (both products and the pointwise update, on all threads). Where the
-native kernels cannot be built it steps the cells' readable equations instead (and says so once).
+native kernels cannot be built it steps the cells' readable equations instead (and says so once); so it does
+for the cells that have no sequence kernels (MGU, IndRNN, minGRU, minLSTM: :data:`STEPPED`).
 
 It reads the layer's parameters when created and notices when they change (their version counters and
 addresses), so it stays correct if the model keeps training or is converted (an in-place change through
@@ -19,12 +20,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from rnnkit.cells import IndRNNCell, MGUCell, MinGRUCell, MinLSTMCell
 from rnnkit.engines.fused import build
 from rnnkit.engines.fused.specs import SPECS
 from rnnkit.engines.registry import ENGINES
 
 if TYPE_CHECKING:
     from rnnkit.layer import Recurrent
+
+#: built-in cells without sequence kernels, stepped through their readable equations (a few small ops a step)
+STEPPED: tuple[type, ...] = (MGUCell, IndRNNCell, MinGRUCell, MinLSTMCell)
 
 
 class Stepper:
@@ -39,14 +44,15 @@ class Stepper:
         if layer.bidirectional:
             raise ValueError("a bidirectional layer cannot be stepped one token at a time: its reverse half needs "
                              "the whole sequence; run the layer on the sequence instead")  # fmt: skip
-        reason = ENGINES["fused"].unsupported(layer, layer.weight_ih_l0, False)
-        if reason is not None:
-            raise ValueError(f"Stepper needs the fused engine's kernels: {reason}")
+        if type(layer.cells[0]) not in STEPPED:
+            reason = ENGINES["fused"].unsupported(layer, layer.weight_ih_l0, False)
+            if reason is not None:
+                raise ValueError(f"Stepper needs the fused engine's kernels: {reason}")
         self.layer = layer
         self._params = list(layer.parameters())
         self._versions: tuple[Any, ...] | None = None
         self.native = build.available()
-        if not self.native:
+        if not self.native and type(layer.cells[0]) not in STEPPED:
             build.announce_fallback("layer.stepper()")
         self._prepare()
 
@@ -56,7 +62,14 @@ class Stepper:
         self.specs, self.configs, self.packed, self.weights = [], [], [], []
         with torch.no_grad():
             for k, cell in enumerate(self.layer.cells):
-                spec = SPECS[type(cell)]
+                spec = SPECS.get(type(cell))
+                if spec is None:  # STEPPED: the cell's own step
+                    w = self.layer.weights(k)
+                    self.specs.append(None)
+                    self.configs.append(None)
+                    self.packed.append(None)
+                    self.weights.append(type(w)({n: None if t is None else t.detach() for n, t in vars(w).items()}))
+                    continue
                 config, params = spec.config_and_params(cell, self.layer.weights(k))
                 params = [p.detach() for p in params]
                 self.specs.append(spec)
@@ -101,7 +114,7 @@ class Stepper:
         finals = []
         for k, (spec, config) in enumerate(zip(self.specs, self.configs, strict=True)):
             layer_state = [s[k] for s in state]
-            if self.native:  # the sequence kernel for one step
+            if self.native and spec is not None:  # the sequence kernel for one step
                 buffers = spec.run(config, self.packed[k], x.unsqueeze(0), layer_state, None, False)
                 new = spec.outputs(config, buffers)[1]
             else:
