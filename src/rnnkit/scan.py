@@ -45,7 +45,7 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
 
 
 def _chunked(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
-    """The scan (module docstring); no autograd (it writes into its own buffers)."""
+    """The scan (module docstring), in plain out-of-place ops (so ``torch.compile`` traces it)."""
     T, rest = a.shape[0], a.shape[1:]
     if T == 0:
         return b.clone()
@@ -55,19 +55,17 @@ def _chunked(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
         a = torch.cat([a, a.new_ones(N * C - T, *rest)])
         b = torch.cat([b, b.new_zeros(N * C - T, *rest)])
     a, b = a.reshape(N, C, *rest), b.reshape(N, C, *rest)
-    L, A = torch.empty_like(b), torch.empty_like(a)  # (N, C, ...)
-    # 1. every chunk at once from a zero state: L_j = a_j ⊙ L_{j-1} + b_j, A_j = a_j ⊙ A_{j-1}
-    L[:, 0], A[:, 0] = b[:, 0], a[:, 0]
+    # 1. every chunk at once from a zero state: L_j = a_j ⊙ L_{j-1} + b_j, A_j = a_j ⊙ A_{j-1}, each (N, ...)
+    Ls, As = [b[:, 0]], [a[:, 0]]
     for j in range(1, C):
-        torch.addcmul(b[:, j], a[:, j], L[:, j - 1], out=L[:, j])
-        torch.mul(a[:, j], A[:, j - 1], out=A[:, j])
+        Ls.append(torch.addcmul(b[:, j], a[:, j], Ls[-1]))
+        As.append(a[:, j] * As[-1])
     # 2. the state entering each chunk: s_{n+1} = A_{n, last} ⊙ s_n + L_{n, last}, from s_0 = h_0
-    entering = torch.empty((N, *rest), dtype=b.dtype, device=b.device)
-    entering[0] = h0
+    entering = [h0]
     for n in range(1, N):
-        torch.addcmul(L[n - 1, -1], A[n - 1, -1], entering[n - 1], out=entering[n])
+        entering.append(torch.addcmul(Ls[-1][n - 1], As[-1][n - 1], entering[-1]))
     # 3. every step fixed up at once: h = L + A ⊙ (state entering its chunk)
-    h = torch.addcmul(L, A, entering.unsqueeze(1))
+    h = torch.addcmul(torch.stack(Ls, 1), torch.stack(As, 1), torch.stack(entering).unsqueeze(1))
     return h.reshape(N * C, *rest)[:T]
 
 
