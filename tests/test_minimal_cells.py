@@ -220,15 +220,19 @@ def test_cell_names_everywhere():
 
 def test_engines_pick_or_refuse():
     x = torch.randn(20, 2, 3)
-    for name, cell in (("mgu", "MGUCell"), ("indrnn", "IndRNNCell")):  # no kernels: auto runs the reference loop
-        layer = make_layer(name, 3, 4)
-        assert select_engine(layer, x, False).name == "reference"
-        layer.engine = "fused"
-        with pytest.raises(ValueError, match=f"engine='fused' cannot run this call: no fused kernel for {cell}"):
-            layer(x)
-        assert ENGINES["triton"].unsupported(layer, x, False) is not None
+    layer = rnnkit.MGU(3, 4)  # no kernels: auto runs the reference loop, fused says why in one line
+    assert select_engine(layer, x, False).name == "reference"
+    layer.engine = "fused"
+    with pytest.raises(ValueError, match="engine='fused' cannot run this call: no fused kernel for MGUCell"):
+        layer(x)
+    for name in ("indrnn", "mgu", "mingru", "minlstm"):  # no Triton kernels
+        assert "no Triton kernel" in ENGINES["triton"].unsupported(make_layer(name, 3, 4), x, False)
     for name in ("mingru", "minlstm"):  # the scan
         assert select_engine(make_layer(name, 3, 4), x, False).name == "fused"
+    if ENGINES["fused"].unsupported(make_layer("indrnn", 3, 4), x, False) is None:  # the C kernel, where built
+        assert select_engine(make_layer("indrnn", 3, 4), x, False).name == "fused"
+    with pytest.raises(ValueError, match="is not a named activation"):  # a callable: no derivative by hand
+        rnnkit.IndRNN(3, 4, activation=torch.nn.functional.silu, engine="fused")(x)
     with pytest.raises(ValueError, match="engine='torch' cannot run this call"):
         rnnkit.MinGRU(3, 4, engine="torch")(x)
 

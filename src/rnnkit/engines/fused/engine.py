@@ -7,8 +7,8 @@ on the way back the reverse walk, then the weight gradients as a few large GEMMs
 sequence, final states and (``return_gates=True``) gates as views of what it returns.
 
 It runs every built-in cell with any named activation, ``proj_size``, both GRU forms, ``lengths=`` and
-``return_gates``, in float32 and float64 on the CPU — except MGU and IndRNN, which have no kernels yet (``"auto"``
-runs them on the reference loop). minGRU and minLSTM run as one input projection and a parallel scan over time
+``return_gates``, in float32 and float64 on the CPU — except MGU, which has no kernel yet (``"auto"`` runs it on
+the reference loop). minGRU and minLSTM run as one input projection and a parallel scan over time
 (:mod:`.scan`, torch ops). An arbitrary callable activation or a user subclass of
 a cell (whose equations the kernels cannot know) is reported by :meth:`FusedEngine.unsupported`, and
 ``"auto"`` falls back to the reference loop. Where the native kernels cannot be built, the engine runs the

@@ -1,4 +1,5 @@
-"""The per-cell halves of the fused sequence operator: what each cell's C kernels take and give back.
+"""The per-cell halves of the fused sequence operator: what each cell's C kernels take and give back (LSTM,
+GRU, Elman, Jordan, IndRNN).
 
 A spec runs one direction of one layer. It is stateless: everything about the cell travels in
 ``config``, a short list of integers (activation codes, flags), and its parameters in ``params``, a list of
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.activations import ACTIVATIONS, activation_name
-from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RNNCell
+from rnnkit.cells import GRUCell, IndRNNCell, JordanCell, LSTMCell, PeepholeLSTMCell, RNNCell
 from rnnkit.cells.base import Weights
 
 #: activation name -> the kernels' code (csrc/rnnkit_c.h)
@@ -404,6 +405,70 @@ class JordanSpec:
         return Weights(dict(zip(names, [*params[:3], *b], strict=True)))
 
 
+class IndRNNSpec:
+    """config: act, bias. params: W_ih, u (weight_hh, (H,)), [b_ih, b_hh]. Buffers: Hs (T + 1, B, H).
+    The input projection of all steps is one GEMM here; the kernel runs only the elementwise recurrence."""
+
+    name, gate_names, n_state = "indrnn", ("h",), 1
+
+    @staticmethod
+    def bf16_products(config: list[int]) -> bool:
+        return False
+
+    @staticmethod
+    def config_and_params(cell: Any, w: Any) -> tuple[list[int], list[Tensor]]:
+        config = [act_code(cell.activation), int(w.bias_ih is not None)]
+        return config, [w.weight_ih, w.weight_hh] + ([w.bias_ih, w.bias_hh] if config[1] else [])
+
+    @staticmethod
+    def pack(config: list[int], params: list[Tensor], bf16: bool = False) -> list[Tensor | None]:
+        return [params[0], params[1], params[2] + params[3] if config[1] else None]
+
+    @staticmethod
+    def run(
+        config: list[int],
+        packed: list,
+        x: Tensor,
+        state: list[Tensor],
+        lengths: Tensor | None,
+        keep: bool,
+        bf16: bool = False,
+    ):
+        W_ih, u, bias = packed
+        T, B, F = x.shape
+        xw = _mm(x.reshape(T * B, F), W_ih.t())  # W_ih x_t for every step at once
+        xw = (xw if bias is None else xw + bias).view(T, B, -1)
+        return [_k.indrnn_fwd(xw, u, lengths, state[0], config[0])]
+
+    @staticmethod
+    def buffer_shapes(config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
+        return [(x.shape[0] + 1, x.shape[1], state[0].shape[-1])]
+
+    @staticmethod
+    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
+        (Hs,), gHs = buffers, _grad_or_none(grads[0])
+        gHs = torch.zeros_like(Hs) if gHs is None else gHs
+        dPre, dh0, du = _k.indrnn_bwd(Hs, params[1], lengths, gHs, config[0])
+        T, B, H = dPre.shape
+        dx, dW_ih = _input_grads([needs[0], needs[2]], dPre.view(T * B, H), x, params[0])
+        db = dPre.sum((0, 1))
+        return [dx, dh0, dW_ih, du, *([db, db.clone()] if config[1] else [])]
+
+    @staticmethod
+    def outputs(config: list[int], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        (Hs,) = buffers
+        return Hs[1:], [Hs[-1]], [Hs[1:]]
+
+    @staticmethod
+    def make_cell(config: list[int], F: int, H: int, S: int) -> Any:
+        return IndRNNCell(F, H, bool(config[1]), activation=_act(config[0]), device="meta")
+
+    @staticmethod
+    def weights(config: list[int], params: list[Tensor]) -> Weights:
+        b = params[2:4] if config[1] else (None, None)
+        return Weights({"weight_ih": params[0], "weight_hh": params[1], "bias_ih": b[0], "bias_hh": b[1]})
+
+
 #: exact cell type -> spec (a subclass may change the equations, so it is not matched)
 SPECS: dict[type, Any] = {
     RNNCell: ElmanSpec,
@@ -411,5 +476,6 @@ SPECS: dict[type, Any] = {
     GRUCell: GRUSpec,
     LSTMCell: LSTMSpec,
     PeepholeLSTMCell: LSTMSpec,
+    IndRNNCell: IndRNNSpec,
 }
 BY_NAME: dict[str, Any] = {spec.name: spec for spec in SPECS.values()}
