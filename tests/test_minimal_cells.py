@@ -220,17 +220,22 @@ def test_cell_names_everywhere():
 
 def test_engines_pick_or_refuse():
     x = torch.randn(20, 2, 3)
-    layer = rnnkit.MGU(3, 4)  # no kernels: auto runs the reference loop, fused says why in one line
+
+    class MyMGU(MGUCell):  # a subclass may change the equations: auto runs the reference loop, fused says why
+        pass
+
+    layer = rnnkit.Recurrent(MyMGU, 3, 4)
     assert select_engine(layer, x, False).name == "reference"
     layer.engine = "fused"
-    with pytest.raises(ValueError, match="engine='fused' cannot run this call: no fused kernel for MGUCell"):
+    with pytest.raises(ValueError, match="engine='fused' cannot run this call: no fused kernel for MyMGU"):
         layer(x)
     for name in ("indrnn", "mgu", "mingru", "minlstm"):  # no Triton kernels
         assert "no Triton kernel" in ENGINES["triton"].unsupported(make_layer(name, 3, 4), x, False)
     for name in ("mingru", "minlstm"):  # the scan
         assert select_engine(make_layer(name, 3, 4), x, False).name == "fused"
-    if ENGINES["fused"].unsupported(make_layer("indrnn", 3, 4), x, False) is None:  # the C kernel, where built
-        assert select_engine(make_layer("indrnn", 3, 4), x, False).name == "fused"
+    for name in ("indrnn", "mgu"):  # the C kernels, where built
+        if ENGINES["fused"].unsupported(make_layer(name, 3, 4), x, False) is None:
+            assert select_engine(make_layer(name, 3, 4), x, False).name == "fused"
     with pytest.raises(ValueError, match="is not a named activation"):  # a callable: no derivative by hand
         rnnkit.IndRNN(3, 4, activation=torch.nn.functional.silu, engine="fused")(x)
     with pytest.raises(ValueError, match="engine='torch' cannot run this call"):

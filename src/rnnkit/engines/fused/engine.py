@@ -7,8 +7,8 @@ on the way back the reverse walk, then the weight gradients as a few large GEMMs
 sequence, final states and (``return_gates=True``) gates as views of what it returns.
 
 It runs every built-in cell with any named activation, ``proj_size``, both GRU forms, ``lengths=`` and
-``return_gates``, in float32 and float64 on the CPU — except MGU, which has no kernel yet (``"auto"`` runs it on
-the reference loop). minGRU and minLSTM run as one input projection and a parallel scan over time
+``return_gates``, in float32 and float64 on the CPU (the MGU, run on the GRU's kernels, needs a sigmoid or
+hard-sigmoid gate). minGRU and minLSTM run as one input projection and a parallel scan over time
 (:mod:`.scan`, torch ops). An arbitrary callable activation or a user subclass of
 a cell (whose equations the kernels cannot know) is reported by :meth:`FusedEngine.unsupported`, and
 ``"auto"`` falls back to the reference loop. Where the native kernels cannot be built, the engine runs the
@@ -55,6 +55,9 @@ class FusedEngine:
         if type(cell) not in SCAN_CELLS:  # the scan is torch ops: any device, any float dtype
             if type(cell) not in SPECS:
                 return f"no fused kernel for {type(cell).__name__} (the built-in cells that have one, not subclasses)"
+            reason = getattr(SPECS[type(cell)], "unsupported", lambda cell: None)(cell)
+            if reason is not None:
+                return reason
             for attr in _ACTIVATION_ATTRS:
                 fn = getattr(cell, attr, None)
                 if fn is not None and act_code(fn) is None:

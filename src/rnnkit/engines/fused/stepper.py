@@ -5,7 +5,7 @@ into the kernels' panels — most of its cost at batch 1 (docs/engines.md). A :c
 layout once and packs the weights once; then each call is, per layer, one call of the fused engine's
 forward kernel for a single step (both products and the pointwise update, on all threads). Where the
 native kernels cannot be built it steps the cells' readable equations instead (and says so once); so it does
-for the cells that have no sequence kernels (MGU, minGRU, minLSTM: :data:`STEPPED`).
+for the cells that have no sequence kernels (minGRU, minLSTM: :data:`STEPPED`).
 
 It reads the layer's parameters when created and notices when they change (their version counters and
 addresses), so it stays correct if the model keeps training or is converted (an in-place change through
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from rnnkit.cells import MGUCell, MinGRUCell, MinLSTMCell
+from rnnkit.cells import MinGRUCell, MinLSTMCell
 from rnnkit.engines.fused import build
 from rnnkit.engines.fused.specs import SPECS
 from rnnkit.engines.registry import ENGINES
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from rnnkit.layer import Recurrent
 
 #: built-in cells without sequence kernels, stepped through their readable equations (a few small ops a step)
-STEPPED: tuple[type, ...] = (MGUCell, MinGRUCell, MinLSTMCell)
+STEPPED: tuple[type, ...] = (MinGRUCell, MinLSTMCell)
 
 
 class Stepper:
