@@ -132,3 +132,16 @@ def test_compile_and_export_see_through_the_scan():
         torch.testing.assert_close(g, p.grad, rtol=1e-12, atol=1e-12)
     exported = torch.export.export(layer, (x,)).module()
     torch.testing.assert_close(exported(x)[0], want, rtol=1e-13, atol=1e-13)
+
+
+def test_autocast_keeps_the_scanned_state_in_float32():
+    """Under bf16 autocast the input projection runs in bf16, the state's recurrence in float32, as the step loop."""
+    layer = rnnkit.MinLSTM(3, 8)
+    x = torch.randn(300, 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, h = layer(x)
+        layer.engine = "reference"
+        ref, ref_h = layer(x)
+    assert out.dtype == h.dtype == torch.float32 == ref_h.dtype
+    torch.testing.assert_close(out, ref.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h, ref_h, rtol=1e-5, atol=1e-5)

@@ -40,6 +40,8 @@ def run_scan(
     def one(k: int, inp: Tensor, state: tuple[Tensor, ...], mask: Tensor | None) -> Any:
         cell = layer.cells[k]
         a, b, gates = cell.transition(cell.input_projection(inp, layer.weights(k)))  # (T, B, H) each
+        # under autocast the projection may come back in bf16: the state and its sums stay in the state's dtype
+        a, b = a.to(state[0].dtype), b.to(state[0].dtype)
         if mask is not None:  # past a sequence's end: h_t = 1 ⊙ h_{t-1} + 0, the state stays frozen
             a = torch.where(mask, a, 1.0)
             b = torch.where(mask, b, 0.0)
