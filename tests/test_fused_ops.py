@@ -35,10 +35,12 @@ def layer(kind: str, **kw) -> rnnkit.Recurrent:
         "peephole": lambda: rnnkit.PeepholeLSTM(3, 5, **kw),
         "rnn": lambda: rnnkit.RNN(3, 5, **kw),
         "jordan": lambda: rnnkit.Jordan(3, 5, 4, **kw),
+        "indrnn": lambda: rnnkit.IndRNN(3, 5, **kw),
+        "mgu": lambda: rnnkit.MGU(3, 5, **kw),
     }[kind]()
 
 
-@pytest.mark.parametrize("kind", ["lstm_proj", "gru_reset_before", "peephole", "rnn", "jordan"])
+@pytest.mark.parametrize("kind", ["lstm_proj", "gru_reset_before", "peephole", "rnn", "jordan", "indrnn", "mgu"])
 def test_opcheck(kind: str) -> None:
     """torch's own checks of a custom operator: schema, fake tensors, autograd registration, AOT dispatch."""
     from rnnkit.engines.fused import ops  # noqa: F401

@@ -2,16 +2,27 @@
 
 Cells are one time step (:mod:`rnnkit.cells`); one generic layer runs any cell over time, depth and
 direction (:mod:`rnnkit.layer`); :mod:`rnnkit.rnn` offers drop-in replacements for ``torch.nn.RNN``,
-``GRU`` and ``LSTM`` plus ``PeepholeLSTM`` and ``Jordan``.
+``GRU`` and ``LSTM`` plus ``PeepholeLSTM``, ``Jordan``, ``MGU``, ``IndRNN``, ``MinGRU`` and ``MinLSTM``.
 """
 
 from rnnkit.activations import ACTIVATIONS, get_activation
-from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RecurrentCell, RNNCell
+from rnnkit.cells import (
+    GRUCell,
+    IndRNNCell,
+    JordanCell,
+    LSTMCell,
+    MGUCell,
+    MinGRUCell,
+    MinLSTMCell,
+    PeepholeLSTMCell,
+    RecurrentCell,
+    RNNCell,
+)
 from rnnkit.compat import to_torch
 from rnnkit.engines import ENGINES, register_engine
 from rnnkit.errors import DeviceError, DtypeError, ShapeError
 from rnnkit.layer import Recurrent
-from rnnkit.rnn import GRU, LSTM, RNN, Jordan, PeepholeLSTM
+from rnnkit.rnn import GRU, LSTM, MGU, RNN, IndRNN, Jordan, MinGRU, MinLSTM, PeepholeLSTM
 
 __version__ = "0.1.0"
 
@@ -22,10 +33,18 @@ __all__ = [
     "ENGINES",
     "GRU",
     "GRUCell",
+    "IndRNN",
+    "IndRNNCell",
     "Jordan",
     "JordanCell",
     "LSTM",
     "LSTMCell",
+    "MGU",
+    "MGUCell",
+    "MinGRU",
+    "MinGRUCell",
+    "MinLSTM",
+    "MinLSTMCell",
     "PeepholeLSTM",
     "PeepholeLSTMCell",
     "RNN",

@@ -533,6 +533,43 @@ std::tuple<Tensor, Tensor, Tensor> elman_bwd(const Tensor &Hs_, const Tensor &W_
     return {dPre, dh, db};
 }
 
+// IndRNN: xw = W_ih x + b for all steps (the caller's GEMM); the kernel runs the elementwise recurrence.
+Tensor indrnn_fwd(const Tensor &xw_, const Tensor &u_, const optional<Tensor> &len_, const Tensor &h0_, int64_t act) {
+    check_input(xw_);
+    check_act(act, "activation");
+    const Tensor xw = xw_.contiguous();
+    const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2);
+    check_shape(u_, {H}, "u (weight_hh)");
+    check_shape(h0_, {B, H}, "h0");
+    const Tensor u = input(u_, xw, "u"), h0 = input(h0_, xw, "h0"), len = lengths(len_, T, B);
+    Tensor Hs = states(h0, T);
+    const rk_indrnn_fwd_args a = {T, B, H, (int)act, ptr(xw), ptr(u), lptr(len), mptr(Hs),
+                                  step_threads(T * B * H)};
+    if (T > 0 && B > 0 && H > 0) kernels(xw).indrnn_fwd(&a);
+    return Hs;
+}
+
+std::tuple<Tensor, Tensor, Tensor> indrnn_bwd(const Tensor &Hs_, const Tensor &u_, const optional<Tensor> &len_,
+                                              const Tensor &gHs_, int64_t act) {
+    check_real(Hs_, "Hs");
+    check_act(act, "activation");
+    TORCH_CHECK_VALUE(Hs_.dim() == 3 && Hs_.size(0) >= 1, "rnnkit kernels: expected Hs of shape (T + 1, B, H), got ",
+                      Hs_.sizes());
+    const int64_t T = Hs_.size(0) - 1, B = Hs_.size(1), H = Hs_.size(2);
+    check_shape(u_, {H}, "u (weight_hh)");
+    check_shape(gHs_, {T + 1, B, H}, "the gradient of Hs");
+    const Tensor Hs = input(Hs_, Hs_, "Hs"), u = input(u_, Hs, "u"), gHs = input(gHs_, Hs, "gHs");
+    const Tensor len = lengths(len_, T, B);
+    const int nth = step_threads(T * B * H);
+    Tensor dh = at::zeros({B, H}, Hs.options()), dPre = at::empty({T, B, H}, Hs.options());
+    Tensor du = at::zeros({nth, H}, Hs.options());
+    const rk_indrnn_bwd_args a = {T, B, H, (int)act, ptr(Hs), ptr(u), lptr(len), ptr(gHs), mptr(dPre), mptr(dh),
+                                  mptr(du), nth};
+    if (T > 0 && B > 0 && H > 0) kernels(Hs).indrnn_bwd(&a);
+    dh.add_(gHs.select(0, 0));
+    return {dPre, dh, du.sum(0)};
+}
+
 std::tuple<Tensor, Tensor> jordan_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wyp, const Tensor &Whp,
                                       const optional<Tensor> &bias_, const optional<Tensor> &bhy_,
                                       const optional<Tensor> &len_, const Tensor &y0_, int64_t H, int64_t act,
@@ -661,6 +698,9 @@ TORCH_LIBRARY(rnnkit_c, m) {
     m.def("elman_bwd(Tensor Hs, Tensor W_hh, Tensor? lengths, Tensor gHs, int act, bool need_dh0) "
           "-> (Tensor, Tensor, Tensor)",
           &elman_bwd);
+    m.def("indrnn_fwd(Tensor xw, Tensor u, Tensor? lengths, Tensor h0, int act) -> Tensor", &indrnn_fwd);
+    m.def("indrnn_bwd(Tensor Hs, Tensor u, Tensor? lengths, Tensor gHs, int act) -> (Tensor, Tensor, Tensor)",
+          &indrnn_bwd);
     m.def("jordan_fwd(Tensor x, Tensor Wxp, Tensor Wyp, Tensor Whp, Tensor? bias, Tensor? b_hy, Tensor? lengths, "
           "Tensor y0, int hidden, int act, int out_act) -> (Tensor, Tensor)",
           &jordan_fwd);
