@@ -100,6 +100,23 @@ def test_compiled_model_as_the_processes_first_use_of_rnnkit() -> None:
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
 
 
+@pytest.mark.parametrize("engine", ["fused", "reference"])
+def test_compiled_with_lengths_equals_eager(engine: str) -> None:
+    """lengths= inside a compiled graph (no graph break: their range is checked only in eager mode)."""
+    torch.manual_seed(2)
+    layer = rnnkit.LSTM(3, 5, num_layers=2, bidirectional=True, engine=engine)
+    x, lengths = torch.randn(7, 4, 3), torch.tensor([7, 3, 5, 1])
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    results = []
+    for m in (layer, compiled):
+        layer.zero_grad()
+        out, (h, c) = m(x, lengths=lengths)
+        (out.square().sum() + h.sum() + c.sum()).backward()
+        results.append([out.detach(), h.detach(), c.detach(), *(p.grad.clone() for p in layer.parameters())])
+    for e, g in zip(*results, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+
+
 def test_compiled_with_inductor_trains_like_eager() -> None:
     """The default backend (inductor) too, with auto: the compiled model picks the operator, not a graph break."""
     torch.manual_seed(2)
