@@ -2,7 +2,8 @@
 
 Positional arguments, defaults, parameter names, state layout and return values are torch's, so
 ``rnnkit.LSTM(...).load_state_dict(torch.nn.LSTM(...).state_dict())`` works and so does the reverse.
-Everything beyond torch is keyword-only. ``mode``, ``proj_size`` (0 on RNN/GRU; passing it raises as in
+Everything beyond torch is keyword-only; ``**options`` are :class:`Recurrent`'s (the regularisers,
+``merge_mode``, ``stateful``). ``mode``, ``proj_size`` (0 on RNN/GRU; passing it raises as in
 torch), ``check_forward_args`` and ``permute_hidden`` are there for code that reads torch's attributes.
 """
 
@@ -47,6 +48,7 @@ class RNN(Recurrent):
         recurrent_init: str = "uniform",
         engine: str = "auto",
         proj_size: None = None,
+        **options: Any,
     ) -> None:
         _refuse_proj_size(proj_size)
         self.nonlinearity = nonlinearity
@@ -54,7 +56,7 @@ class RNN(Recurrent):
         kwargs = {"nonlinearity": nonlinearity, "activation": activation, "recurrent_init": recurrent_init}
         super().__init__(
             RNNCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, engine=engine, cell_kwargs=kwargs,
+            device, dtype, engine=engine, cell_kwargs=kwargs, **options,
         )  # fmt: skip
 
     @property
@@ -85,6 +87,7 @@ class GRU(Recurrent):
         recurrent_init: str = "uniform",
         engine: str = "auto",
         proj_size: None = None,
+        **options: Any,
     ) -> None:
         _refuse_proj_size(proj_size)
         self.proj_size = 0
@@ -96,7 +99,7 @@ class GRU(Recurrent):
         }
         super().__init__(
             GRUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, engine=engine, cell_kwargs=kwargs,
+            device, dtype, engine=engine, cell_kwargs=kwargs, **options,
         )  # fmt: skip
 
     mode = "GRU"  # torch's attribute; GRU(reset_after=False) and custom activations keep it (see cells[0].torch_mode())
@@ -126,6 +129,7 @@ class LSTM(Recurrent):
         recurrent_activation: str | Activation = "sigmoid",
         recurrent_init: str = "uniform",
         engine: str = "auto",
+        **options: Any,
     ) -> None:
         self.proj_size = proj_size
         kwargs = {
@@ -137,7 +141,7 @@ class LSTM(Recurrent):
         }
         super().__init__(
             self._cell_class, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, engine=engine, cell_kwargs=kwargs,
+            device, dtype, engine=engine, cell_kwargs=kwargs, **options,
         )  # fmt: skip
 
 
@@ -167,6 +171,7 @@ class Jordan(Recurrent):
         output_activation: str | Activation = "identity",
         recurrent_init: str = "uniform",
         engine: str = "auto",
+        **options: Any,
     ) -> None:
         check_size("output_size", output_size, minimum=1)  # a cell may have 0 outputs, a layer needs some
         kwargs = {
@@ -177,7 +182,7 @@ class Jordan(Recurrent):
         }
         super().__init__(
             JordanCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, engine=engine, cell_kwargs=kwargs,
+            device, dtype, engine=engine, cell_kwargs=kwargs, **options,
         )  # fmt: skip
 
 
