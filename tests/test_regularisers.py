@@ -525,3 +525,41 @@ def test_fused_float32_close_to_float64_reference(kind: str) -> None:
     want = run_and_grad(double, "reference", 4, x.double(), tuple(h.double() for h in hx), None)
     for a, b in zip(want, got, strict=True):
         torch.testing.assert_close(b, a.float(), rtol=1e-4, atol=1e-5)
+
+
+@needs_c
+def test_torch_compile_runs_the_regularised_layer_as_eager() -> None:
+    options = {"zoneout": 0.1, "zoneout_cell": 0.1, "recurrent_dropout": 0.2, "weight_dropout": 0.3}
+    layer = rnnkit.LSTM(IN, HID, num_layers=2, engine="fused", **options)
+    compiled = torch.compile(layer, backend="aot_eager")
+    x = torch.randn(20, 2, IN)
+    try:
+        for training in (True, False):
+            layer.train(training)
+            torch.manual_seed(1)
+            eager = layer(x)[0]
+            torch.manual_seed(1)
+            got = compiled(x)[0]
+            torch.testing.assert_close(got, eager)  # the same seed, the same masks
+            got.sum().backward()
+    finally:
+        torch._dynamo.reset()
+
+
+@needs_c
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_double_backward_through_the_fused_regularisers(kind: str) -> None:
+    """create_graph=True recomputes the fused buffers through the cells with the same masks (ops.reference_buffers)."""
+    layer = make(kind, zoneout=0.3, recurrent_dropout=0.3)
+    x = torch.randn(6, 2, IN, dtype=F64)
+
+    def penalty(engine: str) -> list[torch.Tensor]:
+        layer.engine = engine
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(3)
+        out = layer(xi)[0]
+        (g,) = torch.autograd.grad(out.pow(2).sum(), xi, create_graph=True)
+        return torch.autograd.grad(g.pow(2).sum(), [xi, layer.weight_hh_l0])
+
+    for a, b in zip(penalty("reference"), penalty("fused"), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)

@@ -85,11 +85,12 @@ def draw_seed(device: Any = None) -> Tensor:
     return torch.randint(0, 2**62, (1,)).to(device) if device is not None else torch.randint(0, 2**62, (1,))
 
 
-def stream_key(seed: Tensor, k: int, stream: int) -> Tensor:
-    """The 32-bit key (a (1,) int64 tensor) of mask ``stream`` of cell ``k`` (layer · directions + direction)."""
+def stream_key(seed: Tensor, k: int | Tensor, stream: int | Tensor) -> Tensor:
+    """The 32-bit key (a (1,) int64 tensor) of mask ``stream`` of cell ``k`` (layer · directions + direction);
+    ``k`` and ``stream`` may be int64 tensors, for many keys at once."""
     lo, hi = seed & _M32, (seed >> 32) & _M32
     base = hash32(lo ^ hash32((hi + 0x9E3779B9) & _M32))
-    return hash32((base + (0x85EBCA6B * (8 * k + stream + 1))) & _M32)
+    return hash32((base + _mul32(8 * k + stream + 1, 0x85EBCA6B)) & _M32)
 
 
 def threshold(p: float) -> int:
@@ -133,20 +134,30 @@ class CallMasks:
 
     def __init__(self, regs: Regularisers, training: bool, seed: Tensor | None) -> None:
         self.regs, self.training, self.seed = regs, training, seed
+        self._keys: Tensor | None = None
+
+    def key(self, k: int, stream: int) -> Tensor:
+        """``stream_key(seed, k, stream)`` as a (1,) tensor; the call's keys are hashed at once, on first use
+        (a few dozen tiny tensor operations per key otherwise, a measurable part of a small layer's step)."""
+        if self._keys is None or self._keys.shape[0] <= 8 * k + stream:
+            n = 8 * (k + 8)  # this cell and the next ones (layers × directions rarely exceed 8)
+            self._keys = stream_key(self.seed, torch.arange(n) // 8, torch.arange(n) % 8)
+        i = 8 * k + stream
+        return self._keys[i : i + 1]
 
     def input_mask(self, k: int, x: Tensor) -> Tensor | None:
         """(B, F) multipliers for cell k's input x (T, B, F), or None."""
         p = self.regs.input_dropout
         if not (p and self.training):
             return None
-        return dropout_mask(stream_key(self.seed, k, INPUT), (x.shape[1], x.shape[2]), p, x)
+        return dropout_mask(self.key(k, INPUT), (x.shape[1], x.shape[2]), p, x)
 
     def recurrent_mask(self, k: int, h: Tensor) -> Tensor | None:
         """(B, S) multipliers for the h (B, S) that feeds cell k's recurrent product, or None."""
         p = self.regs.recurrent_dropout
         if not (p and self.training):
             return None
-        return dropout_mask(stream_key(self.seed, k, RECURRENT), tuple(h.shape), p, h)
+        return dropout_mask(self.key(k, RECURRENT), tuple(h.shape), p, h)
 
     def weight(self, k: int, name: str, w: Tensor) -> Tensor:
         """Cell k's recurrent matrix ``w`` with DropConnect (training), else ``w`` itself. Every engine takes it from
@@ -155,7 +166,7 @@ class CallMasks:
         p = self.regs.weight_dropout
         if not (p and self.training):
             return w
-        key = stream_key(self.seed, k, WEIGHT)
+        key = self.key(k, WEIGHT)
         if w.device.type == "cpu" and w.dtype in (torch.float32, torch.float64) and build.available():
             from rnnkit.engines.fused import ops  # noqa: F401  (registers rnnkit::dropout)
 
@@ -170,8 +181,8 @@ class CallMasks:
         ph, pc = self.zoneout_probs()
         if not self.training:
             return None, None
-        kh = stream_key(self.seed, k, ZONEOUT_H) if ph else None
-        kc = stream_key(self.seed, k, ZONEOUT_C) if pc else None
+        kh = self.key(k, ZONEOUT_H) if ph else None
+        kc = self.key(k, ZONEOUT_C) if pc else None
         return kh, kc
 
     def zoneout_step(self, k: int, t: int, old: tuple[Tensor, ...], new: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
