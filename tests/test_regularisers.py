@@ -563,3 +563,9 @@ def test_double_backward_through_the_fused_regularisers(kind: str) -> None:
 
     for a, b in zip(penalty("reference"), penalty("fused"), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_to_torch_refuses_a_layer_whose_options_torch_lacks() -> None:
+    with pytest.raises(ValueError, match="torch.nn has no zoneout, merge_mode"):
+        rnnkit.to_torch(rnnkit.LSTM(IN, HID, bidirectional=True, zoneout=0.1, merge_mode="sum"))
+    assert isinstance(rnnkit.to_torch(rnnkit.LSTM(IN, HID)), torch.nn.LSTM)
