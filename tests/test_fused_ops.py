@@ -40,8 +40,13 @@ def layer(kind: str, **kw) -> rnnkit.Recurrent:
     }[kind]()
 
 
-@pytest.mark.parametrize("kind", ["lstm_proj", "gru_reset_before", "peephole", "rnn", "jordan", "indrnn", "mgu"])
-def test_opcheck(kind: str) -> None:
+@pytest.mark.parametrize(
+    "kind,reg",
+    [("lstm_proj", False), ("gru_reset_before", False), ("peephole", False), ("rnn", False), ("jordan", False),
+     ("indrnn", False), ("mgu", False),
+     ("lstm_proj", True), ("gru", True), ("gru_reset_before", True), ("rnn", True), ("jordan", True)],
+)  # fmt: skip
+def test_opcheck(kind: str, reg: bool) -> None:
     """torch's own checks of a custom operator: schema, fake tensors, autograd registration, AOT dispatch."""
     from rnnkit.engines.fused import ops  # noqa: F401
     from rnnkit.engines.fused.specs import SPECS
@@ -62,7 +67,12 @@ def test_opcheck(kind: str) -> None:
         torch.tensor([4, 2]),
         True,
         False,
+        [],
     )
+    if reg:  # the in-loop regularisers: zoneout (p_h, p_c, train, key_h, key_c) and recurrent-dropout multipliers
+        zone = torch.tensor([0.3, 0.2 if kind.startswith("lstm") else 0.0, 1.0, 12345.0, 678.0], dtype=F64)
+        rmask = (torch.rand(2, cell.state_sizes[0], dtype=F64) > 0.4).to(F64) / 0.6
+        args = (*args[:-1], [zone, rmask])
     torch.library.opcheck(torch.ops.rnnkit.sequence.default, args)
 
 

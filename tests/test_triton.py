@@ -233,7 +233,7 @@ def test_opcheck_on_cuda(kind: str) -> None:
     x = torch.randn(4, 2, IN, dtype=F64, device=DEVICE, requires_grad=True)
     state = [torch.randn(2, s, dtype=F64, device=DEVICE, requires_grad=True) for s in cell.state_sizes]
     lengths = torch.tensor([4, 2], device=DEVICE)
-    args = (spec.name, config, x, state, [p.detach().requires_grad_() for p in params], lengths, True, False)
+    args = (spec.name, config, x, state, [p.detach().requires_grad_() for p in params], lengths, True, False, [])
     torch.library.opcheck(torch.ops.rnnkit.sequence.default, args)
 
 

@@ -63,6 +63,12 @@ def _why_not(module: Recurrent | RecurrentCell) -> str | None:
         return f"torch has no kernel for {cell.__class__.__name__}({cell.extra_repr()})"
     if isinstance(module, LSTMCell) and module.proj_size:
         return "torch.nn.LSTMCell has no proj_size"
+    if isinstance(module, Recurrent):
+        extras = list(module.regularisers.active())
+        extras += ["merge_mode"] if module.merge_mode != "concat" else []
+        extras += ["stateful"] if module.stateful else []
+        if extras:
+            return f"torch.nn has no {', '.join(extras)} (rnnkit layer options)"
     return None
 
 

@@ -21,6 +21,7 @@ from rnnkit.cells import RecurrentCell
 from rnnkit.cells.base import Weights, check_like, check_size
 from rnnkit.engines import ENGINES, check_engine_name, select_engine
 from rnnkit.errors import ShapeError, torchscript_unsupported
+from rnnkit.regularisers import CallMasks, Regularisers, check_merge_mode, draw_seed
 
 StateIn = Tensor | tuple[Tensor, ...] | None
 
@@ -31,7 +32,24 @@ class Recurrent(nn.Module):
     Arguments match ``torch.nn.RNNBase``; ``cell_kwargs`` go to every cell (activations, ``proj_size``…).
     ``engine``: ``"auto"`` (fastest that fits), ``"reference"``, ``"torch"`` or any registered engine;
     it can be changed at any time by assigning ``layer.engine``.
+
+    Beyond torch (keyword-only, all off by default; :mod:`rnnkit.regularisers` has the equations):
+    ``input_dropout``, ``recurrent_dropout`` (variational, Gal & Ghahramani 2016), ``zoneout`` on h and
+    ``zoneout_cell`` on c (Krueger et al. 2017; at evaluation the expectation), ``weight_dropout`` (DropConnect
+    on the recurrent matrix, Merity et al. 2018) — probabilities in [0, 1); at evaluation the layer is
+    deterministic. ``merge_mode`` (Keras' ``Bidirectional``): how a bidirectional layer combines its two
+    directions, ``"concat"`` (torch's layout, the default), ``"sum"``, ``"mul"``, ``"ave"`` or ``None`` (the two
+    outputs stacked on a new axis before the features: (T, B, 2, S)); stacked layers read the merged output.
+    ``stateful``: carry the final state into the next call (when no state is passed) until
+    :meth:`reset_states`; the carried state is detached, so backpropagation is truncated at the call boundary.
     """
+
+    # class-level defaults, so that a layer built without __init__ (copy, unpickling an older one) has them
+    regularisers: Regularisers = Regularisers()
+    merge_mode: str | None = "concat"
+    stateful: bool = False
+    _carried: tuple[Tensor, ...] | None = None
+    _masks: CallMasks | None = None
 
     def __init__(
         self,
@@ -48,6 +66,13 @@ class Recurrent(nn.Module):
         *,
         engine: str = "auto",
         cell_kwargs: dict[str, Any] | None = None,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_cell: float = 0.0,
+        weight_dropout: float = 0.0,
+        merge_mode: str | None = "concat",
+        stateful: bool = False,
     ) -> None:
         super().__init__()
         # The exception types are torch.nn.RNNBase's, so code that guards a constructor call keeps working.
@@ -62,6 +87,10 @@ class Recurrent(nn.Module):
                 raise TypeError(
                     f"{flag} should be of type bool, got: {type(value).__name__} ({value!r}); pass True or False"
                 )
+        regularisers = Regularisers(input_dropout, recurrent_dropout, zoneout, zoneout_cell, weight_dropout)
+        check_merge_mode(merge_mode, bidirectional)
+        if not isinstance(stateful, bool):
+            raise TypeError(f"stateful should be of type bool, got: {type(stateful).__name__} ({stateful!r})")
         check_size("input_size", input_size, minimum=1)
         check_size("hidden_size", hidden_size, minimum=1)
         check_size("num_layers", num_layers, minimum=1)
@@ -79,12 +108,19 @@ class Recurrent(nn.Module):
         self.bidirectional = bidirectional
         self.engine = check_engine_name(engine)
         self.cell_kwargs = dict(cell_kwargs or {})
+        self.regularisers = regularisers
+        self.merge_mode = merge_mode
+        self.stateful = stateful
+        self._carried: tuple[Tensor, ...] | None = None  # the stateful layer's state between calls
+        self._masks: CallMasks | None = None  # set for the duration of a regularised call
 
         cells: list[RecurrentCell] = []
         self._flat_weights_names: list[str] = []
         for layer in range(num_layers):
             for direction in range(self.num_directions):
-                layer_input = input_size if layer == 0 else self.num_directions * cells[-1].output_size
+                below = cells[-1].output_size if layer else 0  # the previous layer's features per direction
+                merged = merge_mode in ("concat", None)  # None: stacked layers read the concatenation
+                layer_input = input_size if layer == 0 else below * (self.num_directions if merged else 1)
                 cell = cell_class(layer_input, hidden_size, bias=bias, **self.cell_kwargs, device=device, dtype=dtype)
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 # The layer, not the cell, owns the tensors (torch's names); the cell keeps only its equations.
@@ -95,6 +131,21 @@ class Recurrent(nn.Module):
                     cell._parameters[name] = None
                 cells.append(cell)
         self._cells = tuple(cells)  # a tuple, so nn.Module does not register them as children
+        self._check_regularisers()
+
+    def _check_regularisers(self) -> None:
+        cell = self._cells[0]
+        name = type(cell).__name__
+        if self.regularisers.zoneout_cell and len(cell.state_sizes) < 2:
+            raise ValueError(
+                f"zoneout_cell={self.regularisers.zoneout_cell} needs a cell with a memory cell c (LSTM, "
+                f"PeepholeLSTM); {name} has only h: use zoneout="
+            )
+        if self.regularisers.recurrent_dropout and not cell.supports_recurrent_dropout:
+            raise ValueError(
+                f"recurrent_dropout={self.regularisers.recurrent_dropout}: {name} does not route its recurrent "
+                "product through recurrent_input(), so it cannot apply it; use input_dropout or zoneout"
+            )
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -115,7 +166,30 @@ class Recurrent(nn.Module):
         """The parameters of cell ``k`` under the cell's own names (``weight_ih``…), absent biases as None."""
         suffix = f"_l{k // self.num_directions}" + ("_reverse" if k % self.num_directions else "")
         names = self._cells[k].parameter_shapes()
-        return Weights({n: getattr(self, n + suffix, None) for n in names})
+        tensors = {n: getattr(self, n + suffix, None) for n in names}
+        if self._masks is not None:  # during a forward call: DropConnect on the recurrent matrix (training)
+            for n in self._cells[k].recurrent_weights:
+                tensors[n] = self._masks.weight(k, n, tensors[n])
+        return Weights(tensors)
+
+    @property
+    def call_masks(self) -> CallMasks | None:
+        """The regularisation of the forward call in progress (engines read it), or None."""
+        return self._masks
+
+    def call_flat_weights(self) -> list[Tensor]:
+        """:meth:`flat_weights` as this call uses them (with ``weight_dropout`` in training, the dropped ones)."""
+        if self._masks is None:
+            return self.flat_weights()
+        out = []
+        for k in range(len(self._cells)):
+            w = vars(self.weights(k))
+            out += [w[n] for n in self._cells[k].parameter_shapes() if w[n] is not None]
+        return out
+
+    def reset_states(self) -> None:
+        """Forget the state a ``stateful`` layer carries: the next call starts from zeros (or the given state)."""
+        self._carried = None
 
     def flat_weights(self) -> list[Tensor]:
         """Every parameter in torch's flat order (what ``torch.lstm`` & co. take)."""
@@ -138,6 +212,9 @@ class Recurrent(nn.Module):
     def stepper(self) -> Any:
         """A :class:`~rnnkit.engines.fused.stepper.Stepper`: this layer one token at a time, little overhead
         (on a CUDA device, :class:`rnnkit.engines.triton.stepper.Stepper`: the Triton kernels, same API)."""
+        if self.regularisers.zoneout or self.regularisers.zoneout_cell:
+            raise ValueError("a layer with zoneout cannot be stepped by the fused stepper (it has no zoneout); "
+                             "run the layer on one-step sequences instead")  # fmt: skip
         if self.weight_ih_l0.device.type == "cuda":
             from rnnkit.engines.triton.stepper import Stepper as GPUStepper
 
@@ -167,6 +244,12 @@ class Recurrent(nn.Module):
         ):
             if getattr(self, flag) != default:
                 s += f", {flag}={getattr(self, flag)}"
+        for name, p in self.regularisers.active().items():
+            s += f", {name}={p}"
+        if self.merge_mode != "concat":
+            s += f", merge_mode={self.merge_mode!r}"
+        if self.stateful:
+            s += ", stateful=True"
         defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()}
         for k, v in self.cell_kwargs.items():
             if k != "proj_size" and (k in defaults and v != defaults[k] or k not in defaults):
@@ -200,12 +283,29 @@ class Recurrent(nn.Module):
             x, batched = self._check_input(input)
         T, B = x.shape[0], x.shape[1]
         lengths = self._check_lengths(lengths, T, B, x.device)
-        state = self._check_state(hx, B, batched, x)
+        if hx is None and self.stateful and self._carried is not None:
+            carried = self._carried[0].shape[1]
+            if carried != B:
+                raise ValueError(
+                    f"{type(self).__name__}(stateful=True) carries the state of a batch of {carried} sequences, "
+                    f"got a batch of {B}: call reset_states() before changing the batch size"
+                )
+            state = self._carried
+        else:
+            state = self._check_state(hx, B, batched, x)
 
-        engine = select_engine(self, x, return_gates)
-        if B == 0:  # an empty batch (as torch.nn accepts): the reference loop returns empty tensors on any engine
-            engine = ENGINES["reference"]
-        output, final, gates = engine.run(self, x, state, lengths, return_gates)
+        regs = self.regularisers
+        if regs.any() and (self.training or regs.zoneout or regs.zoneout_cell):
+            # the engines read this call's masks (one seed per call) through call_masks / weights(k)
+            self._masks = CallMasks(regs, self.training, draw_seed() if self.training else None)
+            try:
+                output, final, gates = self._run_engine(x, state, lengths, return_gates)
+            finally:
+                self._masks = None
+        else:
+            output, final, gates = self._run_engine(x, state, lengths, return_gates)
+        if self.stateful:  # detached: backpropagation stops at the call boundary (truncated BPTT)
+            self._carried = tuple(s.detach() for s in final)
 
         if packed:
             output = self._repack(output, lengths, input)
@@ -219,6 +319,14 @@ class Recurrent(nn.Module):
             gates = {n: g.squeeze(2) for n, g in gates.items()} if gates is not None else None
         state_out = final[0] if len(final) == 1 else final
         return (output, state_out, gates) if return_gates else (output, state_out)
+
+    def _run_engine(
+        self, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor | None, return_gates: bool
+    ) -> tuple[Tensor, tuple[Tensor, ...], dict[str, Tensor] | None]:
+        engine = select_engine(self, x, return_gates)
+        if x.shape[1] == 0:  # an empty batch (as torch.nn accepts): the reference loop returns empty tensors
+            engine = ENGINES["reference"]
+        return engine.run(self, x, state, lengths, return_gates)
 
     @staticmethod
     def _repack(output: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:

@@ -5,7 +5,9 @@
     logits_t = W_hq · dropout(h_t) + b_q            # (B, T, V); W_hq = E when the weights are tied
 
 This is d2l's ``RNNModel`` (one-hot input, one layer) and Zaremba et al.'s regularised LSTM
-(embedding, dropout on the non-recurrent connections, optionally Press & Wolf's tied weights) in one class.
+(embedding, dropout on the non-recurrent connections, optionally Press & Wolf's tied weights) in one class;
+the recurrent layers also take rnnkit's regularisers (:mod:`rnnkit.regularisers`: variational input and
+recurrent dropout, zoneout, DropConnect on W_hh as in AWD-LSTM).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from rnnkit.rnn import CellName, check_cell, make_layer
 
 #: carried recurrent state: one tensor (RNN, GRU, Jordan) or a tuple (LSTM: h, c), or None for zeros
 State = Tensor | tuple[Tensor, ...] | None
+#: the recurrent layers' regularisers (rnnkit.layer.Recurrent options) that the model config carries
+REGULARISERS = ("input_dropout", "recurrent_dropout", "zoneout", "zoneout_cell", "weight_dropout")
 
 
 @dataclass
@@ -47,6 +51,16 @@ class ModelConfig:
     """share the embedding with the output layer (needs input=embedding and embed_size == hidden_size)"""
     engine: str = "auto"
     """engine that runs the recurrent layers: auto, torch, reference or any registered engine"""
+    input_dropout: float = 0.0
+    """variational dropout on each recurrent layer's input: one mask per sequence (Gal & Ghahramani 2016)"""
+    recurrent_dropout: float = 0.0
+    """variational dropout on h where it enters W_hh, the same mask every step (Gal & Ghahramani 2016)"""
+    zoneout: float = 0.0
+    """zoneout on h: each unit keeps its previous value with this probability (Krueger et al. 2017)"""
+    zoneout_cell: float = 0.0
+    """zoneout on the LSTM's memory cell c (cell lstm or peephole)"""
+    weight_dropout: float = 0.0
+    """DropConnect on the recurrent matrix W_hh, one mask per forward call (AWD-LSTM, Merity et al. 2018)"""
 
     def __post_init__(self) -> None:
         check_cell(self.cell, "model.cell")
@@ -54,8 +68,13 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("dropout", *REGULARISERS):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"model.{name} must be in [0, 1), got {value!r}")
+        if self.zoneout_cell and self.cell not in ("lstm", "peephole"):
+            raise ValueError(f"model.zoneout_cell needs a memory cell (model.cell lstm or peephole), got model.cell "
+                             f"{self.cell!r}: use model.zoneout")  # fmt: skip
         if self.input not in ("onehot", "embedding"):
             raise ValueError(f"model.input must be onehot or embedding, got {self.input!r}")
         if self.embed_size < 0:
@@ -92,18 +111,25 @@ class LanguageModel(nn.Module):
         engine: str = "auto",
         device: Any = None,
         dtype: torch.dtype | None = None,
+        **regularisers: float,
     ) -> None:
         super().__init__()
         if not isinstance(vocab_size, int) or vocab_size < 1:
             raise ValueError(f"vocab_size must be a positive integer, got {vocab_size!r}")
-        self.config = ModelConfig(cell, hidden_size, num_layers, dropout, input, embed_size, tie_weights, engine)
+        unknown = sorted(set(regularisers) - set(REGULARISERS))
+        if unknown:
+            raise TypeError(f"LanguageModel got unexpected keyword argument(s) {', '.join(unknown)}")
+        self.config = ModelConfig(cell, hidden_size, num_layers, dropout, input, embed_size, tie_weights, engine,
+                                  **regularisers)  # fmt: skip
+        regularisers = {k: v for k, v in regularisers.items() if v}  # only the ones that are on reach the layer
         self.vocab_size = vocab_size
         factory = {"device": device, "dtype": dtype}
         embed_size = embed_size or hidden_size
         self.embedding = nn.Embedding(vocab_size, embed_size, **factory) if input == "embedding" else None
         in_size = embed_size if self.embedding is not None else vocab_size
         self.rnn = make_layer(cell, in_size, hidden_size, num_layers=num_layers, batch_first=True,
-                              dropout=dropout if num_layers > 1 else 0.0, engine=engine, **factory)  # fmt: skip
+                              dropout=dropout if num_layers > 1 else 0.0, engine=engine, **regularisers,
+                              **factory)  # fmt: skip
         self.drop = Dropout(dropout)  # rnnkit's: the same inverted dropout, far cheaper on the CPU
         self.head = nn.Linear(self.rnn.output_size, vocab_size, **factory)
         if tie_weights:

@@ -2,7 +2,8 @@
 
 Positional arguments, defaults, parameter names, state layout and return values are torch's, so
 ``rnnkit.LSTM(...).load_state_dict(torch.nn.LSTM(...).state_dict())`` works and so does the reverse.
-Everything beyond torch is keyword-only. ``mode``, ``proj_size`` (0 on RNN/GRU; passing it raises as in
+Everything beyond torch is keyword-only; ``**options`` are :class:`Recurrent`'s (the regularisers,
+``merge_mode``, ``stateful``). ``mode``, ``proj_size`` (0 on RNN/GRU; passing it raises as in
 torch), ``check_forward_args`` and ``permute_hidden`` are there for code that reads torch's attributes.
 """
 
@@ -50,6 +51,7 @@ class RNN(Recurrent):
         recurrent_init: str = "uniform",
         engine: str = "auto",
         proj_size: None = None,
+        **options: Any,
     ) -> None:
         _refuse_proj_size(proj_size)
         self.nonlinearity = nonlinearity
@@ -57,7 +59,7 @@ class RNN(Recurrent):
         kwargs = {"nonlinearity": nonlinearity, "activation": activation, "recurrent_init": recurrent_init}
         super().__init__(
             RNNCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, engine=engine, cell_kwargs=kwargs,
+            device, dtype, engine=engine, cell_kwargs=kwargs, **options,
         )  # fmt: skip
 
     @property
@@ -88,6 +90,7 @@ class GRU(Recurrent):
         recurrent_init: str = "uniform",
         engine: str = "auto",
         proj_size: None = None,
+        **options: Any,
     ) -> None:
         _refuse_proj_size(proj_size)
         self.proj_size = 0
@@ -99,7 +102,7 @@ class GRU(Recurrent):
         }
         super().__init__(
             GRUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, engine=engine, cell_kwargs=kwargs,
+            device, dtype, engine=engine, cell_kwargs=kwargs, **options,
         )  # fmt: skip
 
     mode = "GRU"  # torch's attribute; GRU(reset_after=False) and custom activations keep it (see cells[0].torch_mode())
@@ -129,6 +132,7 @@ class LSTM(Recurrent):
         recurrent_activation: str | Activation = "sigmoid",
         recurrent_init: str = "uniform",
         engine: str = "auto",
+        **options: Any,
     ) -> None:
         self.proj_size = proj_size
         kwargs = {
@@ -140,7 +144,7 @@ class LSTM(Recurrent):
         }
         super().__init__(
             self._cell_class, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, engine=engine, cell_kwargs=kwargs,
+            device, dtype, engine=engine, cell_kwargs=kwargs, **options,
         )  # fmt: skip
 
 
@@ -170,6 +174,7 @@ class Jordan(Recurrent):
         output_activation: str | Activation = "identity",
         recurrent_init: str = "uniform",
         engine: str = "auto",
+        **options: Any,
     ) -> None:
         check_size("output_size", output_size, minimum=1)  # a cell may have 0 outputs, a layer needs some
         kwargs = {
@@ -180,7 +185,7 @@ class Jordan(Recurrent):
         }
         super().__init__(
             JordanCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, engine=engine, cell_kwargs=kwargs,
+            device, dtype, engine=engine, cell_kwargs=kwargs, **options,
         )  # fmt: skip
 
 

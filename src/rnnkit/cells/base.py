@@ -38,6 +38,9 @@ class RecurrentCell(nn.Module):
     gate_names: tuple[str, ...] = ()
     #: names of the weight matrices whose rows are stacked gate blocks that orthogonal init treats one by one
     recurrent_weights: tuple[str, ...] = ("weight_hh",)
+    #: whether :meth:`recurrence` feeds its recurrent matrix product through :meth:`recurrent_input` (a layer
+    #: refuses ``recurrent_dropout`` on a cell that does not, rather than silently not applying it)
+    supports_recurrent_dropout: bool = False
 
     def __init__(
         self,
@@ -84,6 +87,14 @@ class RecurrentCell(nn.Module):
     def recurrence(self, xw: Tensor, state: State, w: Any) -> tuple[State, Gates]:
         """One step given the projected input ``xw``: returns the new state and this step's gates."""
         raise NotImplementedError
+
+    @staticmethod
+    def recurrent_input(h: Tensor, w: Any) -> Tensor:
+        """The state as it enters the recurrent matrix product: ``h`` itself, or ``h ⊙ m`` when the layer runs
+        variational recurrent dropout (``w.recurrent_mask``, (B, S), the same at every step). Only that
+        product's operand is masked, never the carried state (Gal & Ghahramani 2016; Keras)."""
+        mask = getattr(w, "recurrent_mask", None)
+        return h if mask is None else h * mask
 
     def torch_mode(self) -> str | None:
         """The ``torch.nn`` mode that computes exactly this cell (``"LSTM"``, ``"GRU"``, ``"RNN_TANH"``…), if any."""

@@ -22,6 +22,7 @@ class RNNCell(RecurrentCell):
     """
 
     gate_names = ("h",)
+    supports_recurrent_dropout = True
 
     def __init__(
         self,
@@ -56,7 +57,8 @@ class RNNCell(RecurrentCell):
 
     def recurrence(self, xw: Tensor, state: State, w: Any) -> tuple[State, Gates]:
         (h,) = state  # (B, H)
-        h = self.activation(xw + F.linear(h, w.weight_hh, w.bias_hh))  # h_t = act(W_ih x + b_ih + W_hh h + b_hh)
+        hh = F.linear(self.recurrent_input(h, w), w.weight_hh, w.bias_hh)  # W_hh h + b_hh (h: see recurrent_input)
+        h = self.activation(xw + hh)  # h_t = act(W_ih x + b_ih + W_hh h + b_hh)
         return (h,), {"h": h}
 
     def torch_mode(self) -> str | None:
@@ -79,6 +81,7 @@ class JordanCell(RecurrentCell):
     """
 
     gate_names = ("h", "y")
+    supports_recurrent_dropout = True
     recurrent_weights = ("weight_yh",)
 
     def __init__(
@@ -118,7 +121,8 @@ class JordanCell(RecurrentCell):
 
     def recurrence(self, xw: Tensor, state: State, w: Any) -> tuple[State, Gates]:
         (y,) = state  # (B, O)
-        h = self.activation(xw + F.linear(y, w.weight_yh, w.bias_yh))  # h_t = act(W_ih x + b_ih + W_yh y + b_yh)
+        yh = F.linear(self.recurrent_input(y, w), w.weight_yh, w.bias_yh)  # W_yh y + b_yh (y: see recurrent_input)
+        h = self.activation(xw + yh)  # h_t = act(W_ih x + b_ih + W_yh y + b_yh)
         y = self.output_activation(F.linear(h, w.weight_hy, w.bias_hy))  # y_t = out_act(W_hy h_t + b_hy)
         return (y,), {"h": h, "y": y}
 

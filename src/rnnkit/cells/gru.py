@@ -28,6 +28,7 @@ class GRUCell(GatedCell):
     """
 
     gate_names = ("r", "z", "n")
+    supports_recurrent_dropout = True
 
     def __init__(
         self,
@@ -67,17 +68,18 @@ class GRUCell(GatedCell):
         σ, act = self.recurrent_activation, self.activation
         (h,) = state  # (B, H)
         xr, xz, xn = xw.chunk(3, dim=-1)  # each (B, H): W_i* x + b_i*
+        hd = self.recurrent_input(h, w)  # h where it meets W_h* (recurrent dropout); z ⊙ h below keeps h itself
         if self.reset_after:
-            hr, hz, hn = F.linear(h, w.weight_hh, w.bias_hh).chunk(3, dim=-1)  # W_h* h + b_h*
+            hr, hz, hn = F.linear(hd, w.weight_hh, w.bias_hh).chunk(3, dim=-1)  # W_h* h + b_h*
             r = σ(xr + hr)  # reset gate
             z = σ(xz + hz)  # update gate
             n = act(xn + r * hn)  # candidate: reset applied after the matrix product
         else:
             W_hr, W_hz, W_hn = w.weight_hh.chunk(3, dim=0)
             b_hr, b_hz, b_hn = (None,) * 3 if w.bias_hh is None else w.bias_hh.chunk(3)
-            r = σ(xr + F.linear(h, W_hr, b_hr))  # reset gate
-            z = σ(xz + F.linear(h, W_hz, b_hz))  # update gate
-            n = act(xn + F.linear(r * h, W_hn, b_hn))  # candidate: reset applied to h before the product
+            r = σ(xr + F.linear(hd, W_hr, b_hr))  # reset gate
+            z = σ(xz + F.linear(hd, W_hz, b_hz))  # update gate
+            n = act(xn + F.linear(r * hd, W_hn, b_hn))  # candidate: reset applied to h before the product
         h = (1 - z) * n + z * h  # interpolate old state and candidate
         return (h,), {"r": r, "z": z, "n": n}
 

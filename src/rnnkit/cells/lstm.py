@@ -31,6 +31,7 @@ class LSTMCell(GatedCell):
     """
 
     gate_names = ("i", "f", "g", "o", "c")
+    supports_recurrent_dropout = True
 
     def __init__(
         self,
@@ -95,7 +96,8 @@ class LSTMCell(GatedCell):
         σ, act = self.recurrent_activation, self.activation
         h, c = state  # (B, P or H), (B, H)
         xi, xf, xg, xo = xw.chunk(4, dim=-1)  # each (B, H): W_i* x + b_i*
-        hi, hf, hg, ho = F.linear(h, w.weight_hh, w.bias_hh).chunk(4, dim=-1)  # W_h* h + b_h*
+        hd = self.recurrent_input(h, w)  # h where it meets W_h* (recurrent dropout masks only this operand)
+        hi, hf, hg, ho = F.linear(hd, w.weight_hh, w.bias_hh).chunk(4, dim=-1)  # W_h* h + b_h*
         i = σ(xi + hi)  # input gate: how much of the candidate to write
         f = σ(xf + hf)  # forget gate: how much of the old memory to keep
         g = act(xg + hg)  # candidate memory
@@ -138,7 +140,7 @@ class PeepholeLSTMCell(LSTMCell):
         σ, act = self.recurrent_activation, self.activation
         h, c_prev = state  # (B, P or H), (B, H)
         xi, xf, xg, xo = xw.chunk(4, dim=-1)  # each (B, H)
-        hi, hf, hg, ho = F.linear(h, w.weight_hh, w.bias_hh).chunk(4, dim=-1)
+        hi, hf, hg, ho = F.linear(self.recurrent_input(h, w), w.weight_hh, w.bias_hh).chunk(4, dim=-1)  # W_h* h
         i = σ(xi + hi + w.weight_ci * c_prev)  # input gate peeks at c_{t-1}
         f = σ(xf + hf + w.weight_cf * c_prev)  # forget gate peeks at c_{t-1}
         g = act(xg + hg)  # candidate memory

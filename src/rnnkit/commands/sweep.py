@@ -38,7 +38,7 @@ class SweepConfig:
 
     data: str = "timemachine"
     """corpus: timemachine (the seed's), stdlib, tinyshakespeare, or a UTF-8 text file"""
-    preset: Literal["d2l", "recommended"] = "d2l"
+    preset: Literal["d2l", "recommended", "regularised"] = "d2l"
     """rnnkit train preset every run starts from (d2l: one-hot LSTM, SGD, letters only)"""
     cell: CellName = "lstm"
     """recurrent cell of every run"""

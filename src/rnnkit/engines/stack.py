@@ -4,6 +4,8 @@
 concatenated outputs of layer ``l - 1``) and direction (the reverse direction runs the forward loop on each
 sequence reversed *within its own length*, so it starts at that sequence's last valid step, then
 un-reverses its outputs). An engine gives it only the function that runs one direction of one layer.
+The layer options that act outside the time loop are applied here, for every engine: ``input_dropout`` (one
+(B, F) mask per cell, the same at every step) and the bidirectional ``merge_mode``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import Tensor
 
 from rnnkit.dropout import dropout
 from rnnkit.engines.registry import RunResult
+from rnnkit.regularisers import merge
 
 if TYPE_CHECKING:
     from rnnkit.layer import Recurrent
@@ -55,6 +58,8 @@ def run_stack(
     """Depth and direction, the same for every engine: ``run_one(k, input, state, mask)`` runs cell ``k``
     over one (already reversed, for the reverse direction) sequence and returns (outputs, final state, gates)."""
     D = layer.num_directions
+    masks = getattr(layer, "call_masks", None)
+    merge_mode = getattr(layer, "merge_mode", "concat")
     mask = step_mask(lengths, x.shape[0])
     finals: list[tuple[Tensor, ...]] = []
     gates: list[dict[str, Tensor]] = []
@@ -66,6 +71,9 @@ def run_stack(
         for d in range(D):
             k = l * D + d
             inp = layer_input if d == 0 else reverse_padded(layer_input, lengths)
+            keep = masks.input_mask(k, inp) if masks is not None else None
+            if keep is not None:  # variational input dropout: the same (B, F) mask at every step
+                inp = inp * keep
             out, state, g = run_one(k, inp, tuple(s[k] for s in hx), mask)
             if d == 1:
                 out = reverse_padded(out, lengths)
@@ -74,7 +82,9 @@ def run_stack(
             finals.append(state)
             if g is not None:
                 gates.append(g)
-        layer_input = outputs[0] if D == 1 else torch.cat(outputs, dim=-1)
+        last = l == layer.num_layers - 1
+        # merge_mode=None returns both directions stacked; between stacked layers they are concatenated
+        layer_input = merge(outputs, merge_mode if merge_mode is not None or last else "concat")
     final = tuple(torch.stack(s) for s in zip(*finals))
     stacked = {n: torch.stack([g[n] for g in gates]) for n in gates[0]} if return_gates else None
     return layer_input, final, stacked

@@ -27,6 +27,7 @@ from rnnkit.engines.fused.scan import SCAN_CELLS, run_scan
 from rnnkit.engines.fused.specs import SPECS, act_code
 from rnnkit.engines.registry import ENGINES, RunResult, exporting_onnx, func_transforms_active, register_engine
 from rnnkit.engines.stack import run_stack
+from rnnkit.regularisers import in_loop_unsupported, kernel_args
 
 if TYPE_CHECKING:
     from rnnkit.layer import Recurrent
@@ -52,7 +53,11 @@ class FusedEngine:
 
     def unsupported(self, layer: Recurrent, x: Tensor, return_gates: bool) -> str | None:
         cell = layer.cells[0]
-        if type(cell) not in SCAN_CELLS:  # the scan is torch ops: any device, any float dtype
+        in_loop = in_loop_unsupported(layer)  # zoneout, recurrent dropout: inside every step
+        if type(cell) in SCAN_CELLS:  # the scan is torch ops: any device, any float dtype
+            if in_loop is not None:
+                return f"the scan of {type(cell).__name__} has no in-loop regularisers: {in_loop}"
+        else:
             if type(cell) not in SPECS:
                 return f"no fused kernel for {type(cell).__name__} (the built-in cells that have one, not subclasses)"
             reason = getattr(SPECS[type(cell)], "unsupported", lambda cell: None)(cell)
@@ -62,6 +67,17 @@ class FusedEngine:
                 fn = getattr(cell, attr, None)
                 if fn is not None and act_code(fn) is None:
                     return f"{attr}={fn!r} is not a named activation, so it has no hand-written derivative"
+            if in_loop is not None and not getattr(SPECS[type(cell)], "regularisers", False):
+                return f"the fused kernels of {type(cell).__name__} have no in-loop regularisers: {in_loop}"
+            regs = getattr(layer, "regularisers", None)
+            if return_gates and regs is not None and (regs.zoneout or regs.zoneout_cell):
+                return "return_gates with zoneout: the kernels keep the zoned states, the reference reports the cell's"
+            one_gate = SPECS[type(cell)].name in ("elman", "jordan")
+            if regs is not None and regs.zoneout and not layer.training and one_gate:
+                if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in layer.parameters())):
+                    # the one-gate kernels' backward would recover the candidate state from the expectation by a
+                    # division, which is not exact at a piecewise activation's kink (relu): the reference loop is
+                    return "a gradient through zoneout's expectation (evaluation mode) of a one-gate cell"
             if x.device.type != "cpu":
                 return f"the fused kernels run on CPU tensors, not {x.device.type}"
             if x.dtype not in (torch.float32, torch.float64):
@@ -78,6 +94,9 @@ class FusedEngine:
         """Leave to torch's kernels what they were measured faster at (docs/engines.md)."""
         if layer.cells[0].torch_mode() is None or return_gates:
             return False  # torch cannot run it: fused is the fast path
+        other = ENGINES.get("torch")
+        if other is not None and other.unsupported(layer, x, return_gates) is not None:
+            return False  # e.g. zoneout or recurrent dropout, which torch's kernels cannot run either
         if build.unavailable() is not None:
             return True  # without the native kernels, torch's own beat the reference loop
         if torch.compiler.is_compiling():
@@ -110,6 +129,7 @@ def run_by_operator(
     (:func:`.ops.call_sequence`) — or of ``sequence``, another callable with its signature (the Triton engine) —
     whose buffers give the output sequence, the final states and the gates (``spec.outputs``)."""
     call = sequence or ops.call_sequence
+    masks = getattr(layer, "call_masks", None)
     # a traced graph must not depend on the grad mode it was traced under (torch.jit.trace checks it)
     grad = torch.is_grad_enabled() or torch.jit.is_tracing()
 
@@ -121,8 +141,10 @@ def run_by_operator(
         # contiguous here (the kernels would copy it anyway): the input is saved for the backward, and a
         # compiled graph must see the same layout as its trace (a batch-first input is a transposed view)
         inp = inp.contiguous()
-        low = bf16 and spec.bf16_products(config)
-        buffers = call(spec.name, config, inp, list(state), params, lengths, keep, low)
+        reg = kernel_args(masks, k, state[0])  # zoneout, recurrent dropout: inside the kernels' time loop
+        low = bf16 and spec.bf16_products(config) and not reg
+        extra = {"reg": reg} if reg else {}
+        buffers = call(spec.name, config, inp, list(state), params, lengths, keep, low, **extra)
         out, finals, gates = spec.outputs(config, buffers)
         if mask is not None:  # outputs (and gates) past a sequence's end are zero
             out = torch.where(mask, out, 0.0)

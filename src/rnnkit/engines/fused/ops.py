@@ -1,8 +1,9 @@
 """The fused engine as real PyTorch operators: ``rnnkit::sequence``, its backward, and ``rnnkit::dropout``.
 
-``torch.ops.rnnkit.sequence(cell, config, x, state, params, lengths, keep, bf16)`` runs one direction of one
+``torch.ops.rnnkit.sequence(cell, config, x, state, params, lengths, keep, bf16, reg)`` runs one direction of one
 layer of any built-in cell over a whole sequence (``cell`` names a spec of :mod:`.specs`; ``config`` and
-``params`` come from its ``config_and_params``) and returns the spec's buffers. Because it is a
+``params`` come from its ``config_and_params``; ``reg`` is ``[]`` or the in-loop regularisers, ``[zone, rmask]``,
+tensors so that a new seed per call is data, not a recompile) and returns the spec's buffers. Because it is a
 ``torch.library`` operator with a fake (shape-only) implementation and a registered autograd formula,
 ``torch.compile`` sees one node per call instead of a graph break, ``torch.export`` records it, and
 ``torch.jit.trace`` keeps it. Its backward is the operator ``rnnkit::sequence_backward`` (the C kernels'
@@ -38,6 +39,7 @@ def sequence_impl(
     lengths: Tensor | None,
     keep: bool,
     bf16: bool,
+    reg: Sequence[Tensor],
 ) -> list[Tensor]:
     """One direction of one layer: x (T, B, F), state (B, S) each -> the spec's buffers (see specs.py).
     ``bf16``: the matrix products take bf16 operands (float32 accumulation, state and buffers). (No argument
@@ -46,14 +48,15 @@ def sequence_impl(
     if build.unavailable() is not None:  # loads the kernels in a fresh process (e.g. a loaded exported program)
         raise RuntimeError(f"rnnkit::sequence: the native kernels are unavailable ({build.unavailable()})")
     spec, config = BY_NAME[cell], list(config)
-    return spec.run(config, spec.pack(config, list(params), bf16), x, list(state), lengths, keep, bf16)
+    extra = {"reg": list(reg)} if reg else {}  # only the specs with in-loop regularisers take it
+    return spec.run(config, spec.pack(config, list(params), bf16), x, list(state), lengths, keep, bf16, **extra)
 
 
 sequence = torch.library.custom_op("rnnkit::sequence", mutates_args=(), device_types="cpu")(sequence_impl)
 
 
 @sequence.register_fake
-def _(cell, config, x, state, params, lengths, keep, bf16):
+def _(cell, config, x, state, params, lengths, keep, bf16, reg):
     shapes = BY_NAME[cell].buffer_shapes(list(config), x, list(state), keep)
     return [x.new_empty(s) for s in shapes]
 
@@ -69,11 +72,12 @@ def sequence_backward_impl(
     grads: Sequence[Tensor],
     needs: Sequence[bool],
     bf16: bool,
+    reg: Sequence[Tensor],
 ) -> list[Tensor]:
     """Gradients of (x, *state, *params) from those of the buffers; an empty tensor where ``needs`` is False
     (and an empty gradient means "not used")."""
     spec, args = BY_NAME[cell], (list(config), x, list(state), list(params), lengths, list(buffers), list(grads))
-    res = spec.backward(*args, list(needs), bf16)
+    res = spec.backward(*args, list(needs), bf16, **({"reg": list(reg)} if reg else {}))
     return [g if (n and g is not None) else x.new_empty(0) for g, n in zip(res, needs, strict=True)]
 
 
@@ -83,17 +87,18 @@ sequence_backward = torch.library.custom_op("rnnkit::sequence_backward", mutates
 
 
 @sequence_backward.register_fake
-def _(cell, config, x, state, params, lengths, buffers, grads, needs, bf16):
+def _(cell, config, x, state, params, lengths, buffers, grads, needs, bf16, reg):
     like = [x, *state, *params]  # the gradients are contiguous, whatever the inputs' strides
     return [t.new_empty(t.shape) if n else x.new_empty(0) for t, n in zip(like, needs, strict=True)]
 
 
 def _setup(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:
-    cell, config, x, state, params, lengths, keep, bf16 = inputs
+    cell, config, x, state, params, lengths, keep, bf16, reg = inputs
     ctx.cell, ctx.config, ctx.n_state, ctx.keep, ctx.bf16 = cell, list(config), len(state), keep, bf16
     ctx.needs = [t.requires_grad for t in (x, *state, *params)]
     ctx.has_lengths = lengths is not None
-    ctx.save_for_backward(x, *state, *params, *([lengths] if lengths is not None else []), *output)
+    ctx.n_reg = len(reg)
+    ctx.save_for_backward(x, *state, *params, *([lengths] if lengths is not None else []), *reg, *output)
     ctx.n_params = len(params)
 
 
@@ -103,17 +108,19 @@ def _input_grads(ctx: Any, grads: list[Tensor | None], backward_impl: Any) -> li
     n_in = 1 + ctx.n_state + ctx.n_params
     x, state, params = saved[0], saved[1 : 1 + ctx.n_state], saved[1 + ctx.n_state : n_in]
     lengths = saved[n_in] if ctx.has_lengths else None
-    buffers = saved[n_in + ctx.has_lengths :]
+    reg = saved[n_in + ctx.has_lengths : n_in + ctx.has_lengths + ctx.n_reg]
+    buffers = saved[n_in + ctx.has_lengths + ctx.n_reg :]
     if torch.is_grad_enabled():  # create_graph=True: a backward that autograd can differentiate again
-        return _differentiable_backward(ctx, x, state, params, lengths, grads)
+        return _differentiable_backward(ctx, x, state, params, lengths, grads, reg)
     grads = [x.new_empty(0) if g is None else g for g in grads]
-    res = backward_impl(ctx.cell, ctx.config, x, state, params, lengths, buffers, grads, ctx.needs, ctx.bf16)
+    res = backward_impl(ctx.cell, ctx.config, x, state, params, lengths, buffers, grads, ctx.needs, ctx.bf16, reg)
     return [g if n else None for g, n in zip(res, ctx.needs, strict=True)]
 
 
 def _backward(ctx: Any, grads: list[Tensor]) -> tuple:
     res = _input_grads(ctx, grads, torch.ops.rnnkit.sequence_backward)
-    return None, None, res[0], res[1 : 1 + ctx.n_state], res[1 + ctx.n_state :], None, None, None
+    no_reg = [None] * ctx.n_reg  # the masks and the seed take no gradient
+    return None, None, res[0], res[1 : 1 + ctx.n_state], res[1 + ctx.n_state :], None, None, None, no_reg
 
 
 torch.library.register_autograd("rnnkit::sequence", _backward, setup_context=_setup)
@@ -142,10 +149,10 @@ class _Direct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, impls: tuple, cell: str, config: list[int], lengths: Tensor | None, keep: bool,
-                bf16: bool, n_state: int, *tensors: Tensor) -> tuple[Tensor, ...]:  # fmt: skip
+                bf16: bool, reg: list[Tensor], n_state: int, *tensors: Tensor) -> tuple[Tensor, ...]:  # fmt: skip
         x, state, params = tensors[0], list(tensors[1 : 1 + n_state]), list(tensors[1 + n_state :])
-        buffers = impls[0](cell, config, x, state, params, lengths, keep, bf16)
-        _setup(ctx, (cell, config, x, state, params, lengths, keep, bf16), buffers)
+        buffers = impls[0](cell, config, x, state, params, lengths, keep, bf16, reg)
+        _setup(ctx, (cell, config, x, state, params, lengths, keep, bf16, reg), buffers)
         ctx.backward_impl = impls[1]
         ctx.set_materialize_grads(False)  # an unused buffer's gradient stays None: no zero-filled (T, B, ·) tensors
         return tuple(buffers)
@@ -154,18 +161,19 @@ class _Direct(torch.autograd.Function):
     def backward(ctx: Any, *grads: Tensor | None) -> tuple:
         # under vmap (autograd.grad(..., is_grads_batched=True), as gradcheck does) the operator's batching rule
         impl = torch.ops.rnnkit.sequence_backward if func_transforms_active() else ctx.backward_impl
-        return (None,) * 7 + tuple(_input_grads(ctx, list(grads), impl))
+        return (None,) * 8 + tuple(_input_grads(ctx, list(grads), impl))
 
 
 def call_sequence(cell: str, config: list[int], x: Tensor, state: list[Tensor], params: list[Tensor],
                   lengths: Tensor | None, keep: bool, bf16: bool,
-                  impls: tuple | None = None) -> list[Tensor]:  # fmt: skip
+                  impls: tuple | None = None, reg: list[Tensor] | None = None) -> list[Tensor]:  # fmt: skip
     """``torch.ops.rnnkit.sequence(...)``, or in plain eager mode the same implementation called directly — the
     dispatcher and the custom-operator wrappers cost ~60 µs a call, a tenth of a small layer's. Whatever records
     or transforms the call (torch.compile, torch.export, jit.trace, a dispatch or function mode, tensor
     subclasses) sees the operator. ``impls``: another (forward, backward) implementation pair (the Triton
-    kernels under their CPU interpreter), always called directly."""
+    kernels under their CPU interpreter), always called directly. ``reg``: the in-loop regularisers (specs.py)."""
     tensors = [x, *state, *params]
+    reg = list(reg or [])
     direct = impls is not None or (
         not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
@@ -174,12 +182,12 @@ def call_sequence(cell: str, config: list[int], x: Tensor, state: list[Tensor], 
         and all(type(t) in (Tensor, torch.nn.Parameter) for t in tensors)
     )
     if not direct:
-        return torch.ops.rnnkit.sequence(cell, config, x, state, params, lengths, keep, bf16)
+        return torch.ops.rnnkit.sequence(cell, config, x, state, params, lengths, keep, bf16, reg)
     impls = impls or (sequence_impl, sequence_backward_impl)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return list(_Direct.apply(impls, cell, config, lengths, keep, bf16, len(state), *tensors))
+        return list(_Direct.apply(impls, cell, config, lengths, keep, bf16, reg, len(state), *tensors))
     with torch.no_grad():
-        return impls[0](cell, config, x, state, params, lengths, keep, bf16)
+        return impls[0](cell, config, x, state, params, lengths, keep, bf16, reg)
 
 
 # CUDA tensors: the Triton kernels (rnnkit.engines.triton), same buffers, so the fake and autograd above serve both
@@ -187,8 +195,9 @@ register_cuda(sequence, sequence_backward)
 
 
 def reference_buffers(cell: str, config: list[int], x: Tensor, state: list[Tensor], params: list[Tensor],
-                      lengths: Tensor | None) -> list[Tensor]:  # fmt: skip
-    """The buffers of ``rnnkit::sequence`` computed by stepping the equivalent rnnkit cell (differentiable).
+                      lengths: Tensor | None, reg: Sequence[Tensor] = ()) -> list[Tensor]:  # fmt: skip
+    """The buffers of ``rnnkit::sequence`` computed by stepping the equivalent rnnkit cell (differentiable), with
+    the in-loop regularisers ``reg`` (specs.py) as the reference loop applies them.
 
     Only the buffers a caller can see are recomputed (states and gates); the kernels' private ones (the
     LSTM's ``M``, the GRU's ``HN``) come back as ``None``: no gradient flows into them from outside.
@@ -202,10 +211,17 @@ def reference_buffers(cell: str, config: list[int], x: Tensor, state: list[Tenso
         else w.weight_ih.shape[0] // {"lstm": 4, "gru": 3, "mgu": 2}.get(spec.name, 1)
     )
     cell_ = spec.make_cell(config, F, H, state[0].shape[-1])
+    zoneout = None
+    if reg:
+        zone, rmask = reg
+        w.recurrent_mask = rmask if rmask.numel() else None
+        zoneout = _zoneout_from(zone)
     s = tuple(state)
     steps: list[tuple[tuple[Tensor, ...], dict[str, Tensor]]] = []
     for t in range(T):
         new, gates = cell_.step(x[t], s, w)
+        if zoneout is not None:
+            new = zoneout(t, s, new)
         if lengths is not None:  # finished sequences keep their state
             alive = (t < lengths).unsqueeze(-1)
             new = tuple(torch.where(alive, a, b) for a, b in zip(new, s))
@@ -225,12 +241,31 @@ def reference_buffers(cell: str, config: list[int], x: Tensor, state: list[Tenso
     return [states[0], gate["h"]]
 
 
+def _zoneout_from(zone: Tensor) -> Any:
+    """``zoneout(t, old, new)`` from the kernels' zone tensor (p_h, p_c, train, key_h, key_c)."""
+    from rnnkit.regularisers import zoneout, zoneout_mask
+
+    p_h, p_c, train, key_h, key_c = zone.tolist()
+
+    def step(t: int, old: tuple[Tensor, ...], new: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        out = list(new)
+        for i, (p, key) in enumerate(((p_h, key_h), (p_c, key_c))):
+            if p and i < len(new):
+                k = torch.tensor([int(key)])
+                keep = zoneout_mask(k, t, tuple(new[i].shape), p, new[i].device) if train else p
+                out[i] = zoneout(old[i], new[i], keep)
+        return tuple(out)
+
+    return step
+
+
 def _differentiable_backward(ctx: Any, x: Tensor, state: list[Tensor], params: list[Tensor],
-                             lengths: Tensor | None, grads: list[Tensor | None]) -> list[Tensor | None]:  # fmt: skip
+                             lengths: Tensor | None, grads: list[Tensor | None],
+                             reg: Sequence[Tensor] = ()) -> list[Tensor | None]:  # fmt: skip
     """dL/d(inputs) by recomputing the buffers from the saved inputs through the cell's step, under autograd:
     the gradients are then themselves functions of the inputs (and of ``grads``), differentiable again."""
     inputs = [x, *state, *params]
-    bufs = reference_buffers(ctx.cell, ctx.config, x, state, params, lengths)
+    bufs = reference_buffers(ctx.cell, ctx.config, x, state, params, lengths, reg)
     outs, gouts = [], []
     for b, g in zip(bufs, grads, strict=True):
         if b is not None and g is not None and g.numel() and b.shape == g.shape:

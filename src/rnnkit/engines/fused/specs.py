@@ -19,6 +19,11 @@ the tensors present in a fixed order — the form a torch operator can take (:mo
 * ``make_cell(config, ...)`` — the equivalent rnnkit cell, whose readable step the differentiable
   recomputation for double backward runs (:mod:`.ops`).
 
+A spec with ``regularisers = True`` also takes ``reg`` in ``run`` and ``backward``: the in-loop regularisers of
+:mod:`rnnkit.regularisers` (``[zone, rmask]``: zoneout's float64 (p_h, p_c, train, key_h, key_c) and the
+recurrent-dropout multipliers (B, S) or an empty tensor; csrc/reg.h). The recurrent weight gradient then
+multiplies the masked states, ``dW_hh = Σ_t dPre_tᵀ (m ⊙ h_{t-1})``.
+
 The equations are the cells' (:mod:`rnnkit.cells`); the C files (``csrc/``) restate them.
 """
 
@@ -79,9 +84,18 @@ def _input_grads(needs: list[bool], dPre2: Tensor, x: Tensor, W_ih: Tensor, mm: 
     return dx, dW
 
 
-def _prev(S: Tensor) -> Tensor:
-    """``S[:T]`` (each step's previous state) as (T·B, n)."""
-    return S[:-1].reshape(-1, S.shape[-1])
+def _prev(S: Tensor, rmask: Tensor | None = None) -> Tensor:
+    """``S[:T]`` (each step's previous state) as (T·B, n); with ``rmask`` (B, n), as the recurrent product saw it."""
+    prev = S[:-1] if rmask is None else S[:-1] * rmask
+    return prev.reshape(-1, S.shape[-1])
+
+
+def _reg(reg: list[Tensor] | None) -> tuple[Tensor | None, Tensor | None]:
+    """(zone, rmask) for the kernels from a spec's ``reg`` argument (None where absent)."""
+    if not reg:
+        return None, None
+    zone, rmask = reg
+    return zone, (rmask if rmask.numel() else None)
 
 
 class LSTMSpec:
@@ -89,6 +103,7 @@ class LSTMSpec:
     Buffers: Hs (T + 1, B, S), Cs (T + 1, B, H), G (T, B, 4H) i, f, g, o, M (T, B, H) = o ⊙ act(c) (projection)."""
 
     name, gate_names, n_state = "lstm", ("i", "f", "g", "o", "c"), 2
+    regularisers = True
 
     @staticmethod
     def bf16_products(config: list[int]) -> bool:
@@ -136,10 +151,12 @@ class LSTMSpec:
         lengths: Tensor | None,
         keep: bool,
         bf16: bool = False,
+        reg: list[Tensor] | None = None,
     ):
         Wxp, Wp, Whrp, bias, peep = packed
         h0, c0 = state
-        return list(_k.lstm_fwd(x, Wxp, Wp, Whrp, bias, peep, lengths, h0, c0, config[0], config[1], keep, bf16))
+        return list(_k.lstm_fwd(x, Wxp, Wp, Whrp, bias, peep, lengths, h0, c0, config[0], config[1], keep, bf16,
+                                *_reg(reg)))  # fmt: skip
 
     @staticmethod
     def buffer_shapes(config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
@@ -147,20 +164,21 @@ class LSTMSpec:
         return [(T + 1, B, S), (T + 1, B, H), (T, B, 4 * H) if keep else (0,), (T, B, H) if config[3] else (0,)]
 
     @classmethod
-    def backward(cls, config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
+    def backward(cls, config, x, state, params, lengths, buffers, grads, needs, bf16=False, reg=None) -> list:
         W_ih, W_hh, b_ih, _, W_hr, peep = cls._unpack(config, params)
         Hs, Cs, G, M = buffers
         gHs, gCs, gG, _ = (_grad_or_none(g) for g in grads)
         gHs = torch.zeros_like(Hs) if gHs is None else gHs
         stacked = None if peep is None else torch.stack(peep)
+        zone, rmask = _reg(reg)
         dPre, dh0, dc0, db, dpeep, dHt = _k.lstm_bwd(
-            G, Cs, M, W_hh, W_hr, stacked, lengths, gHs, gCs, gG, config[0], config[1], needs[1], bf16
+            G, Cs, M, W_hh, W_hr, stacked, lengths, gHs, gCs, gG, config[0], config[1], needs[1], bf16, zone, rmask
         )
         T, B, H4 = dPre.shape
         dPre2 = dPre.view(T * B, H4)
         mm = _mm_bf16 if bf16 else _mm
         dx, dW_ih = _input_grads([needs[0], needs[3]], dPre2, x, W_ih, mm)
-        grads_p = [dW_ih, mm(dPre2.t(), _prev(Hs))]  # dW_hh = Σ_t dPre_tᵀ h_{t-1}
+        grads_p = [dW_ih, mm(dPre2.t(), _prev(Hs, rmask))]  # dW_hh = Σ_t dPre_tᵀ h_{t-1}
         grads_p += [db, db.clone()] if b_ih is not None else []
         grads_p += [_mm(dHt.view(T * B, -1).t(), M.view(T * B, -1))] if W_hr is not None else []  # Σ dh_tᵀ m_t
         grads_p += [d.clone() for d in dpeep.unbind(0)] if peep is not None else []  # outputs must not alias
@@ -192,6 +210,7 @@ class GRUSpec:
     Buffers: Hs (T + 1, B, H), G (T, B, 3H) r, z, n, HN (T, B, H): W_hn h + b_hn (reset after) or r ⊙ h."""
 
     name, gate_names, n_state = "gru", ("r", "z", "n"), 1
+    regularisers = True
 
     @staticmethod
     def bf16_products(config: list[int]) -> bool:
@@ -225,10 +244,11 @@ class GRUSpec:
         lengths: Tensor | None,
         keep: bool,
         bf16: bool = False,
+        reg: list[Tensor] | None = None,
     ):
         Wxp, Wp, Wnp, b_ih, b_hh = packed
         act, rec, after = config[0], config[1], bool(config[3])
-        return list(_k.gru_fwd(x, Wxp, Wp, Wnp, b_ih, b_hh, lengths, state[0], act, rec, after, keep, bf16))
+        return list(_k.gru_fwd(x, Wxp, Wp, Wnp, b_ih, b_hh, lengths, state[0], act, rec, after, keep, bf16, *_reg(reg)))
 
     @staticmethod
     def buffer_shapes(config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
@@ -236,21 +256,22 @@ class GRUSpec:
         return [(T + 1, B, H), (T, B, 3 * H) if keep else (0,), (T, B, H) if keep else (0,)]
 
     @staticmethod
-    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
+    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False, reg=None) -> list:
         W_ih, W_hh = params[:2]
         Hs, G, HN = buffers
         gHs, gG, _ = (_grad_or_none(g) for g in grads)
         gHs = torch.zeros_like(Hs) if gHs is None else gHs
+        zone, rmask = _reg(reg)
         dPre, dHH, dh0, db_ih, db_hh = _k.gru_bwd(
-            G, HN, Hs, W_hh, lengths, gHs, gG, config[0], config[1], bool(config[3]), needs[1], bf16
+            G, HN, Hs, W_hh, lengths, gHs, gG, config[0], config[1], bool(config[3]), needs[1], bf16, zone, rmask
         )
         T, B, H3 = dPre.shape
-        dPre2, Hp = dPre.view(T * B, H3), _prev(Hs)
+        dPre2, Hp = dPre.view(T * B, H3), _prev(Hs, rmask)
         mm = _mm_bf16 if bf16 else _mm
         dx, dW_ih = _input_grads([needs[0], needs[2]], dPre2, x, W_ih, mm)
         if config[3]:  # reset after: dW_hh = Σ_t dHH_tᵀ h_{t-1}
             dW_hh = mm(dHH.view(T * B, H3).t(), Hp)
-        else:  # reset before: the r, z rows see h_{t-1}, the n rows r ⊙ h_{t-1}
+        else:  # reset before: the r, z rows see h_{t-1}, the n rows r ⊙ h_{t-1} (both masked: HN is r ⊙ m ⊙ h)
             H = H3 // 3
             dW_hh = torch.cat([_mm(dPre2[:, : 2 * H].t(), Hp), _mm(dPre2[:, 2 * H :].t(), HN.view(T * B, H))])
         return [dx, dh0, dW_ih, dW_hh, *([db_ih, db_hh] if config[2] else [])]
@@ -275,6 +296,7 @@ class ElmanSpec:
     """config: act, bias. params: W_ih, W_hh, [b_ih, b_hh]. Buffers: Hs (T + 1, B, H)."""
 
     name, gate_names, n_state = "elman", ("h",), 1
+    regularisers = True
 
     @staticmethod
     def bf16_products(config: list[int]) -> bool:
@@ -299,23 +321,25 @@ class ElmanSpec:
         lengths: Tensor | None,
         keep: bool,
         bf16: bool = False,
+        reg: list[Tensor] | None = None,
     ):
         Wxp, Wp, bias = packed
-        return [_k.elman_fwd(x, Wxp, Wp, bias, lengths, state[0], config[0])]
+        return [_k.elman_fwd(x, Wxp, Wp, bias, lengths, state[0], config[0], *_reg(reg))]
 
     @staticmethod
     def buffer_shapes(config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
         return [(x.shape[0] + 1, x.shape[1], state[0].shape[-1])]
 
     @staticmethod
-    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
+    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False, reg=None) -> list:
         (Hs,), gHs = buffers, _grad_or_none(grads[0])
         gHs = torch.zeros_like(Hs) if gHs is None else gHs
-        dPre, dh0, db = _k.elman_bwd(Hs, params[1], lengths, gHs, config[0], needs[1])
+        zone, rmask = _reg(reg)
+        dPre, dh0, db = _k.elman_bwd(Hs, params[1], lengths, gHs, config[0], needs[1], zone, rmask)
         T, B, H = dPre.shape
         dPre2 = dPre.view(T * B, H)
         dx, dW_ih = _input_grads([needs[0], needs[2]], dPre2, x, params[0])
-        return [dx, dh0, dW_ih, _mm(dPre2.t(), _prev(Hs)), *([db, db.clone()] if config[1] else [])]
+        return [dx, dh0, dW_ih, _mm(dPre2.t(), _prev(Hs, rmask)), *([db, db.clone()] if config[1] else [])]
 
     @staticmethod
     def outputs(config: list[int], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
@@ -337,6 +361,7 @@ class JordanSpec:
     Buffers: Ys (T + 1, B, O) the fed-back outputs, Hh (T, B, H) the hidden layers."""
 
     name, gate_names, n_state = "jordan", ("h", "y"), 1
+    regularisers = True
 
     @staticmethod
     def bf16_products(config: list[int]) -> bool:
@@ -364,9 +389,11 @@ class JordanSpec:
         lengths: Tensor | None,
         keep: bool,
         bf16: bool = False,
+        reg: list[Tensor] | None = None,
     ):
         Wxp, Wyp, Whp, bias, b_hy = packed
-        return list(_k.jordan_fwd(x, Wxp, Wyp, Whp, bias, b_hy, lengths, state[0], config[3], config[0], config[1]))
+        return list(_k.jordan_fwd(x, Wxp, Wyp, Whp, bias, b_hy, lengths, state[0], config[3], config[0], config[1],
+                                  *_reg(reg)))  # fmt: skip
 
     @staticmethod
     def buffer_shapes(config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
@@ -374,17 +401,20 @@ class JordanSpec:
         return [(T + 1, B, O), (T, B, config[3])]
 
     @staticmethod
-    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
+    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False, reg=None) -> list:
         W_ih, W_yh, W_hy = params[:3]
         Ys, Hh = buffers
         gYs, gHh = (_grad_or_none(g) for g in grads)
         gYs = torch.zeros_like(Ys) if gYs is None else gYs
         act, out_act = config[0], config[1]
-        dPre, dPreY, dy0, db, db_hy = _k.jordan_bwd(Ys, Hh, W_yh, W_hy, lengths, gYs, gHh, act, out_act, needs[1])
+        zone, rmask = _reg(reg)
+        dPre, dPreY, dy0, db, db_hy = _k.jordan_bwd(
+            Ys, Hh, W_yh, W_hy, lengths, gYs, gHh, act, out_act, needs[1], zone, rmask
+        )
         T, B, H = dPre.shape
         dPre2 = dPre.view(T * B, H)
         dx, dW_ih = _input_grads([needs[0], needs[2]], dPre2, x, W_ih)
-        dW_yh = _mm(dPre2.t(), _prev(Ys))  # Σ_t dPre_tᵀ y_{t-1}
+        dW_yh = _mm(dPre2.t(), _prev(Ys, rmask))  # Σ_t dPre_tᵀ y_{t-1}
         dW_hy = _mm(dPreY.view(T * B, -1).t(), Hh.view(T * B, H))  # Σ_t dPreY_tᵀ h_t
         return [dx, dy0, dW_ih, dW_yh, dW_hy, *([db, db.clone(), db_hy] if config[2] else [])]
 

@@ -46,15 +46,17 @@ def _impl() -> Any:
 
 
 def forward(cell: str, config: Sequence[int], x: Tensor, state: Sequence[Tensor], params: Sequence[Tensor],
-            lengths: Tensor | None, keep: bool, bf16: bool) -> list[Tensor]:  # fmt: skip
+            lengths: Tensor | None, keep: bool, bf16: bool, reg: Sequence[Tensor] = ()) -> list[Tensor]:  # fmt: skip
     """``rnnkit::sequence`` by the Triton kernels (``bf16`` products are the C kernels' alone: the Triton kernels
-    compute in the inputs' dtype)."""
+    compute in the inputs' dtype; they have no in-loop regularisers, so the engine never passes ``reg``)."""
+    if reg:
+        raise RuntimeError("rnnkit::sequence: the Triton kernels have no zoneout or recurrent dropout")
     return _impl().sequence(cell, config, x, state, params, lengths, keep)
 
 
 def backward(cell: str, config: Sequence[int], x: Tensor, state: Sequence[Tensor], params: Sequence[Tensor],
              lengths: Tensor | None, buffers: Sequence[Tensor], grads: Sequence[Tensor], needs: Sequence[bool],
-             bf16: bool) -> list[Tensor]:  # fmt: skip
+             bf16: bool, reg: Sequence[Tensor] = ()) -> list[Tensor]:  # fmt: skip
     """``rnnkit::sequence_backward`` by the Triton kernels."""
     return _impl().sequence_backward(cell, config, x, state, params, lengths, buffers, grads, needs)
 

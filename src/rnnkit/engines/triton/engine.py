@@ -24,6 +24,7 @@ from rnnkit.engines.fused.engine import _ACTIVATION_ATTRS, run_by_operator
 from rnnkit.engines.fused.specs import SPECS, act_code
 from rnnkit.engines.registry import RunResult, exporting_onnx, func_transforms_active, register_engine
 from rnnkit.engines.triton.dispatch import interpreted, interpreting, unavailable
+from rnnkit.regularisers import in_loop_unsupported
 
 if TYPE_CHECKING:
     from rnnkit.layer import Recurrent
@@ -42,6 +43,9 @@ def cell_unsupported(layer: Recurrent) -> str | None:
         fn = getattr(cell, attr, None)
         if fn is not None and act_code(fn) is None:
             return f"{attr}={fn!r} is not a named activation, so it has no hand-written derivative"
+    reason = in_loop_unsupported(layer)
+    if reason is not None:
+        return f"the Triton kernels have no such regulariser: {reason}"
     return unavailable()
 
 

@@ -25,8 +25,9 @@ static void RK(elman_fwd_task)(void *ctx, int tid, int nth) {
     int sense = 0;
     for (long t = 0; t < a->T; t++) {
         const REAL *hp = t ? Hs + (t - 1) * B * H : (const REAL *)a->h0;
-        RK(panels_step)(a->act, B, t, a->len, p_lo, p_hi, H, x + t * B * F, F, a->Wxp, hp, H, a->Wp, a->bias, hp,
-                        Hs + t * B * H);
+        RK(panels_step)(a->act, B, t, a->len, p_lo, p_hi, H, x + t * B * F, F, a->Wxp, RK(reg_hprev)(a->reg, t, B, H, hp),
+                        H, a->Wp, a->bias, hp, Hs + t * B * H, a->reg);
+        RK(reg_store_hd)(a->reg, t, B, H, u_lo, u_hi, Hs + t * B * H);
         rk_barrier_wait(&j->bar, nth, &sense);
     }
 }
@@ -43,9 +44,12 @@ static void RK(elman_bwd_task)(void *ctx, int tid, int nth) {
     for (long t = a->T - 1; t >= 0; t--) {
         REAL *dp = (REAL *)a->dPre + t * B * H;
         RK(panels_grad)(a->act, B, t, a->len, u_lo, u_hi, H, cur, gout + t * B * H, Hs + (t + 1) * B * H, dp, a->db,
-                        nxt);
+                        nxt, Hs + t * B * H, a->reg);
         rk_barrier_wait(&j->bar, nth, &sense);
-        if (t > 0 || a->need_dh0) RK(add_rows_product)(B, H, dp, H, a->W, a->ldw, u_lo, u_hi, nxt, H);
+        if (t > 0 || a->need_dh0) {
+            RK(add_rows_product)(B, H, dp, H, a->W, a->ldw, u_lo, u_hi, nxt, H);
+            RK(reg_bwd_fix)(a->reg, t, B, a->len, H, u_lo, u_hi, cur, gout + t * B * H, nxt);
+        }
         REAL *swap = cur;
         cur = nxt;
         nxt = swap;
@@ -84,10 +88,12 @@ static void RK(jordan_fwd_task)(void *ctx, int tid, int nth) {
         const REAL *yp = t ? Ys + (t - 1) * B * O : (const REAL *)a->y0;
         REAL *h = Hh + t * B * H;
         /* ended sequences: h is computed all the same (it is masked out), so `prev` is never read */
-        RK(panels_step)(a->act, B, t, NULL, hp_lo, hp_hi, H, x + t * B * F, F, a->Wxp, yp, O, a->Wyp, a->bias, h, h);
+        RK(panels_step)(a->act, B, t, NULL, hp_lo, hp_hi, H, x + t * B * F, F, a->Wxp, RK(reg_hprev)(a->reg, t, B, O, yp),
+                        O, a->Wyp, a->bias, h, h, NULL);
         rk_barrier_wait(&j->bar, nth, &sense);
         RK(panels_step)(a->out_act, B, t, a->len, yp_lo, yp_hi, O, h, H, a->Whp, NULL, 0, NULL, a->bias_hy, yp,
-                        Ys + t * B * O);
+                        Ys + t * B * O, a->reg);
+        RK(reg_store_hd)(a->reg, t, B, O, yu_lo, yu_hi, Ys + t * B * O);
         rk_barrier_wait(&j->bar, nth, &sense);
     }
 }
@@ -107,15 +113,18 @@ static void RK(jordan_bwd_task)(void *ctx, int tid, int nth) {
         REAL *dpy = (REAL *)a->dPreY + t * B * O, *dp = (REAL *)a->dPre + t * B * H;
         /* dPreY_t = dL/dy_t ⊙ out_act'(y_t); nxt (dL/dy_{t-1}) starts at 0, or carries dL/dy_t past the end */
         RK(panels_grad)(a->out_act, B, t, a->len, yu_lo, yu_hi, O, cur, gout + t * B * O, Ys + (t + 1) * B * O, dpy,
-                        a->db_hy, nxt);
+                        a->db_hy, nxt, Ys + t * B * O, a->reg);
         rk_barrier_wait(&j->bar, nth, &sense);
         /* dL/dh_t = dPreY_t · W_hy (+ the gradient reaching h_t from outside), then dPre_t = dL/dh_t ⊙ act'(h_t) */
         for (long b = 0; b < B; b++)
             for (long u = hu_lo; u < hu_hi; u++) dh[b * H + u] = gH ? gH[(t * B + b) * H + u] : 0;
         RK(add_rows_product)(B, O, dpy, O, a->W_hy, a->ldh, hu_lo, hu_hi, dh, H);
-        RK(panels_grad)(a->act, B, t, a->len, hu_lo, hu_hi, H, dh, NULL, Hh + t * B * H, dp, a->db, NULL);
+        RK(panels_grad)(a->act, B, t, a->len, hu_lo, hu_hi, H, dh, NULL, Hh + t * B * H, dp, a->db, NULL, NULL, NULL);
         rk_barrier_wait(&j->bar, nth, &sense);
-        if (t > 0 || a->need_dy0) RK(add_rows_product)(B, H, dp, H, a->W_yh, a->ldy, yu_lo, yu_hi, nxt, O);
+        if (t > 0 || a->need_dy0) {
+            RK(add_rows_product)(B, H, dp, H, a->W_yh, a->ldy, yu_lo, yu_hi, nxt, O);
+            RK(reg_bwd_fix)(a->reg, t, B, a->len, O, yu_lo, yu_hi, cur, gout + t * B * O, nxt);
+        }
         REAL *swap = cur;
         cur = nxt;
         nxt = swap;

@@ -7,7 +7,9 @@
        h_t = (1 − z) ⊙ n + z ⊙ h_{t-1}
    The work split is the LSTM's (lstm.h): each thread owns blocks of VL units and all three gates of them,
    computes the tile products (input and recurrent, kept apart because r multiplies only the second), then
-   the update. Torch's form meets once per step; Cho's twice, since W_hn (r ⊙ h) needs r of every unit. */
+   the update. Torch's form meets once per step; Cho's twice, since W_hn (r ⊙ h) needs r of every unit.
+   Regularisers (reg.h): under recurrent dropout every product with W_h* reads h ⊙ m (Cho's form: r ⊙ h ⊙ m),
+   the interpolation z ⊙ h_{t-1} the state itself; zoneout mixes h_t with h_{t-1}. */
 
 typedef struct {
     const rk_gru_fwd_args *f;
@@ -18,13 +20,15 @@ typedef struct {
 /* Reset after: one row's update from the tiles ax (W_i* x_t) and ah (W_h* h_{t-1}), all three gates. */
 static inline __attribute__((always_inline)) void RK(gru_cell)(const long nu, long H, const REAL *ax, const REAL *ah,
                                                                 const vec *bw, const REAL *hp, REAL *hn, REAL *gb,
-                                                                REAL *hnb, const int act, const int rec) {
+                                                                REAL *hnb, const vec *zh, const int act,
+                                                                const int rec) {
     const vec h_prev = RK(vload_n)(hp, nu);
     const vec r = RK(act)(rec, RK(vload)(ax) + bw[0] + RK(vload)(ah) + bw[3]);
     const vec z = RK(act)(rec, RK(vload)(ax + VL) + bw[1] + RK(vload)(ah + VL) + bw[4]);
     const vec hh = RK(vload)(ah + 2 * VL) + bw[5]; /* W_hn h + b_hn */
     const vec n = RK(act)(act, RK(vload)(ax + 2 * VL) + bw[2] + r * hh);
-    RK(vstore_n)(hn, n + z * (h_prev - n), nu);
+    const vec h = n + z * (h_prev - n);
+    RK(vstore_n)(hn, zh ? RK(zone_mix)(*zh, h_prev, h) : h, nu);
     if (gb) {
         RK(vstore_n)(gb, r, nu);
         RK(vstore_n)(gb + H, z, nu);
@@ -57,13 +61,14 @@ static inline __attribute__((always_inline)) void RK(gru_rz)(const long nu, long
 
 /* Reset before, second half: n = act(W_in x + b_in + W_hn (r ⊙ h) + b_hn) and the new state. */
 static inline __attribute__((always_inline)) void RK(gru_n)(const long nu, long H, const REAL *an, vec b_hn,
-                                                             const REAL *hp, REAL *hn, REAL *gb, const int act,
-                                                             const int rec) {
+                                                             const REAL *hp, REAL *hn, REAL *gb, const vec *zh,
+                                                             const int act, const int rec) {
     (void)rec;
     const vec n = RK(act)(act, RK(vload_n)(gb + 2 * H, nu) + RK(vload)(an) + b_hn);
     const vec z = RK(vload_n)(gb + H, nu), h_prev = RK(vload_n)(hp, nu);
     RK(vstore_n)(gb + 2 * H, n, nu);
-    RK(vstore_n)(hn, n + z * (h_prev - n), nu);
+    const vec h = n + z * (h_prev - n);
+    RK(vstore_n)(hn, zh ? RK(zone_mix)(*zh, h_prev, h) : h, nu);
 }
 
 static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
@@ -75,8 +80,10 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
     const long nt = RK(ntiles)(B, RK(tile_rows)(3)), nt1 = RK(ntiles)(B, RK(tile_rows)(1));
     const REAL *x = a->x, *bih = a->bih, *bhh = a->bhh;
     REAL *Hs = a->Hs, *G = a->G, *HN = a->HN, *scratch = a->scratch;
+    const rk_reg_args *g = a->reg;
     long p_lo, p_hi;
     rk_share(nb, tid, nth, &p_lo, &p_hi);
+    const long u_lo = p_lo * VL, u_hi = p_hi * VL < H ? p_hi * VL : H;
     const int amx = a->bf16 == 2; /* AMX tiles take 16 rows at a time */
     const long ntx = amx ? RK(ntiles)(B, 16) : nt;
     REAL tx[16 * 4 * VL] __attribute__((aligned(64))), th[16 * 4 * VL] __attribute__((aligned(64)));
@@ -86,6 +93,7 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
     if (amx) memset(th, 0, sizeof th); /* the tile unit leaves th's r and z slots to tx */
     for (long t = 0; t < T; t++) {
         const REAL *hp = t ? Hs + (t - 1) * B * H : (const REAL *)a->h0, *xt = x + t * B * F;
+        const REAL *hq = RK(reg_hprev)(g, t, B, H, hp); /* what W_h* multiplies: h_{t-1}, or m ⊙ h_{t-1} */
         REAL *hn = Hs + t * B * H;
         /* without saved buffers (inference), the reset-before form still passes r, z and r ⊙ h between its
            halves: through the (B, 4H) scratch */
@@ -116,7 +124,7 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
 #endif
                 {
                     RK(tile)((int)R, 3, F, xt + b0 * F, F, 1, (const REAL *)a->Wxp + p * F * 3 * VL, 3 * VL, tx);
-                    RK(tile)((int)R, NG, H, hp + b0 * H, H, 1, (const REAL *)a->Wp + p * H * NG * VL, NG * VL, th);
+                    RK(tile)((int)R, NG, H, hq + b0 * H, H, 1, (const REAL *)a->Wp + p * H * NG * VL, NG * VL, th);
                 }
                 for (long r = 0; r < R; r++) {
                     const long b = b0 + r, s = b * H + u;
@@ -131,14 +139,17 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
                     }
                     REAL *gb = gt ? gt + b * 3 * H + u : NULL, *hnb = HNt ? HNt + s : NULL;
                     const REAL *ax = tx + r * 4 * VL, *ah = th + r * 4 * VL;
+                    vec zhv;
+                    const vec *zh = NULL;
+                    if (after && RK(zone_on)(g, 0)) zhv = RK(zone_d)(g, 0, t, B, b, H, u, nu), zh = &zhv;
                     if (!after && nu == VL)
-                        RK_GRU_DISPATCH(RK(gru_rz), VL, H, ax, ah, bw, hp + s, gb, hnb);
+                        RK_GRU_DISPATCH(RK(gru_rz), VL, H, ax, ah, bw, hq + s, gb, hnb);
                     else if (!after)
-                        RK_GRU_DISPATCH(RK(gru_rz), nu, H, ax, ah, bw, hp + s, gb, hnb);
+                        RK_GRU_DISPATCH(RK(gru_rz), nu, H, ax, ah, bw, hq + s, gb, hnb);
                     else if (nu == VL)
-                        RK_GRU_DISPATCH(RK(gru_cell), VL, H, ax, ah, bw, hp + s, hn + s, gb, hnb);
+                        RK_GRU_DISPATCH(RK(gru_cell), VL, H, ax, ah, bw, hp + s, hn + s, gb, hnb, zh);
                     else
-                        RK_GRU_DISPATCH(RK(gru_cell), nu, H, ax, ah, bw, hp + s, hn + s, gb, hnb);
+                        RK_GRU_DISPATCH(RK(gru_cell), nu, H, ax, ah, bw, hp + s, hn + s, gb, hnb, zh);
                 }
 #if RK_BF16_HERE
                 if (a->bf16) /* h_t in bf16 for the next step's product (ended rows: h_{t-1}, copied above) */
@@ -148,8 +159,12 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
 #endif
             }
         }
+        if (after) {
+            RK(reg_store_hd)(g, t, B, H, u_lo, u_hi, hn);
+            rk_barrier_wait(&j->bar, nth, &sense);
+            continue;
+        }
         rk_barrier_wait(&j->bar, nth, &sense);
-        if (after) continue;
         for (long p = p_lo; p < p_hi; p++) { /* second half: W_hn (r ⊙ h) needs r ⊙ h of every unit */
             const long u = p * VL, nu = H - u < VL ? H - u : VL;
             const vec b_hn = bhh ? RK(vload_n)(bhh + 2 * H + u, nu) : (vec){0};
@@ -159,13 +174,17 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
                 for (long r = 0; r < R; r++) {
                     const long b = b0 + r, s = b * H + u;
                     if (a->len && t >= a->len[b]) continue;
+                    vec zhv;
+                    const vec *zh = NULL;
+                    if (RK(zone_on)(g, 0)) zhv = RK(zone_d)(g, 0, t, B, b, H, u, nu), zh = &zhv;
                     if (nu == VL)
-                        RK_GRU_DISPATCH(RK(gru_n), VL, H, th + r * 4 * VL, b_hn, hp + s, hn + s, gt + b * 3 * H + u);
+                        RK_GRU_DISPATCH(RK(gru_n), VL, H, th + r * 4 * VL, b_hn, hp + s, hn + s, gt + b * 3 * H + u, zh);
                     else
-                        RK_GRU_DISPATCH(RK(gru_n), nu, H, th + r * 4 * VL, b_hn, hp + s, hn + s, gt + b * 3 * H + u);
+                        RK_GRU_DISPATCH(RK(gru_n), nu, H, th + r * 4 * VL, b_hn, hp + s, hn + s, gt + b * 3 * H + u, zh);
                 }
             }
         }
+        RK(reg_store_hd)(g, t, B, H, u_lo, u_hi, hn);
         rk_barrier_wait(&j->bar, nth, &sense);
     }
 #if RK_BF16_HERE
@@ -194,29 +213,35 @@ static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
     const int act = dflt ? RK_TANH : a->act, rec = dflt ? RK_SIGMOID : a->rec_act;
     const REAL *G = a->G, *HN = a->HN, *Hs = a->Hs, *gout = a->gout, *gG = a->gG, *W = a->W;
     REAL *dPre = a->dPre, *dHH = a->dHH, *db_ih = a->db_ih, *db_hh = a->db_hh, *drh = a->drh;
+    const rk_reg_args *g = a->reg;
+    const REAL *rmask = g ? (const REAL *)g->rmask : NULL;
     long p_lo, p_hi;
     rk_share(nb, tid, nth, &p_lo, &p_hi);
     const long u_lo = p_lo * VL, u_hi = p_hi * VL < H ? p_hi * VL : H;
     REAL *cur = a->dh, *nxt = a->dh2;
     int sense = 0;
     const vec zero = {0};
+    REAL *acc = nxt; /* where the products through W_h* add up: nxt, or with recurrent dropout g->dhd (then masked) */
     for (long t = a->T - 1; t >= 0; t--) {
         const REAL *gt = G + t * B * 3 * H, *HNt = HN + t * B * H, *hp = Hs + t * B * H, *go = gout + t * B * H;
         REAL *dp = dPre + t * B * 3 * H, *dq = after ? dHH + t * B * 3 * H : NULL;
+        acc = rmask ? (REAL *)g->dhd : nxt;
         for (long p = p_lo; p < p_hi; p++) {
             const long u = p * VL, nu = H - u < VL ? H - u : VL;
             vec s_r = zero, s_z = zero, s_n = zero, s_hn = zero;
             for (long b = 0; b < B; b++) {
                 const long s = b * H + u;
                 REAL *dpb = dp + b * 3 * H + u;
-                const vec d = RK(vload_n)(cur + s, nu) + RK(vload_n)(go + s, nu); /* dL/dh_t */
+                const vec dt = RK(vload_n)(cur + s, nu) + RK(vload_n)(go + s, nu); /* dL/dh_t */
                 if (a->len && t >= a->len[b]) { /* ended: dL/dh_t passes to h_{t-1} */
                     for (int k = 0; k < 3; k++) RK(vstore_n)(dpb + k * H, zero, nu);
                     if (after)
                         for (int k = 0; k < 3; k++) RK(vstore_n)(dq + b * 3 * H + u + k * H, zero, nu);
-                    RK(vstore_n)(nxt + s, d, nu);
+                    RK(vstore_n)(nxt + s, dt, nu);
                     continue;
                 }
+                vec d = dt, zd = zero; /* zoneout: (1 − d) of dL/dh_t reaches the candidate, d of it h_{t-1} */
+                if (RK(zone_on)(g, 0)) zd = RK(zone_d)(g, 0, t, B, b, H, u, nu), d = ((REAL)1 - zd) * dt;
                 vec e[3] = {zero, zero, zero};
                 for (int k = 0; gG && k < 3; k++) e[k] = RK(vload_n)(gG + (t * B + b) * 3 * H + u + k * H, nu);
                 const REAL *gb = gt + b * 3 * H + u;
@@ -225,7 +250,8 @@ static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
                 const vec dpz = (d * (RK(vload_n)(hp + s, nu) - n_) + e[1]) * RK(act_grad)(rec, z_);
                 RK(vstore_n)(dpb + H, dpz, nu);
                 RK(vstore_n)(dpb + 2 * H, dpn, nu);
-                RK(vstore_n)(nxt + s, d * z_, nu); /* the direct path; the products below add the rest */
+                /* the direct path; the products below add the rest */
+                RK(vstore_n)(nxt + s, RK(zone_on)(g, 0) ? d * z_ + zd * dt : d * z_, nu);
                 s_z += dpz, s_n += dpn;
                 if (after) {
                     const vec dpr = (dpn * RK(vload_n)(HNt + s, nu) + e[0]) * RK(act_grad)(rec, r_);
@@ -271,9 +297,16 @@ static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
         } else
 #endif
             if (after) {
-            if (t > 0 || a->need_dh0) /* nxt[:, own units] += dHH_t · W_hh[:, own units] */
-                RK(add_rows_product)(B, 3 * H, dq, 3 * H, W, ldw, u_lo, u_hi, nxt, H);
+            if (t > 0 || a->need_dh0) { /* nxt[:, own units] += dHH_t · W_hh[:, own units] */
+                if (acc != nxt)
+                    for (long b = 0; b < B; b++)
+                        for (long u = u_lo; u < u_hi; u++) acc[b * H + u] = 0;
+                RK(add_rows_product)(B, 3 * H, dq, 3 * H, W, ldw, u_lo, u_hi, acc, H);
+            }
         } else {
+            if (acc != nxt)
+                for (long b = 0; b < B; b++)
+                    for (long u = u_lo; u < u_hi; u++) acc[b * H + u] = 0;
             for (long b = 0; b < B; b++)
                 for (long u = u_lo; u < u_hi; u++) drh[b * H + u] = 0;
             RK(add_rows_product)(B, H, dp + 2 * H, 3 * H, W + 2 * H * ldw, ldw, u_lo, u_hi, drh, H); /* dn' · W_hn */
@@ -286,9 +319,11 @@ static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
                     const REAL *gb = gt + b * 3 * H + u;
                     const vec r_ = RK(vload_n)(gb, nu), g_rh = RK(vload_n)(drh + s, nu);
                     const vec e_r = gG ? RK(vload_n)(gG + (t * B + b) * 3 * H + u, nu) : zero;
-                    const vec dpr = (g_rh * RK(vload_n)(hp + s, nu) + e_r) * RK(act_grad)(rec, r_);
+                    vec hq = RK(vload_n)(hp + s, nu); /* what W_hn multiplied r by: h_{t-1}, or m ⊙ h_{t-1} */
+                    if (rmask) hq *= RK(vload_n)(rmask + s, nu);
+                    const vec dpr = (g_rh * hq + e_r) * RK(act_grad)(rec, r_);
                     RK(vstore_n)(dp + b * 3 * H + u, dpr, nu);
-                    RK(vstore_n)(nxt + s, RK(vload_n)(nxt + s, nu) + g_rh * r_, nu);
+                    RK(vstore_n)(acc + s, RK(vload_n)(acc + s, nu) + g_rh * r_, nu);
                     s_r += dpr;
                 }
                 RK(vstore_n)(db_ih + u, RK(vload_n)(db_ih + u, nu) + s_r, nu);
@@ -296,8 +331,11 @@ static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
             }
             rk_barrier_wait(&j->bar, nth, &sense);
             if (t > 0 || a->need_dh0) /* nxt[:, own units] += (dr', dz') · W_h{r,z}[:, own units] */
-                RK(add_rows_product)(B, 2 * H, dp, 3 * H, W, ldw, u_lo, u_hi, nxt, H);
+                RK(add_rows_product)(B, 2 * H, dp, 3 * H, W, ldw, u_lo, u_hi, acc, H);
         }
+        if (acc != nxt && (t > 0 || a->need_dh0)) /* recurrent dropout: the products reached m ⊙ h_{t-1} */
+            for (long b = 0; b < B; b++)
+                for (long u = u_lo; u < u_hi; u++) nxt[b * H + u] += rmask[b * H + u] * acc[b * H + u];
         REAL *swap = cur;
         cur = nxt;
         nxt = swap;

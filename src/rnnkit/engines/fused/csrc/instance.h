@@ -1,6 +1,7 @@
 /* One type's instance of the kernels (kernels.c defines REAL, SFX and the exp constants first). */
 #include "vmath.h"
 #include "gemm.h"
+#include "reg.h"
 #include "panels.h"
 #if RK_BF16_HERE
 #include "bf16.h"

@@ -24,10 +24,12 @@ typedef struct {
 
 /* One batch row of step t for units u … u + nu. ax, ah: the tile rows (W_i* x_t and W_h* h_{t-1} for the
    four gates); bw: the block's bias vectors, pw: its peephole vectors; cp/cn = c_{t-1}, c_t and mn = m_t at
-   the row's units; gb = where the gates go (or NULL). */
+   the row's units; gb = where the gates go (or NULL). Zoneout (reg.h), where zh / zc are not NULL: m_t (= h_t,
+   no projection) and c_t are mixed with h_{t-1} (hp) and c_{t-1} — h from the candidate c̃_t, as Krueger et al. */
 static inline __attribute__((always_inline)) void RK(lstm_cell)(const long nu, long H, const REAL *ax, const REAL *ah,
                                                                  const vec *bw, const vec *pw, const REAL *cp,
-                                                                 REAL *cn, REAL *mn, REAL *gb, const int act,
+                                                                 REAL *cn, REAL *mn, REAL *gb, const vec *zh,
+                                                                 const REAL *hp, const vec *zc, const int act,
                                                                  const int rec) {
     vec pre[4];
     for (int k = 0; k < 4; k++) pre[k] = RK(vload)(ax + k * VL) + RK(vload)(ah + k * VL) + bw[k];
@@ -37,8 +39,9 @@ static inline __attribute__((always_inline)) void RK(lstm_cell)(const long nu, l
     const vec g = RK(act)(act, pre[2]);                  /* candidate */
     const vec c = f * c_prev + i * g;                    /* memory */
     const vec o = RK(act)(rec, pre[3] + pw[2] * c);      /* output gate */
-    RK(vstore_n)(cn, c, nu);
-    RK(vstore_n)(mn, o * RK(act)(act, c), nu);
+    RK(vstore_n)(cn, zc ? RK(zone_mix)(*zc, c_prev, c) : c, nu);
+    const vec m = o * RK(act)(act, c);
+    RK(vstore_n)(mn, zh ? RK(zone_mix)(*zh, RK(vload_n)(hp, nu), m) : m, nu);
     if (gb) {
         RK(vstore_n)(gb, i, nu);
         RK(vstore_n)(gb + H, f, nu);
@@ -65,8 +68,10 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
     const int dflt = a->act == RK_TANH && a->rec_act == RK_SIGMOID;
     const REAL *x = a->x, *Wxp = a->Wxp, *Wp = a->Wp, *bias = a->bias, *peep = a->peep;
     REAL *Hs = a->Hs, *Cs = a->Cs, *G = a->G, *M = a->M;
+    const rk_reg_args *g = a->reg;
     long p_lo, p_hi, q_lo, q_hi, v_lo, v_hi;
     rk_share(nb, tid, nth, &p_lo, &p_hi);
+    const long u_lo = p_lo * VL, u_hi = p_hi * VL < H ? p_hi * VL : H;
     if (P) RK(own_panels)(P, UP, tid, nth, &q_lo, &q_hi, &v_lo, &v_hi);
     REAL tx[16 * 4 * VL] __attribute__((aligned(64))), th[16 * 4 * VL] __attribute__((aligned(64)));
     int sense = 0;
@@ -104,7 +109,8 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
 #endif
                 {
                     RK(tile)((int)R, 4, F, xt + b0 * F, F, 1, Wxp + p * F * 4 * VL, 4 * VL, tx); /* W_i* x_t */
-                    RK(tile)((int)R, 4, S, hp + b0 * S, S, 1, Wp + p * S * 4 * VL, 4 * VL, th);  /* W_h* h_{t-1} */
+                    RK(tile)((int)R, 4, S, RK(reg_hprev)(g, t, B, S, hp) + b0 * S, S, 1, Wp + p * S * 4 * VL, 4 * VL,
+                             th); /* W_h* h_{t-1} (recurrent dropout: W_h* (m ⊙ h_{t-1})) */
                 }
                 for (long r = 0; r < R; r++) {
                     const long b = b0 + r, s = b * H + u;
@@ -119,10 +125,14 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
                     }
                     REAL *gb = gt ? gt + b * 4 * H + u : NULL;
                     const REAL *ax = tx + r * 4 * VL, *ah = th + r * 4 * VL;
+                    vec zhv, zcv; /* zoneout's d for h (without a projection: with one, panels_step mixes h) and c */
+                    const vec *zh = NULL, *zc = NULL;
+                    if (!P && RK(zone_on)(g, 0)) zhv = RK(zone_d)(g, 0, t, B, b, H, u, nu), zh = &zhv;
+                    if (RK(zone_on)(g, 1)) zcv = RK(zone_d)(g, 1, t, B, b, H, u, nu), zc = &zcv;
                     if (nu == VL) /* a constant width lets the compiler drop the partial-block code */
-                        RK_LSTM_CELL(VL, H, ax, ah, bw, pw, cp + s, cn + s, mn + s, gb);
+                        RK_LSTM_CELL(VL, H, ax, ah, bw, pw, cp + s, cn + s, mn + s, gb, zh, hp + s, zc);
                     else
-                        RK_LSTM_CELL(nu, H, ax, ah, bw, pw, cp + s, cn + s, mn + s, gb);
+                        RK_LSTM_CELL(nu, H, ax, ah, bw, pw, cp + s, cn + s, mn + s, gb, zh, hp + s, zc);
                 }
 #if RK_BF16_HERE
                 if (a->bf16) /* h_t in bf16 for the next step's product (ended rows: h_{t-1}, copied above) */
@@ -132,9 +142,11 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
 #endif
             }
         }
+        if (!P) RK(reg_store_hd)(g, t, B, H, u_lo, u_hi, hn);
         rk_barrier_wait(&j->bar, nth, &sense);
         if (P) { /* h_t = W_hr m_t for the thread's own units of h; ended sequences keep h_{t-1} */
-            RK(panels_step)(RK_IDENTITY, B, t, a->len, q_lo, q_hi, P, mn, H, a->Whrp, NULL, 0, NULL, NULL, hp, hn);
+            RK(panels_step)(RK_IDENTITY, B, t, a->len, q_lo, q_hi, P, mn, H, a->Whrp, NULL, 0, NULL, NULL, hp, hn, g);
+            RK(reg_store_hd)(g, t, B, P, v_lo, v_hi, hn);
             rk_barrier_wait(&j->bar, nth, &sense);
         }
     }
@@ -152,25 +164,35 @@ static void RK(lstm_fwd_entry)(const rk_lstm_fwd_args *a) {
 /* The backward of lstm_cell for one row: g = the saved gates, cp/cn = c_{t-1}, c_t, dm = dL/dm_t, gg and gc
    the gradients reaching the gates and c_t from outside (or NULL); dc holds dL/dc_t from step t + 1 and
    becomes dL/dc_{t-1}; dp = dPre_t's row; db and dpeep (with peep, all at the row's units, stride H between
-   gates) accumulate Σ dPre and the peephole gradients. */
+   gates) accumulate Σ dPre and the peephole gradients. With zoneout on c (zc not NULL) the cell's c̃_t is
+   recomputed from the gates, (1 − d) of dL/dc_t reaches it and d of it passes to c_{t-1}. */
 static inline __attribute__((always_inline)) void RK(lstm_cell_bwd)(const long nu, long H, const REAL *g,
                                                                      const REAL *cp, const REAL *cn, const vec dm,
                                                                      const REAL *gg, const REAL *gc, REAL *dc,
                                                                      REAL *dp, const REAL *peep, REAL *db, REAL *dpeep,
-                                                                     const int act, const int rec) {
+                                                                     const vec *zc, const int act, const int rec) {
     vec pw[3] = {{0}, {0}, {0}}, e[4] = {{0}, {0}, {0}, {0}}; /* w_ci, w_cf, w_co; outside gradients of i, f, g, o */
     for (int k = 0; peep && k < 3; k++) pw[k] = RK(vload_n)(peep + k * H, nu);
     for (int k = 0; gg && k < 4; k++) e[k] = RK(vload_n)(gg + k * H, nu);
     const vec i = RK(vload_n)(g, nu), f = RK(vload_n)(g + H, nu), gc_ = RK(vload_n)(g + 2 * H, nu);
     const vec o = RK(vload_n)(g + 3 * H, nu);
-    const vec c_prev = RK(vload_n)(cp, nu), c = RK(vload_n)(cn, nu), tc = RK(act)(act, c);
+    const vec c_prev = RK(vload_n)(cp, nu), c = zc ? f * c_prev + i * gc_ : RK(vload_n)(cn, nu), tc = RK(act)(act, c);
     const vec dpo = (dm * tc + e[3]) * RK(act_grad)(rec, o);
-    vec dcn = RK(vload_n)(dc, nu) + dm * o * RK(act_grad)(act, tc) + dpo * pw[2]; /* dL/dc_t */
-    if (gc) dcn += RK(vload_n)(gc, nu);
+    vec dcn, dC = {0}; /* dL/dc̃_t; with zoneout on c, dC = dL/dc_t */
+    if (zc) {
+        dC = RK(vload_n)(dc, nu);
+        if (gc) dC += RK(vload_n)(gc, nu);
+        dcn = ((REAL)1 - *zc) * dC + dm * o * RK(act_grad)(act, tc) + dpo * pw[2];
+    } else {
+        dcn = RK(vload_n)(dc, nu) + dm * o * RK(act_grad)(act, tc) + dpo * pw[2]; /* dL/dc_t */
+        if (gc) dcn += RK(vload_n)(gc, nu);
+    }
     const vec dpi = (dcn * gc_ + e[0]) * RK(act_grad)(rec, i);
     const vec dpf = (dcn * c_prev + e[1]) * RK(act_grad)(rec, f);
     const vec dpg = (dcn * i + e[2]) * RK(act_grad)(act, gc_);
-    RK(vstore_n)(dc, dcn * f + dpi * pw[0] + dpf * pw[1], nu); /* dL/dc_{t-1} */
+    vec dcp = dcn * f + dpi * pw[0] + dpf * pw[1]; /* dL/dc_{t-1} */
+    if (zc) dcp += *zc * dC;                        /* zoneout: the kept part of c_t is c_{t-1} */
+    RK(vstore_n)(dc, dcp, nu);
     const vec d[4] = {dpi, dpf, dpg, dpo};
     for (int k = 0; k < 4; k++) {
         RK(vstore_n)(dp + k * H, d[k], nu);
@@ -201,6 +223,7 @@ static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
     const int dflt = a->act == RK_TANH && a->rec_act == RK_SIGMOID;
     const REAL *G = a->G, *Cs = a->Cs, *gout = a->gout, *gC = a->gC, *gG = a->gG, *peep = a->peep;
     REAL *dc = a->dc, *dPre = a->dPre, *db = a->db, *dpeep = a->dpeep, *dHt = a->dHt, *dm = a->dm;
+    const rk_reg_args *g = a->reg;
     long p_lo, p_hi, q_lo = 0, q_hi = 0, v_lo, v_hi;
     rk_share(nb, tid, nth, &p_lo, &p_hi);
     const long u_lo = p_lo * VL, u_hi = p_hi * VL < H ? p_hi * VL : H;
@@ -217,6 +240,7 @@ static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
         if (P) { /* dL/dh_t, whole, then dL/dm_t = dL/dh_t · W_hr for own units */
             for (long b = 0; b < B; b++)
                 for (long v = v_lo; v < v_hi; v++) dh[b * P + v] = cur[b * P + v] + go[b * P + v];
+            RK(reg_zone_grad)(g, t, B, a->len, P, v_lo, v_hi, dh); /* zoneout on h: (1 − d) reaches W_hr m_t */
             rk_barrier_wait(&j->bar, nth, &sense);
             for (long b = 0; b < B; b++)
                 for (long u = u_lo; u < u_hi; u++) dm[b * H + u] = 0;
@@ -233,13 +257,17 @@ static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
                     if (gc) RK(vstore_n)(dc + s, RK(vload_n)(dc + s, nu) + RK(vload_n)(gc, nu), nu);
                     continue;
                 }
-                const vec dmv = P ? RK(vload_n)(dm + s, nu) : RK(vload_n)(cur + s, nu) + RK(vload_n)(go + s, nu);
+                vec dmv = P ? RK(vload_n)(dm + s, nu) : RK(vload_n)(cur + s, nu) + RK(vload_n)(go + s, nu);
+                if (!P && RK(zone_on)(g, 0)) dmv *= (REAL)1 - RK(zone_d)(g, 0, t, B, b, H, u, nu); /* to the candidate */
+                vec zcv;
+                const vec *zc = NULL;
+                if (RK(zone_on)(g, 1)) zcv = RK(zone_d)(g, 1, t, B, b, H, u, nu), zc = &zcv;
                 if (nu == VL)
                     RK_LSTM_CELL_BWD(VL, H, gt + b * 4 * H + u, cp + s, cn + s, dmv, gg, gc, dc + s, dpb,
-                                     peep ? peep + u : NULL, db + u, dpeep ? dpeep + u : NULL);
+                                     peep ? peep + u : NULL, db + u, dpeep ? dpeep + u : NULL, zc);
                 else
                     RK_LSTM_CELL_BWD(nu, H, gt + b * 4 * H + u, cp + s, cn + s, dmv, gg, gc, dc + s, dpb,
-                                     peep ? peep + u : NULL, db + u, dpeep ? dpeep + u : NULL);
+                                     peep ? peep + u : NULL, db + u, dpeep ? dpeep + u : NULL, zc);
             }
         /* nxt starts as the part of dL/dh_t that skips the step (ended sequences), then gets dPre_t · W_hh */
         for (long b = 0; b < B; b++) {
@@ -264,8 +292,10 @@ static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
                 rk_add_rows_product_bf16(B, K4 / 2, dpb, K4, a->Wtp, v_lo, v_hi, nxt, S);
         } else
 #endif
-            if (t > 0 || a->need_dh0)
+            if (t > 0 || a->need_dh0) {
             RK(add_rows_product)(B, 4 * H, dp, 4 * H, a->W, a->ldw, v_lo, v_hi, nxt, S);
+            RK(reg_bwd_fix)(g, t, B, a->len, S, v_lo, v_hi, cur, go, nxt); /* recurrent dropout, zoneout's path */
+        }
         REAL *swap = cur;
         cur = nxt;
         nxt = swap;

@@ -247,6 +247,52 @@ Tensor states(const Tensor &s0, int64_t T) {
 
 Tensor none_like(const Tensor &like) { return at::empty({0}, like.options()); }
 
+// The regularisers inside the time loop (rk_reg_args, reg.h). zone: float64 (p_h, p_c, train, key_h, key_c) —
+// zoneout's probabilities on h and c, whether the masks are drawn (training) or the expectation is taken, and
+// the hash keys (32-bit integers) —, or undefined; rmask (B, S): recurrent-dropout multipliers, or undefined.
+// h0 (forward): the ring of masked states starts with h0 ⊙ rmask; scratch (backward): the GRU's dhd.
+struct Reg {
+    rk_reg_args a{};
+    Tensor rmask, hd, dhd;
+    bool on = false;
+    const rk_reg_args *ptr() const { return on ? &a : nullptr; }
+};
+
+Reg regularisers(const optional<Tensor> &zone, const optional<Tensor> &rmask, const Tensor &like, int64_t B, int64_t S,
+                 const Tensor *h0, bool scratch) {
+    Reg r;
+    if (zone.has_value() && zone->defined() && zone->numel()) {
+        TORCH_CHECK_VALUE(zone->numel() == 5 && zone->scalar_type() == at::kDouble && zone->device().is_cpu(),
+                          "rnnkit kernels: zone must hold 5 float64 values (p_h, p_c, train, key_h, key_c)");
+        const Tensor z = zone->contiguous();
+        const double *v = z.data_ptr<double>();
+        for (int k = 0; k < 2; k++) {
+            TORCH_CHECK_VALUE(v[k] >= 0 && v[k] < 1, "rnnkit kernels: zoneout must be in [0, 1), got ", v[k]);
+            r.a.p[k] = v[k];
+            r.a.thr[k] = (uint32_t)(v[k] * 4294967296.0);  // as rnnkit.regularisers.threshold
+            r.a.key[k] = (uint32_t)v[3 + k];
+        }
+        r.a.train = v[2] != 0;
+        r.on = true;
+    }
+    if (rmask.has_value() && rmask->defined() && rmask->numel()) {
+        check_shape(*rmask, {B, S}, "rmask");
+        r.rmask = input(*rmask, like, "rmask");
+        r.a.rmask = r.rmask.data_ptr();
+        if (h0) {
+            r.hd = at::empty({2, B, S}, like.options());
+            r.hd.select(0, 0).copy_(*h0).mul_(r.rmask);
+            r.a.hd = r.hd.data_ptr();
+        }
+        if (scratch) {
+            r.dhd = at::empty({B, S}, like.options());
+            r.a.dhd = r.dhd.data_ptr();
+        }
+        r.on = true;
+    }
+    return r;
+}
+
 // ---- operators -----------------------------------------------------------------------------------------
 Tensor pack(const Tensor &W, int64_t ngates, bool wide) {
     check_real(W, "W");
@@ -324,7 +370,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tens
                                                      const optional<Tensor> &Whrp, const optional<Tensor> &bias_,
                                                      const optional<Tensor> &peep_, const optional<Tensor> &len_,
                                                      const Tensor &h0_, const Tensor &c0_, int64_t act, int64_t rec,
-                                                     bool keep, bool bf16) {
+                                                     bool keep, bool bf16, const optional<Tensor> &zone,
+                                                     const optional<Tensor> &rmask) {
     check_input(x_);
     check_act(act, "activation");
     check_act(rec, "recurrent activation");
@@ -356,11 +403,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tens
     Tensor Hs = states(h0, T), Cs = states(c0, T);
     Tensor G = keep ? at::empty({T, B, 4 * H}, x.options()) : none_like(x);
     Tensor M = proj ? at::empty({T, B, H}, x.options()) : none_like(x);
-    const rk_lstm_fwd_args a = {T, B, H, P, F, (int)act, (int)rec, ptr(x), ptr(Wxp), ptr(Wp),
+    const Reg reg = regularisers(zone, rmask, x, B, S, &h0, false);
+    TORCH_CHECK_VALUE(!(bf16 && reg.on), "rnnkit kernels: bf16 products take no regularisers");
+    rk_lstm_fwd_args a = {T, B, H, P, F, (int)act, (int)rec, ptr(x), ptr(Wxp), ptr(Wp),
                                 proj ? ptr(*Whrp) : nullptr, ptr(bias), ptr(peep), lptr(len), ptr(h0), ptr(c0),
                                 (char *)mptr(Hs) + B * S * x.element_size(), (char *)mptr(Cs) + B * H * x.element_size(),
                                 mptr(G), mptr(M), step_threads(B * 4 * H * (F + S) + B * P * H),
                                 bf16 ? bf16_mode() : 0, kpad(F), kpad(S), ptr(xb), mptr(hb)};
+    a.reg = reg.ptr();
     if (T > 0 && B > 0) kernels(x).lstm_fwd(&a), contended(kernels(x), a.nth, T);
     return {Hs, Cs, G, M};
 }
@@ -368,7 +418,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tens
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const Tensor &G_, const Tensor &Cs_, const Tensor &M_, const Tensor &W_hh, const optional<Tensor> &W_hr,
     const optional<Tensor> &peep_, const optional<Tensor> &len_, const Tensor &gHs_, const optional<Tensor> &gCs_,
-    const optional<Tensor> &gG_, int64_t act, int64_t rec, bool need_dh0, bool bf16) {
+    const optional<Tensor> &gG_, int64_t act, int64_t rec, bool need_dh0, bool bf16, const optional<Tensor> &zone,
+    const optional<Tensor> &rmask) {
     check_real(G_, "G");
     TORCH_CHECK_VALUE(G_.dim() == 3 && G_.size(2) % 4 == 0, "rnnkit kernels: expected gates of shape (T, B, 4H), got ",
                       G_.sizes());
@@ -402,12 +453,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
         dpb = at::zeros({2, B, kpad(4 * H)}, G.options().dtype(at::kBFloat16));  // padding stays zero
     }
     const int64_t es = G.element_size();
-    const rk_lstm_bwd_args a = {T, B, H, P, (int)act, (int)rec, (int)need_dh0, ptr(G), ptr(Cs), ptr(M), ptr(W),
+    const Reg reg = regularisers(zone, rmask, G, B, S, nullptr, false);
+    TORCH_CHECK_VALUE(!(bf16 && reg.on), "rnnkit kernels: bf16 products take no regularisers");
+    rk_lstm_bwd_args a = {T, B, H, P, (int)act, (int)rec, (int)need_dh0, ptr(G), ptr(Cs), ptr(M), ptr(W),
                                 ptr(Whr), W.size(1), proj ? Whr.size(1) : 0, ptr(peep), lptr(len),
                                 (const char *)ptr(gHs) + B * S * es, gCs.defined() ? (const char *)ptr(gCs) + B * H * es : nullptr,
                                 ptr(gG), mptr(dh), mptr(dh2), mptr(dc), mptr(dPre), mptr(db), mptr(dpeep), mptr(dHt),
                                 mptr(dm), step_threads(B * 4 * H * S + B * P * H), bf16 ? bf16_mode() : 0, ptr(Wtp),
                                 mptr(dpb), bf16 ? kpad(4 * H) : 0};
+    a.reg = reg.ptr();
     if (T > 0 && B > 0) kernels(G).lstm_bwd(&a), contended(kernels(G), a.nth, T);
     dh.add_(gHs.select(0, 0));  // Hs[0] is the initial state itself
     if (gCs.defined()) dc.add_(gCs.select(0, 0));
@@ -417,7 +471,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
 std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp,
                                            const optional<Tensor> &Wnp, const optional<Tensor> &bih_,
                                            const optional<Tensor> &bhh_, const optional<Tensor> &len_, const Tensor &h0_,
-                                           int64_t act, int64_t rec, bool reset_after, bool keep, bool bf16) {
+                                           int64_t act, int64_t rec, bool reset_after, bool keep, bool bf16,
+                                           const optional<Tensor> &zone, const optional<Tensor> &rmask) {
     check_input(x_);
     check_act(act, "activation");
     check_act(rec, "recurrent activation");
@@ -448,11 +503,14 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, 
     Tensor G = keep ? at::empty({T, B, 3 * H}, x.options()) : none_like(x);
     Tensor HN = keep ? at::empty({T, B, H}, x.options()) : none_like(x);
     Tensor scratch = (!keep && !reset_after) ? at::empty({B, 4 * H}, x.options()) : none_like(x);
-    const rk_gru_fwd_args a = {T, B, H, F, (int)act, (int)rec, (int)reset_after, ptr(x), ptr(Wxp), ptr(Wp),
+    const Reg reg = regularisers(zone, rmask, x, B, H, &h0, false);
+    TORCH_CHECK_VALUE(!(bf16 && reg.on), "rnnkit kernels: bf16 products take no regularisers");
+    rk_gru_fwd_args a = {T, B, H, F, (int)act, (int)rec, (int)reset_after, ptr(x), ptr(Wxp), ptr(Wp),
                                reset_after ? nullptr : ptr(*Wnp), ptr(bih), ptr(bhh), lptr(len), ptr(h0),
                                (char *)mptr(Hs) + B * H * x.element_size(), mptr(G), mptr(HN), mptr(scratch),
                                step_threads(B * 3 * H * (F + H)), bf16 ? (int)bf16_mode() : 0, kpad(F), kpad(H),
                                ptr(xb), mptr(hb)};
+    a.reg = reg.ptr();
     if (T > 0 && B > 0) kernels(x).gru_fwd(&a), contended(kernels(x), a.nth, T);
     return {Hs, G, HN};
 }
@@ -460,7 +518,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, const Tensor &HN_, const Tensor &Hs_,
                                                            const Tensor &W_hh, const optional<Tensor> &len_,
                                                            const Tensor &gHs_, const optional<Tensor> &gG_, int64_t act,
-                                                           int64_t rec, bool reset_after, bool need_dh0, bool bf16) {
+                                                           int64_t rec, bool reset_after, bool need_dh0, bool bf16,
+                                                           const optional<Tensor> &zone, const optional<Tensor> &rmask) {
     check_real(G_, "G");
     TORCH_CHECK_VALUE(G_.dim() == 3 && G_.size(2) % 3 == 0, "rnnkit kernels: expected gates of shape (T, B, 3H), got ",
                       G_.sizes());
@@ -485,18 +544,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, con
         Wtp = pack_bf16(W_hh.t().contiguous(), 1, 16);
         dpb = at::zeros({2, B, kpad(3 * H)}, G.options().dtype(at::kBFloat16));  // padding stays zero
     }
-    const rk_gru_bwd_args a = {T, B, H, (int)act, (int)rec, (int)reset_after, (int)need_dh0, ptr(G), ptr(HN), ptr(Hs),
+    const Reg reg = regularisers(zone, rmask, G, B, H, nullptr, true);
+    TORCH_CHECK_VALUE(!(bf16 && reg.on), "rnnkit kernels: bf16 products take no regularisers");
+    rk_gru_bwd_args a = {T, B, H, (int)act, (int)rec, (int)reset_after, (int)need_dh0, ptr(G), ptr(HN), ptr(Hs),
                                ptr(W), W.size(1), lptr(len), (const char *)ptr(gHs) + B * H * G.element_size(),
                                ptr(gG), mptr(dh), mptr(dh2), mptr(dPre), mptr(dHH), mptr(db_ih), mptr(db_hh), mptr(drh),
                                step_threads(B * 3 * H * H), bf16 ? (int)bf16_mode() : 0, ptr(Wtp), mptr(dpb),
                                bf16 ? kpad(3 * H) : 0};
+    a.reg = reg.ptr();
     if (T > 0 && B > 0) kernels(G).gru_bwd(&a), contended(kernels(G), a.nth, T);
     dh.add_(gHs.select(0, 0));
     return {dPre, dHH, dh, db_ih, db_hh};
 }
 
 Tensor elman_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp, const optional<Tensor> &bias_,
-                 const optional<Tensor> &len_, const Tensor &h0_, int64_t act) {
+                 const optional<Tensor> &len_, const Tensor &h0_, int64_t act, const optional<Tensor> &zone,
+                 const optional<Tensor> &rmask) {
     check_input(x_);
     check_act(act, "activation");
     const Tensor x = x_.contiguous();
@@ -507,14 +570,17 @@ Tensor elman_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp, const op
     check_packed(Wp, x, 1, 4 * v, H, H, "packed W_hh");
     const Tensor bias = opt(bias_, x, "bias", {H}), len = lengths(len_, T, B);
     Tensor Hs = states(h0, T);
-    const rk_elman_fwd_args a = {T, B, H, F, (int)act, ptr(x), ptr(Wxp), ptr(Wp), ptr(bias), lptr(len), ptr(h0),
-                                 (char *)mptr(Hs) + B * H * x.element_size(), step_threads(B * H * (F + H))};
+    const Reg reg = regularisers(zone, rmask, x, B, H, &h0, false);
+    rk_elman_fwd_args a = {T, B, H, F, (int)act, ptr(x), ptr(Wxp), ptr(Wp), ptr(bias), lptr(len), ptr(h0),
+                           (char *)mptr(Hs) + B * H * x.element_size(), step_threads(B * H * (F + H))};
+    a.reg = reg.ptr();
     if (T > 0 && B > 0) kernels(x).elman_fwd(&a), contended(kernels(x), a.nth, T);
     return Hs;
 }
 
 std::tuple<Tensor, Tensor, Tensor> elman_bwd(const Tensor &Hs_, const Tensor &W_hh, const optional<Tensor> &len_,
-                                             const Tensor &gHs_, int64_t act, bool need_dh0) {
+                                             const Tensor &gHs_, int64_t act, bool need_dh0,
+                                             const optional<Tensor> &zone, const optional<Tensor> &rmask) {
     check_real(Hs_, "Hs");
     TORCH_CHECK_VALUE(Hs_.dim() == 3 && Hs_.size(0) >= 1, "rnnkit kernels: expected Hs of shape (T + 1, B, H), got ",
                       Hs_.sizes());
@@ -525,9 +591,11 @@ std::tuple<Tensor, Tensor, Tensor> elman_bwd(const Tensor &Hs_, const Tensor &W_
     const Tensor len = lengths(len_, T, B);
     Tensor dh = at::zeros({B, H}, Hs.options()), dh2 = at::empty({B, H}, Hs.options());
     Tensor dPre = at::empty({T, B, H}, Hs.options()), db = at::zeros({H}, Hs.options());
-    const rk_elman_bwd_args a = {T, B, H, (int)act, (int)need_dh0, ptr(Hs), ptr(W), W.size(1), lptr(len),
-                                 (const char *)ptr(gHs) + B * H * Hs.element_size(), mptr(dh), mptr(dh2), mptr(dPre),
-                                 mptr(db), step_threads(B * H * H)};
+    const Reg reg = regularisers(zone, rmask, Hs, B, H, nullptr, false);
+    rk_elman_bwd_args a = {T, B, H, (int)act, (int)need_dh0, ptr(Hs), ptr(W), W.size(1), lptr(len),
+                           (const char *)ptr(gHs) + B * H * Hs.element_size(), mptr(dh), mptr(dh2), mptr(dPre),
+                           mptr(db), step_threads(B * H * H)};
+    a.reg = reg.ptr();
     if (T > 0 && B > 0) kernels(Hs).elman_bwd(&a), contended(kernels(Hs), a.nth, T);
     dh.add_(gHs.select(0, 0));
     return {dPre, dh, db};
@@ -573,7 +641,7 @@ std::tuple<Tensor, Tensor, Tensor> indrnn_bwd(const Tensor &Hs_, const Tensor &u
 std::tuple<Tensor, Tensor> jordan_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wyp, const Tensor &Whp,
                                       const optional<Tensor> &bias_, const optional<Tensor> &bhy_,
                                       const optional<Tensor> &len_, const Tensor &y0_, int64_t H, int64_t act,
-                                      int64_t out_act) {
+                                      int64_t out_act, const optional<Tensor> &zone, const optional<Tensor> &rmask) {
     check_input(x_);
     check_act(act, "activation");
     check_act(out_act, "output activation");
@@ -586,9 +654,11 @@ std::tuple<Tensor, Tensor> jordan_fwd(const Tensor &x_, const Tensor &Wxp, const
     check_packed(Whp, x, 1, 4 * v, O, H, "packed W_hy");
     const Tensor bias = opt(bias_, x, "bias", {H}), bhy = opt(bhy_, x, "b_hy", {O}), len = lengths(len_, T, B);
     Tensor Ys = states(y0, T), Hh = at::empty({T, B, H}, x.options());
-    const rk_jordan_fwd_args a = {T, B, H, O, F, (int)act, (int)out_act, ptr(x), ptr(Wxp), ptr(Wyp), ptr(Whp),
+    const Reg reg = regularisers(zone, rmask, x, B, O, &y0, false);
+    rk_jordan_fwd_args a = {T, B, H, O, F, (int)act, (int)out_act, ptr(x), ptr(Wxp), ptr(Wyp), ptr(Whp),
                                   ptr(bias), ptr(bhy), lptr(len), ptr(y0), (char *)mptr(Ys) + B * O * x.element_size(),
                                   mptr(Hh), step_threads(B * H * (F + 2 * O))};
+    a.reg = reg.ptr();
     if (T > 0 && B > 0) kernels(x).jordan_fwd(&a), contended(kernels(x), a.nth, T);
     return {Ys, Hh};
 }
@@ -596,7 +666,9 @@ std::tuple<Tensor, Tensor> jordan_fwd(const Tensor &x_, const Tensor &Wxp, const
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_bwd(const Tensor &Ys_, const Tensor &Hh_, const Tensor &W_yh,
                                                               const Tensor &W_hy, const optional<Tensor> &len_,
                                                               const Tensor &gYs_, const optional<Tensor> &gHh_,
-                                                              int64_t act, int64_t out_act, bool need_dy0) {
+                                                              int64_t act, int64_t out_act, bool need_dy0,
+                                                              const optional<Tensor> &zone,
+                                                              const optional<Tensor> &rmask) {
     check_real(Hh_, "Hh");
     TORCH_CHECK_VALUE(Hh_.dim() == 3 && Ys_.dim() == 3, "rnnkit kernels: expected Hh (T, B, H) and Ys (T + 1, B, O)");
     const int64_t T = Hh_.size(0), B = Hh_.size(1), H = Hh_.size(2), O = Ys_.size(2);
@@ -610,10 +682,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_bwd(const Tensor &Ys_,
     Tensor dy = at::zeros({B, O}, Hh.options()), dy2 = at::empty({B, O}, Hh.options()), dh = at::empty({B, H}, Hh.options());
     Tensor dPre = at::empty({T, B, H}, Hh.options()), dPreY = at::empty({T, B, O}, Hh.options());
     Tensor db = at::zeros({H}, Hh.options()), db_hy = at::zeros({O}, Hh.options());
-    const rk_jordan_bwd_args a = {T, B, H, O, (int)act, (int)out_act, (int)need_dy0, ptr(Ys), ptr(Hh), ptr(Wy), ptr(Wh),
+    const Reg reg = regularisers(zone, rmask, Hh, B, O, nullptr, false);
+    rk_jordan_bwd_args a = {T, B, H, O, (int)act, (int)out_act, (int)need_dy0, ptr(Ys), ptr(Hh), ptr(Wy), ptr(Wh),
                                   Wy.size(1), Wh.size(1), lptr(len), (const char *)ptr(gYs) + B * O * Hh.element_size(),
                                   ptr(gHh), mptr(dy), mptr(dy2), mptr(dh), mptr(dPre), mptr(dPreY), mptr(db),
                                   mptr(db_hy), step_threads(B * H * 2 * O)};
+    a.reg = reg.ptr();
     if (T > 0 && B > 0) kernels(Hh).jordan_bwd(&a), contended(kernels(Hh), a.nth, T);
     dy.add_(gYs.select(0, 0));
     return {dPre, dPreY, dy, db, db_hy};
@@ -646,16 +720,17 @@ std::vector<Tensor> step(const std::string &cell, const Tensor &x, const std::ve
         std::vector<Tensor> buffers;  // the forward's state buffers, each (2, B, size): row 1 is the new state
         if (cell == "lstm") {
             auto r = lstm_fwd(inp, need(l, 0), need(l, 1), maybe(l, 2), maybe(l, 3), maybe(l, 4), none,
-                              state[0].select(0, l), state[1].select(0, l), config[0], config[1], false, false);
+                              state[0].select(0, l), state[1].select(0, l), config[0], config[1], false, false, none, none);
             buffers = {std::get<0>(r), std::get<1>(r)};
         } else if (cell == "gru") {
             buffers = {std::get<0>(gru_fwd(inp, need(l, 0), need(l, 1), maybe(l, 2), maybe(l, 3), maybe(l, 4), none,
-                                           state[0].select(0, l), config[0], config[1], config[3] != 0, false, false))};
+                                           state[0].select(0, l), config[0], config[1], config[3] != 0, false, false, none,
+                                           none))};
         } else if (cell == "elman") {
-            buffers = {elman_fwd(inp, need(l, 0), need(l, 1), maybe(l, 2), none, state[0].select(0, l), config[0])};
+            buffers = {elman_fwd(inp, need(l, 0), need(l, 1), maybe(l, 2), none, state[0].select(0, l), config[0], none, none)};
         } else if (cell == "jordan") {
             buffers = {std::get<0>(jordan_fwd(inp, need(l, 0), need(l, 1), need(l, 2), maybe(l, 3), maybe(l, 4), none,
-                                              state[0].select(0, l), config[3], config[0], config[1]))};
+                                              state[0].select(0, l), config[3], config[0], config[1], none, none))};
         } else {
             TORCH_CHECK_VALUE(false, "rnnkit kernels: no one-step path for cell '", cell, "'");
         }
@@ -681,31 +756,38 @@ TORCH_LIBRARY(rnnkit_c, m) {
     m.def("gemm(Tensor a, Tensor b, Tensor? bias=None) -> Tensor", &gemm);
     m.def("dropout(Tensor x, float p, int seed) -> Tensor", &dropout);
     m.def("lstm_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? Whrp, Tensor? bias, Tensor? peep, Tensor? lengths, "
-          "Tensor h0, Tensor c0, int act, int rec_act, bool keep, bool bf16=False) -> (Tensor, Tensor, Tensor, Tensor)",
+          "Tensor h0, Tensor c0, int act, int rec_act, bool keep, bool bf16=False, Tensor? zone=None, Tensor? rmask=None) "
+          "-> (Tensor, Tensor, Tensor, Tensor)",
           &lstm_fwd);
     m.def("lstm_bwd(Tensor G, Tensor Cs, Tensor M, Tensor W_hh, Tensor? W_hr, Tensor? peep, Tensor? lengths, "
-          "Tensor gHs, Tensor? gCs, Tensor? gG, int act, int rec_act, bool need_dh0, bool bf16=False) "
+          "Tensor gHs, Tensor? gCs, Tensor? gG, int act, int rec_act, bool need_dh0, bool bf16=False, Tensor? zone=None, "
+          "Tensor? rmask=None) "
           "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
           &lstm_bwd);
     m.def("gru_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? Wnp, Tensor? b_ih, Tensor? b_hh, Tensor? lengths, "
-          "Tensor h0, int act, int rec_act, bool reset_after, bool keep, bool bf16=False) -> (Tensor, Tensor, Tensor)",
+          "Tensor h0, int act, int rec_act, bool reset_after, bool keep, bool bf16=False, Tensor? zone=None, "
+          "Tensor? rmask=None) -> (Tensor, Tensor, Tensor)",
           &gru_fwd);
     m.def("gru_bwd(Tensor G, Tensor HN, Tensor Hs, Tensor W_hh, Tensor? lengths, Tensor gHs, Tensor? gG, int act, "
-          "int rec_act, bool reset_after, bool need_dh0, bool bf16=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+          "int rec_act, bool reset_after, bool need_dh0, bool bf16=False, Tensor? zone=None, Tensor? rmask=None) "
+          "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
           &gru_bwd);
-    m.def("elman_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? bias, Tensor? lengths, Tensor h0, int act) -> Tensor",
+    m.def("elman_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? bias, Tensor? lengths, Tensor h0, int act, "
+          "Tensor? zone=None, Tensor? rmask=None) -> Tensor",
           &elman_fwd);
-    m.def("elman_bwd(Tensor Hs, Tensor W_hh, Tensor? lengths, Tensor gHs, int act, bool need_dh0) "
+    m.def("elman_bwd(Tensor Hs, Tensor W_hh, Tensor? lengths, Tensor gHs, int act, bool need_dh0, Tensor? zone=None, "
+          "Tensor? rmask=None) "
           "-> (Tensor, Tensor, Tensor)",
           &elman_bwd);
     m.def("indrnn_fwd(Tensor xw, Tensor u, Tensor? lengths, Tensor h0, int act) -> Tensor", &indrnn_fwd);
     m.def("indrnn_bwd(Tensor Hs, Tensor u, Tensor? lengths, Tensor gHs, int act) -> (Tensor, Tensor, Tensor)",
           &indrnn_bwd);
     m.def("jordan_fwd(Tensor x, Tensor Wxp, Tensor Wyp, Tensor Whp, Tensor? bias, Tensor? b_hy, Tensor? lengths, "
-          "Tensor y0, int hidden, int act, int out_act) -> (Tensor, Tensor)",
+          "Tensor y0, int hidden, int act, int out_act, Tensor? zone=None, Tensor? rmask=None) -> (Tensor, Tensor)",
           &jordan_fwd);
     m.def("jordan_bwd(Tensor Ys, Tensor Hh, Tensor W_yh, Tensor W_hy, Tensor? lengths, Tensor gYs, Tensor? gHh, "
-          "int act, int out_act, bool need_dy0) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+          "int act, int out_act, bool need_dy0, Tensor? zone=None, Tensor? rmask=None) "
+          "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
           &jordan_bwd);
     m.def("step(str cell, Tensor x, Tensor[] state, Tensor?[] packed, int[] config) -> Tensor[]", &step);
 }

@@ -5,9 +5,11 @@
 #define UP (4 * VL) /* units per wide panel */
 
 /* out[b, units of panel p] = act(tile rows + bias) for one product pass: ta (and tb, if not NULL) hold the
-   tile rows of the products for rows b0 … b0 + R; rows whose sequence has ended keep `prev`. */
+   tile rows of the products for rows b0 … b0 + R; rows whose sequence has ended keep `prev`. With zoneout on
+   the state (g, reg.h; B rows in all) the new value is mixed with `prev`. */
 static void RK(panel_update)(int code, long R, long b0, long t, const int64_t *len, long p, long N, const REAL *ta,
-                             const REAL *tb, const REAL *bias, const REAL *prev, REAL *out, long ldo) {
+                             const REAL *tb, const REAL *bias, const REAL *prev, REAL *out, long ldo, long B,
+                             const rk_reg_args *g) {
     const long u = p * UP, nu = N - u < UP ? N - u : UP;
     for (long r = 0; r < R; r++) {
         const long b = b0 + r;
@@ -21,15 +23,19 @@ static void RK(panel_update)(int code, long R, long b0, long t, const int64_t *l
             vec pre = RK(vload)(ta + r * 4 * VL + v);
             if (tb) pre += RK(vload)(tb + r * 4 * VL + v);
             if (bias) pre += RK(vload_n)(bias + u + v, n);
-            RK(vstore_n)(o, RK(act)(code, pre), n);
+            vec y = RK(act)(code, pre);
+            if (RK(zone_on)(g, 0))
+                y = RK(zone_mix)(RK(zone_d)(g, 0, t, B, b, N, u + v, n), RK(vload_n)(prev + b * ldo + u + v, n), y);
+            RK(vstore_n)(o, y, n);
         }
     }
 }
 
-/* Panels [p_lo, p_hi) of out (B × N) = act(A1 · W1p + A2 · W2p + bias): A1 is B × K1, A2 is B × K2 or NULL. */
+/* Panels [p_lo, p_hi) of out (B × N) = act(A1 · W1p + A2 · W2p + bias): A1 is B × K1, A2 is B × K2 or NULL;
+   g: zoneout on out (or NULL). */
 static void RK(panels_step)(int code, long B, long t, const int64_t *len, long p_lo, long p_hi, long N,
                             const REAL *A1, long K1, const REAL *W1p, const REAL *A2, long K2, const REAL *W2p,
-                            const REAL *bias, const REAL *prev, REAL *out) {
+                            const REAL *bias, const REAL *prev, REAL *out, const rk_reg_args *g) {
     REAL ta[MR_MAX * 4 * VL] __attribute__((aligned(64))), tb[MR_MAX * 4 * VL] __attribute__((aligned(64)));
     for (long p = p_lo; p < p_hi; p++) {
         const long nu = N - p * UP < UP ? N - p * UP : UP;
@@ -39,16 +45,19 @@ static void RK(panels_step)(int code, long B, long t, const int64_t *len, long p
             const long b0 = B * i / nt, R = B * (i + 1) / nt - b0;
             RK(tile)((int)R, NV, K1, A1 + b0 * K1, K1, 1, W1p + p * K1 * UP, UP, ta);
             if (A2) RK(tile)((int)R, NV, K2, A2 + b0 * K2, K2, 1, W2p + p * K2 * UP, UP, tb);
-            RK(panel_update)(code, R, b0, t, len, p, N, ta, A2 ? tb : NULL, bias, prev, out, N);
+            RK(panel_update)(code, R, b0, t, len, p, N, ta, A2 ? tb : NULL, bias, prev, out, N, B, g);
         }
     }
 }
 
 /* dp[b, own units] = (dh + go)[b, own] ⊙ act'(y[b, own]) (0 past the sequence's end); db += Σ_b dp.
    nxt (if not NULL) starts at 0 for the product that follows — or, where the sequence has ended (the state
-   was carried unchanged), carries dh + go to the previous step. */
+   was carried unchanged), carries dh + go to the previous step. With zoneout on y (g; prev = y_{t-1}) only
+   (1 − d) ⊙ (dh + go) reaches the candidate, whose value is y where d = 0 in training, and at evaluation
+   (y − p y_{t-1}) / (1 − p). */
 static void RK(panels_grad)(int code, long B, long t, const int64_t *len, long u_lo, long u_hi, long N,
-                            const REAL *dh, const REAL *go, const REAL *y, REAL *dp, REAL *db, REAL *nxt) {
+                            const REAL *dh, const REAL *go, const REAL *y, REAL *dp, REAL *db, REAL *nxt,
+                            const REAL *prev, const rk_reg_args *g) {
     const vec zero = {0};
     for (long b = 0; b < B; b++)
         for (long u = u_lo; u < u_hi; u += VL) {
@@ -60,7 +69,13 @@ static void RK(panels_grad)(int code, long B, long t, const int64_t *len, long u
                 if (nxt) RK(vstore_n)(nxt + s, d, n);
                 continue;
             }
-            d *= RK(act_grad)(code, RK(vload_n)(y + s, n));
+            vec yv = RK(vload_n)(y + s, n);
+            if (RK(zone_on)(g, 0)) {
+                const vec z = RK(zone_d)(g, 0, t, B, b, N, u, n);
+                if (!g->train) yv = (yv - z * RK(vload_n)(prev + s, n)) / ((REAL)1 - z);
+                d *= (REAL)1 - z;
+            }
+            d *= RK(act_grad)(code, yv);
             RK(vstore_n)(dp + s, d, n);
             if (db) RK(vstore_n)(db + u, RK(vload_n)(db + u, n) + d, n);
             if (nxt) RK(vstore_n)(nxt + s, zero, n);

@@ -16,6 +16,20 @@ extern "C" {
 /* activation codes: the named activations of rnnkit.activations that the kernels differentiate */
 enum { RK_IDENTITY = 0, RK_TANH = 1, RK_RELU = 2, RK_SIGMOID = 3, RK_HARD_SIGMOID = 4 };
 
+/* The regularisers inside the time loop (rnnkit.regularisers; reg.h), for every cell; a NULL pointer = none.
+   Recurrent dropout: the recurrent product reads hd, a ring (2, B, S) of h ⊙ rmask ([0] = h_0 ⊙ rmask), instead
+   of h; rmask (B, S) holds 0 or 1 / (1 − p), the same at every step; the carried state is not masked. dhd (B, S):
+   backward scratch. Zoneout on state k (0: h — y for Jordan —, 1: the LSTM's c): s_t = d ⊙ s_{t-1} + (1 − d) ⊙ s̃_t,
+   d = 1 where rk_hash32((uint32_t)((t·B + b)·N + n) ^ key[k]) < thr[k] in training (train = 1), d = p[k] at
+   evaluation, p[k] = 0: off. */
+typedef struct {
+    const void *rmask;
+    void *hd, *dhd;
+    uint32_t key[2], thr[2];
+    double p[2];
+    int train;
+} rk_reg_args;
+
 /* C (M × N) = A · B (+ bias per column), A and B of any strides; ldc: C's row stride. */
 typedef struct {
     long M, N, K;
@@ -62,6 +76,7 @@ typedef struct {
     long Fp, Sp;
     const void *xb;
     void *hb;
+    const rk_reg_args *reg; /* or NULL */
 } rk_lstm_fwd_args;
 
 typedef struct {
@@ -81,6 +96,7 @@ typedef struct {
     const void *Wtp;
     void *dpb;
     long K4;
+    const rk_reg_args *reg; /* or NULL */
 } rk_lstm_bwd_args;
 
 /* GRU, both forms. reset_after (torch's): n = act(W_in x + b_in + r ⊙ (W_hn h + b_hn)); HN (T, B, H) keeps
@@ -101,6 +117,7 @@ typedef struct {
     long Fp, Hp;
     const void *xb;
     void *hb;
+    const rk_reg_args *reg; /* or NULL */
 } rk_gru_fwd_args;
 
 /* Backward: Hs is (T + 1, B, H) = h_0 … h_T. Out: dh = dL/dh_0; dPre (T, B, 3H) = dL/d(W_ih x + b_ih);
@@ -121,6 +138,7 @@ typedef struct {
     const void *Wtp;
     void *dpb;
     long K3;
+    const rk_reg_args *reg; /* or NULL */
 } rk_gru_bwd_args;
 
 /* Elman: h_t = act(W_ih x_t + W_hh h_{t-1} + bias). Hs: forward (T, B, H); backward (T + 1, B, H). */
@@ -132,6 +150,7 @@ typedef struct {
     const void *h0;
     void *Hs;
     int nth;
+    const rk_reg_args *reg; /* or NULL */
 } rk_elman_fwd_args;
 
 typedef struct {
@@ -143,6 +162,7 @@ typedef struct {
     const void *gout;
     void *dh, *dh2, *dPre, *db;
     int nth;
+    const rk_reg_args *reg; /* or NULL */
 } rk_elman_bwd_args;
 
 /* Jordan: h_t = act(W_ih x_t + W_yh y_{t-1} + bias), y_t = out_act(W_hy h_t + b_hy); the state is y (O).
@@ -156,6 +176,7 @@ typedef struct {
     const void *y0;
     void *Ys, *Hh;
     int nth;
+    const rk_reg_args *reg; /* or NULL */
 } rk_jordan_fwd_args;
 
 typedef struct {
@@ -167,6 +188,7 @@ typedef struct {
     const void *gout, *gH;
     void *dy, *dy2, *dh, *dPre, *dPreY, *db, *db_hy;
     int nth;
+    const rk_reg_args *reg; /* or NULL */
 } rk_jordan_bwd_args;
 
 /* IndRNN (Li et al. 2018): h_t = act(XW_t + u ⊙ h_{t-1}), XW (T, B, H) = W_ih x + b_ih + b_hh (one GEMM before),
