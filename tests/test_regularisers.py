@@ -37,7 +37,12 @@ def make(kind: str, **kw) -> Recurrent:
         return rnnkit.PeepholeLSTM(IN, HID, **kw)
     if kind == "jordan":
         return rnnkit.Jordan(IN, HID, 2, **kw)
+    if kind in NEW_CELLS:
+        return NEW_CELLS[kind](IN, HID, **kw)
     raise AssertionError(kind)
+
+
+NEW_CELLS = {"mgu": rnnkit.MGU, "indrnn": rnnkit.IndRNN, "mingru": rnnkit.MinGRU, "minlstm": rnnkit.MinLSTM}
 
 
 # ---- the hash -------------------------------------------------------------------------------------------------
@@ -569,3 +574,33 @@ def test_to_torch_refuses_a_layer_whose_options_torch_lacks() -> None:
     with pytest.raises(ValueError, match="torch.nn has no zoneout, merge_mode"):
         rnnkit.to_torch(rnnkit.LSTM(IN, HID, bidirectional=True, zoneout=0.1, merge_mode="sum"))
     assert isinstance(rnnkit.to_torch(rnnkit.LSTM(IN, HID)), torch.nn.LSTM)
+
+
+@pytest.mark.parametrize("kind", list(NEW_CELLS))
+@pytest.mark.parametrize("cfg", range(len(FUSED_CONFIGS)))
+def test_newer_cells_auto_equals_reference_under_one_seed(kind: str, cfg: int) -> None:
+    """MGU, IndRNN, minGRU, minLSTM take every regulariser they have a place for: "auto" (their fast paths for input
+    and weight dropout, the reference loop for the in-loop ones) gives the reference's numbers under one seed."""
+    options = {k: v for k, v in FUSED_CONFIGS[cfg].items() if k != "zoneout_cell"}
+    if kind in ("mingru", "minlstm"):  # no recurrent product: nothing for recurrent dropout to mask
+        options.pop("recurrent_dropout", None)
+    if kind != "mgu":  # IndRNN's u is a vector, the min cells have no recurrent weight
+        options.pop("weight_dropout", None)
+    options.setdefault("bidirectional", True)
+    layer = make(kind, num_layers=2, **options)
+    T, B = 7, 3
+    x = torch.randn(T, B, IN, dtype=F64)
+    hx = (torch.randn(4, B, HID, dtype=F64),)
+    lengths = torch.tensor([7, 3, 5])
+    ref = run_and_grad(layer, "reference", 5, x, hx, lengths)
+    auto = run_and_grad(layer, "auto", 5, x, hx, lengths)
+    for a, b in zip(ref, auto, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    layer.eval()
+    torch.testing.assert_close(layer(x)[0], layer(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["indrnn", "mingru", "minlstm"])
+def test_weight_dropout_refused_without_a_recurrent_matrix(kind: str) -> None:
+    with pytest.raises(ValueError, match="has no recurrent weight matrix to drop connections from"):
+        make(kind, weight_dropout=0.2)

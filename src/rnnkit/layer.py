@@ -146,6 +146,11 @@ class Recurrent(nn.Module):
                 f"recurrent_dropout={self.regularisers.recurrent_dropout}: {name} does not route its recurrent "
                 "product through recurrent_input(), so it cannot apply it; use input_dropout or zoneout"
             )
+        if self.regularisers.weight_dropout and not cell.recurrent_weights:
+            raise ValueError(
+                f"weight_dropout={self.regularisers.weight_dropout}: {name} has no recurrent weight matrix to drop "
+                "connections from; use input_dropout or zoneout"
+            )
 
     # ----------------------------------------------------------------------------------------------
     @property

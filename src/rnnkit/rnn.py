@@ -208,6 +208,7 @@ class MGU(Recurrent):
         recurrent_activation: str | Activation = "sigmoid",
         recurrent_init: str = "uniform",
         engine: str = "auto",
+        **options: Any,
     ) -> None:
         kwargs = {
             "activation": activation,
@@ -216,7 +217,7 @@ class MGU(Recurrent):
         }
         super().__init__(
             MGUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, engine=engine, cell_kwargs=kwargs,
+            device, dtype, engine=engine, cell_kwargs=kwargs, **options,
         )  # fmt: skip
 
 
@@ -239,11 +240,12 @@ class IndRNN(Recurrent):
         activation: str | Activation = "relu",
         max_steps: int | None = None,
         engine: str = "auto",
+        **options: Any,
     ) -> None:
         kwargs = {"activation": activation, "max_steps": max_steps}
         super().__init__(
             IndRNNCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, engine=engine, cell_kwargs=kwargs,
+            device, dtype, engine=engine, cell_kwargs=kwargs, **options,
         )  # fmt: skip
 
 
@@ -265,10 +267,11 @@ class MinGRU(Recurrent):
         dtype: torch.dtype | None = None,
         *,
         engine: str = "auto",
+        **options: Any,
     ) -> None:
         super().__init__(
             self._cell_class, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, engine=engine,
+            device, dtype, engine=engine, **options,
         )  # fmt: skip
 
 

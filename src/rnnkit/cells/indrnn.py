@@ -34,6 +34,7 @@ class IndRNNCell(RecurrentCell):
     """
 
     gate_names = ("h",)
+    supports_recurrent_dropout = True  # u ⊙ (h ⊙ m): the mask acts on the elementwise recurrence
     recurrent_weights = ()  # a vector: nothing for orthogonal init to act on
 
     def __init__(
@@ -71,7 +72,7 @@ class IndRNNCell(RecurrentCell):
 
     def recurrence(self, xw: Tensor, state: State, w: Any) -> tuple[State, Gates]:
         (h,) = state  # (B, H)
-        pre = xw + w.weight_hh * h  # W_ih x_t + b_ih + u ⊙ h_{t-1}: each unit sees only itself
+        pre = xw + w.weight_hh * self.recurrent_input(h, w)  # W_ih x_t + b_ih + u ⊙ h_{t-1}: each unit sees itself
         if w.bias_hh is not None:
             pre = pre + w.bias_hh
         h = self.activation(pre)  # h_t = act(W x_t + u ⊙ h_{t-1} + b)

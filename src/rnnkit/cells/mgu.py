@@ -32,6 +32,7 @@ class MGUCell(GatedCell):
     """
 
     gate_names = ("f", "n")
+    supports_recurrent_dropout = True
 
     def __init__(
         self,
@@ -71,7 +72,8 @@ class MGUCell(GatedCell):
         xf, xn = xw.chunk(2, dim=-1)  # each (B, H): W_i* x_t + b_i*
         W_hf, W_hn = w.weight_hh.chunk(2, dim=0)  # each (H, H)
         b_hf, b_hn = (None, None) if w.bias_hh is None else w.bias_hh.chunk(2)
-        f = σ(xf + F.linear(h, W_hf, b_hf))  # the one gate
-        n = act(xn + F.linear(f * h, W_hn, b_hn))  # candidate h̃_t: reads the gated state f_t ⊙ h_{t-1}
+        hd = self.recurrent_input(h, w)  # h where it meets U_* (recurrent dropout); (1 - f) ⊙ h keeps h itself
+        f = σ(xf + F.linear(hd, W_hf, b_hf))  # the one gate
+        n = act(xn + F.linear(f * hd, W_hn, b_hn))  # candidate h̃_t: reads the gated state f_t ⊙ h_{t-1}
         h = (1 - f) * h + f * n  # keep 1 - f of the old state, write f of the candidate
         return (h,), {"f": f, "n": n}
