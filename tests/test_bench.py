@@ -100,9 +100,26 @@ def test_overrides_and_engine_selection():
     assert len(contenders) == 1 and "torch has no kernel" in notes[0]
 
 
+def test_regularised_rows_time_training_next_to_the_plain_engine():
+    cfg = BenchConfig(quick=True, workloads=("d2l",), cells=("lstm", "mingru"), engines=("fused",), scratch=False,
+                      regularisers=("zoneout=0.1", "weight_dropout=0.3+input_dropout=0.2"))  # fmt: skip
+    result = run(cfg)
+    rows = result["workloads"][0]["rows"]
+    train = [r["contender"] for r in rows if r["mode"] == "train" and r["cell"] == "lstm"]
+    assert train == ["torch.nn.LSTM", "rnnkit[fused]", "rnnkit[fused] zoneout=0.1",
+                     "rnnkit[fused] weight_dropout=0.3+input_dropout=0.2"]  # fmt: skip
+    assert not any("zoneout" in r["contender"] for r in rows if r["mode"] == "infer")
+    assert all("max_abs_diff" not in r for r in rows if "=" in r["contender"])  # random masks: not compared
+    notes = result["workloads"][0]["notes"]  # minGRU: zoneout falls to the reference loop, no recurrent matrix
+    assert any("mingru: engine 'fused' with zoneout=0.1 skipped" in n for n in notes)
+    assert any("has no recurrent weight matrix" in n for n in notes)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
+        (["--regularisers", "zoneout=1.5"], "zoneout must be in [0, 1)"),
+        (["--regularisers", "dropconnect=0.1"], "expected name=p joined by +"),
         (["--workloads", "huge"], "unknown workload 'huge'"),
         (["--engines", "warp"], "unknown engine 'warp'"),
         (["--hidden", "0"], "--hidden must be a positive integer"),

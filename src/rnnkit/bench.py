@@ -86,6 +86,9 @@ class BenchConfig:
     """floating point type of inputs and parameters"""
     autocast: Literal["none", "bf16"] = "none"
     """bf16: also time torch.nn and every rnnkit engine under torch.autocast(dtype=bfloat16) (rows marked bf16)"""
+    regularisers: tuple[str, ...] = ()
+    """also time each rnnkit engine's training with these layer options, one row per set: name=p, several joined
+    by + (e.g. zoneout=0.1,weight_dropout=0.3,zoneout=0.1+input_dropout=0.2)"""
     device: str = "cpu"
     """cpu or cuda"""
     malloc_check: int = 0
@@ -127,6 +130,8 @@ class BenchConfig:
             raise ValueError(f"--autocast must be none or bf16, got {self.autocast!r}")
         if self.autocast == "bf16" and self.dtype != "float32":
             raise ValueError("--autocast bf16 runs float32 models under autocast: use --dtype float32")
+        for spec in self.regularisers:
+            regulariser_options(spec)  # one clear line for a bad set
         if self.json is not None and not Path(self.json).parent.is_dir():
             raise ValueError(f"--json {self.json}: directory {str(Path(self.json).parent)!r} does not exist")
 
@@ -143,6 +148,25 @@ class Contender:
     step: Callable[[Tensor, Any], tuple[Tensor, Any]] | None = None  # one token (B, F) -> (output, state)
     only: str | None = None  # the one mode this contender is for (the stepper: "generate")
     autocast: bool = False  # runs under torch.autocast(dtype=torch.bfloat16)
+    exact: bool = True  # computes its twin's function (regularised rows draw random masks: not compared)
+
+
+def regulariser_options(spec: str) -> dict[str, float]:
+    """``"zoneout=0.1+weight_dropout=0.3"`` -> the layer options; a ValueError naming the bad part."""
+    from rnnkit.regularisers import Regularisers
+
+    names = [f.name for f in dataclasses.fields(Regularisers)]
+    options = {}
+    for part in spec.split("+"):
+        name, _, value = part.partition("=")
+        if name.strip() not in names or not value:
+            raise ValueError(f"--regularisers {spec!r}: expected name=p joined by +, names from {', '.join(names)}")
+        try:
+            options[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--regularisers {spec!r}: {value!r} is not a probability") from None
+    Regularisers(**options)  # range checks
+    return options
 
 
 def workload_sizes(cfg: BenchConfig, name: str) -> tuple[int, int, int, int]:
@@ -189,6 +213,19 @@ def build_contenders(cfg: BenchConfig, cell: str, F: int, H: int, x: Tensor) -> 
             continue
         cost = layer_cost(layer).as_dict()
         contenders.append(Contender(f"rnnkit[{engine}]", "rnnkit", layer, list(layer.parameters()), cost))
+        for spec in cfg.regularisers:  # the same weights with regularisers on: training rows only
+            try:
+                regularised = rnnkit_layer(cell, F, H, engine, **factory, **regulariser_options(spec))
+            except ValueError as e:
+                notes.append(f"{cell}: {spec} skipped: {e}")
+                continue
+            regularised.load_state_dict(weights)
+            reason = ENGINES[engine].unsupported(regularised, x, False)
+            if reason is not None:
+                notes.append(f"{cell}: engine {engine!r} with {spec} skipped: {reason}")
+                continue
+            contenders.append(Contender(f"rnnkit[{engine}] {spec}", "rnnkit", regularised,
+                                        list(regularised.parameters()), cost, only="train", exact=False))  # fmt: skip
     if len(contenders) > 1 and hasattr(contenders[1].forward, "stepper"):
         layer = contenders[1].forward
         try:
@@ -222,7 +259,7 @@ def build_contenders(cfg: BenchConfig, cell: str, F: int, H: int, x: Tensor) -> 
 
         contenders.append(Contender("scratch (d2l)", "scratch", forward, params, base_cost))
     if cfg.autocast == "bf16":  # the same modules again under autocast: torch.nn's and every rnnkit engine's
-        twins = [c for c in contenders if c.kind in ("torch.nn", "rnnkit") and c.step is None]
+        twins = [c for c in contenders if c.kind in ("torch.nn", "rnnkit") and c.step is None and c.exact]
         contenders += [dataclasses.replace(c, name=f"{c.name} bf16", autocast=True) for c in twins]
     return contenders, notes
 
@@ -320,7 +357,7 @@ def run_workload(cfg: BenchConfig, name: str, device: torch.device, dtype: torch
                     for p in c.params:  # free last call's gradients outside the measured call
                         p.grad = None
                     row["peak_bytes"] = peak_memory(call, device)
-                if i != twin and (c.kind == "rnnkit" or c.kind == "scratch" and cell != "gru"):
+                if i != twin and c.exact and (c.kind == "rnnkit" or c.kind == "scratch" and cell != "gru"):
                     row["agrees_with"] = contenders[twin].name
                     row["max_abs_diff"] = float((outputs[i] - outputs[twin]).abs().max())
                 row["peak_fraction"] = row["gflops"] / cfg_peak(cfg, dtype) if cfg_peak(cfg, dtype) else None
@@ -409,13 +446,14 @@ def format_tables(result: dict[str, Any]) -> str:
                 f" {s['steps']} steps; median of {len(rows[0]['seconds_runs'])} interleaved rounds"
             )
             time_head = "µs/token" if mode == "generate" else "ms/call"
-            head = f"{'cell':<9}{'contender':<24}{time_head:>10}{'tokens/s':>12}{'× torch.nn':>12}"
+            wide = max(24, *(len(r["contender"]) + 1 for r in rows))  # regularised rows have long names
+            head = f"{'cell':<9}{'contender':<{wide}}{time_head:>10}{'tokens/s':>12}{'× torch.nn':>12}"
             head += f"{'peak MiB':>10}" if mode == "train" else ""
             head += f"{'params':>10}{'MFLOP/token':>13}{'GFLOP/s':>9}{'% peak':>8}"
             out.append(head)
             for r in rows:
                 t = r["us_per_token"] if mode == "generate" else 1e3 * r["seconds"]
-                line = f"{r['cell']:<9}{r['contender']:<24}{t:>10.3f}{r['tokens_per_s']:>12,.0f}"
+                line = f"{r['cell']:<9}{r['contender']:<{wide}}{t:>10.3f}{r['tokens_per_s']:>12,.0f}"
                 line += f"{r['speedup_vs_torch']:>11.2f}×"
                 if mode == "train":
                     line += f"{r['peak_bytes'] / 2**20:>10.1f}" if r["peak_bytes"] is not None else f"{'-':>10}"
@@ -463,7 +501,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         cfg = dataclasses.replace(cfg, repeats=min(cfg.repeats, 2), warmup=0, min_time=0.0)
     from rnnkit.engines import ENGINES
 
-    n_contenders = len(cfg.engines or ENGINES) + 1 + int(cfg.scratch)
+    n_contenders = len(cfg.engines or ENGINES) * (1 + len(cfg.regularisers)) + 1 + int(cfg.scratch)
     total = sum(len(WORKLOADS[n][4]) for n in names) * len(cfg.cells) * n_contenders * cfg.repeats
     workloads = []
     with tqdm(total=total, desc="rnnkit bench", unit="sample", file=sys.stderr, leave=False, disable=None) as bar:
