@@ -123,7 +123,6 @@ def _build() -> None:
     log.debug("rnnkit: native kernels loaded (%s)", isa)
 
 
-@torch.compiler.assume_constant_result  # under torch.compile, found out eagerly (the build does file I/O)
 def unavailable() -> str | None:
     """``None`` once the native kernels are loaded (building them on the first call), else why not.
     A constant for torch.compile: a compiled model's first call may be the process's first use of rnnkit."""
@@ -140,6 +139,12 @@ def unavailable() -> str | None:
             reason = _state["reason"]
             raise RuntimeError(f"rnnkit: native kernels unavailable ({reason}) and RNNKIT_REQUIRE_NATIVE is set")
     return _state["reason"]
+
+
+# A constant for torch.compile, found out eagerly (the build does file I/O, which Dynamo cannot trace). This is what
+# torch.compiler.assume_constant_result does; calling it here would import torch._dynamo (and with it inductor's
+# process-wide settings) on `import rnnkit`.
+unavailable._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def available() -> bool:
