@@ -2,16 +2,25 @@
 
 Cells are one time step (:mod:`rnnkit.cells`); one generic layer runs any cell over time, depth and
 direction (:mod:`rnnkit.layer`); :mod:`rnnkit.rnn` offers drop-in replacements for ``torch.nn.RNN``,
-``GRU`` and ``LSTM`` plus ``PeepholeLSTM`` and ``Jordan``.
+``GRU`` and ``LSTM`` plus ``PeepholeLSTM``, ``Jordan``, ``LayerNormLSTM`` and ``LayerNormGRU``.
 """
 
 from rnnkit.activations import ACTIVATIONS, get_activation
-from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RecurrentCell, RNNCell
+from rnnkit.cells import (
+    GRUCell,
+    JordanCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
+    LSTMCell,
+    PeepholeLSTMCell,
+    RecurrentCell,
+    RNNCell,
+)
 from rnnkit.compat import to_torch
 from rnnkit.engines import ENGINES, register_engine
 from rnnkit.errors import DeviceError, DtypeError, ShapeError
 from rnnkit.layer import Recurrent
-from rnnkit.rnn import GRU, LSTM, RNN, Jordan, PeepholeLSTM
+from rnnkit.rnn import GRU, LSTM, RNN, Jordan, LayerNormGRU, LayerNormLSTM, PeepholeLSTM
 
 __version__ = "0.1.0"
 
@@ -24,6 +33,10 @@ __all__ = [
     "GRUCell",
     "Jordan",
     "JordanCell",
+    "LayerNormGRU",
+    "LayerNormGRUCell",
+    "LayerNormLSTM",
+    "LayerNormLSTMCell",
     "LSTM",
     "LSTMCell",
     "PeepholeLSTM",

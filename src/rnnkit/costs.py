@@ -26,7 +26,14 @@ LSTM                       2 (4H F + 4H R) + 2 P H                  (8b + 13) H:
 peephole LSTM              as LSTM                                  (8b + 19) H: LSTM + 3 peephole ⊙ and +
 Jordan                     2 (H F + H O + O H)                      (2b + 2) H + b O (+ O if out_act is not
                                                                     the identity)
+layer-norm LSTM            2 (4H F + 4H H)                          (67 + 9b) H: three LNs of 8H features
+                                                                    (6 + b each) and the LSTM's 13
+layer-norm GRU             2 (3H F + 3H H)                          (47 + 6b) H: two LNs of 6H features
+                                                                    (6 + b each) and the GRU's 11
 =========================  =======================================  ==========================================
+
+A layer norm of n features (:mod:`rnnkit.cells.layernorm`) costs (6 + b) n: the mean, ``z − μ``, square and sum,
+the scaling by ``1/σ``, the gain and (with b) the shift; ``1/σ`` itself is one op per row.
 """
 
 from __future__ import annotations
@@ -36,7 +43,16 @@ from dataclasses import dataclass
 from torch import nn
 
 from rnnkit.activations import identity
-from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RecurrentCell, RNNCell
+from rnnkit.cells import (
+    GRUCell,
+    JordanCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
+    LSTMCell,
+    PeepholeLSTMCell,
+    RecurrentCell,
+    RNNCell,
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,13 @@ class Cost:
 def cell_cost(cell: RecurrentCell) -> Cost:
     """Parameters and forward FLOPs per token of one cell, from its sizes (see the table above)."""
     F, H, b = cell.input_size, cell.hidden_size, int(cell.bias)
+    if isinstance(cell, (LayerNormLSTMCell, LayerNormGRUCell)):
+        G = 4 if isinstance(cell, LayerNormLSTMCell) else 3
+        weights = G * H * F + G * H * H
+        ln_features = 2 * G * H + (H if G == 4 else 0)  # LN(W_ih x), LN(W_hh h) and, in the LSTM, LN(c)
+        params = weights + (1 + b) * ln_features  # a gain per feature, and a shift with biases
+        pointwise = (6 + b) * ln_features + (13 if G == 4 else 11) * H
+        return Cost(params, 2 * weights, pointwise)
     if isinstance(cell, LSTMCell):  # also PeepholeLSTMCell
         P = cell.proj_size
         R = P or H

@@ -31,7 +31,7 @@ class ModelConfig:
     """How to build a :class:`LanguageModel` (the vocabulary size comes from the data)."""
 
     cell: CellName = "lstm"
-    """recurrent cell: lstm, gru, rnn (Elman, tanh), peephole (LSTM with peepholes) or jordan"""
+    """recurrent cell: lstm, gru, rnn (Elman, tanh), peephole, jordan, lnlstm or lngru (layer-normalised)"""
     hidden_size: int = 256
     """hidden units per layer"""
     num_layers: int = 1

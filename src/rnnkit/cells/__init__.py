@@ -3,6 +3,7 @@
 from rnnkit.cells.base import GatedCell, Gates, RecurrentCell, State
 from rnnkit.cells.elman import JordanCell, RNNCell
 from rnnkit.cells.gru import GRUCell
+from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.cells.lstm import LSTMCell, PeepholeLSTMCell
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "GatedCell",
     "GRUCell",
     "JordanCell",
+    "LayerNormGRUCell",
+    "LayerNormLSTMCell",
     "LSTMCell",
     "PeepholeLSTMCell",
     "RecurrentCell",
