@@ -433,3 +433,68 @@ def test_inspect_report_reads_the_cells_gates(cell: str, gates: str, kinds: list
     for block in d["blocks"]:
         assert [g["name"] for g in block["gates"]] == list(gates)
         assert [s["kind"] for s in block["states"]] == kinds
+
+
+# --------------------------------------------------------------------------------------------------
+# The fused operator as torch sees it: opcheck, torch.compile without a graph break, the one-token stepper
+def fused_or_skip(layer: rnnkit.Recurrent) -> None:
+    reason = ENGINES["fused"].unsupported(layer, layer.weight_ih_l0, False)
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_opcheck(kind: str) -> None:
+    """torch's own checks of the operator for these cells: schema, fake tensors, autograd, AOT dispatch."""
+    from rnnkit.engines.fused import ops  # noqa: F401
+    from rnnkit.engines.fused.specs import SPECS
+
+    torch.manual_seed(9)
+    lay = make(kind)
+    fused_or_skip(lay)
+    cell = lay.cells[0]
+    spec = SPECS[type(cell)]
+    config, params = spec.config_and_params(cell, lay.weights(0))
+    x = torch.randn(4, 2, IN, dtype=D, requires_grad=True)
+    state = [torch.randn(2, s, dtype=D, requires_grad=True) for s in cell.state_sizes]
+    params = [p.detach().requires_grad_() for p in params]
+    torch.library.opcheck(torch.ops.rnnkit.sequence.default,
+                          (spec.name, config, x, state, params, torch.tensor([4, 2]), True, False))  # fmt: skip
+
+
+@pytest.mark.parametrize("cell", ["lnlstm", "lngru"])
+def test_compiled_language_model_equals_eager(cell: str) -> None:
+    from rnnkit.models import LanguageModel
+
+    torch.manual_seed(10)
+    model = LanguageModel(11, cell, hidden_size=6, num_layers=2, input="embedding", embed_size=5, engine="fused")
+    fused_or_skip(model.rnn)
+    tokens = torch.randint(0, 11, (3, 7))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")  # fullgraph: no graph break allowed
+    results = []
+    for m in (model, compiled):
+        model.zero_grad()
+        logits, _ = m(tokens)
+        logits.square().mean().backward()
+        results.append([logits.detach(), *(p.grad.clone() for p in model.parameters())])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stepper_equals_the_sequence(kind: str) -> None:
+    torch.manual_seed(11)
+    layer = make(kind, num_layers=2, engine="reference")
+    fused_or_skip(layer)
+    x = torch.randn(6, 2, IN, dtype=D)
+    hx = tuple(torch.randn(2, 2, HID, dtype=D) for _ in layer.cells[0].state_sizes)
+    hx = hx if len(hx) > 1 else hx[0]
+    with torch.no_grad():
+        expected, expected_state = layer(x, hx)
+    stepper, state = layer.stepper(), hx
+    for t in range(6):
+        y, state = stepper(x[t], state)
+        torch.testing.assert_close(y, expected[t], rtol=0, atol=1e-12)
+    for got, want in zip(state if isinstance(state, tuple) else (state,),
+                         expected_state if isinstance(state, tuple) else (expected_state,), strict=True):  # fmt: skip
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)

@@ -34,6 +34,8 @@ def cell_unsupported(layer: Recurrent) -> str | None:
     cell = layer.cells[0]
     if type(cell) not in SPECS:
         return f"no Triton kernel for {type(cell).__name__} (only the built-in cells, not subclasses)"
+    if not getattr(SPECS[type(cell)], "triton", True):
+        return f"no Triton kernel for {type(cell).__name__} yet (the C kernels run it on the CPU)"
     for attr in _ACTIVATION_ATTRS:
         fn = getattr(cell, attr, None)
         if fn is not None and act_code(fn) is None:

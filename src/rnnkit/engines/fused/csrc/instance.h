@@ -9,6 +9,7 @@
 #include "gru.h"
 #include "elman.h"
 #include "dropout.h"
+#include "lnorm.h"
 
 static const rk_kernels RK(table) = {
     RK_ISA_STR,           RK_VBYTES,           RK(gemm_entry),     RK(pack_entry),      RK(lstm_fwd_entry),
@@ -21,6 +22,8 @@ static const rk_kernels RK(table) = {
 #endif
     RK(peak_entry),
     rk_take_long_waits,
+    RK(ln_fwd_entry),
+    RK(ln_bwd_entry),
 };
 #undef RK_BF16_HERE
 #undef UP
