@@ -8,12 +8,11 @@
    W_ih x_t has no recurrence: the caller computes it for all steps as one GEMM; its layer norm is done here, row
    by row, with the rest.
 
-   A layer norm needs every feature of its row, so the work is split over the batch instead of over the units
-   (as lstm.h and gru.h do): each thread owns whole rows, computes W_hh h_{t-1} for them over every panel of
-   W_hh, normalises, and updates them. A row's step t + 1 reads only that row's h_t, so the threads never meet
-   inside the walk — no barrier per step. The backward walks the same rows in reverse: the pointwise and layer
-   norm derivatives of a row, then dL/dh_{t-1} = dZ_t · W_hh for the thread's own rows; the gains' and shifts'
-   gradients are summed per thread (the caller adds the threads' sums). Statistics are two-pass (the variance
+   A layer norm needs every feature of its row, so a step is two phases: the product W_hh h_{t-1} split over
+   units (each thread's panels of W_hh stay in its cache, as in lstm.h), the threads meet, then the layer norms
+   and the update split over rows (batch entries), and the threads meet again. The backward walks the steps in
+   reverse the same way: the pointwise and layer norm derivatives by rows, then dL/dh_{t-1} = dZ_t · W_hh by
+   units; the gains' and shifts' gradients are summed per thread (the caller adds the threads' sums). Statistics are two-pass (the variance
    of z − μ, not E[z²] − μ², which cancels in float32). Rows past their sequence's end carry the state and write
    zeros. */
 #include <math.h>
@@ -21,6 +20,7 @@
 typedef struct {
     const rk_ln_fwd_args *f;
     const rk_ln_bwd_args *b;
+    rk_barrier bar;
 } RK(ln_job);
 
 static inline REAL RK(hsum)(vec v) {
@@ -73,6 +73,12 @@ static void RK(ln_row_bwd)(const REAL *dout, const REAL *gain, const REAL *yh, R
     for (j = 0; j + VL <= n; j += VL)
         RK(vstore)(dz + j, rs * (RK(vload)(dout + j) * RK(vload)(gain + j) - m1 - RK(vload)(yh + j) * m2));
     for (; j < n; j++) dz[j] = rs * (dout[j] * gain[j] - m1 - yh[j] * m2);
+}
+
+/* Ask for the n values at p (a whole row of a buffer written long ago, usually one page: the hardware prefetcher
+   stops at page boundaries) while the current row is computed. */
+static inline void RK(prefetch_row)(const REAL *p, long n) {
+    for (long j = 0; j < n; j += 64 / (long)sizeof(REAL)) __builtin_prefetch(p + j, 0, 3);
 }
 
 /* The vector at `p + u` (nu values, zeros past them), or zeros where p is NULL (an absent shift). */
@@ -136,13 +142,15 @@ static inline __attribute__((always_inline)) void RK(ln_row_fwd)(const rk_ln_fwd
 }
 
 static void RK(ln_fwd_task)(void *ctx, int tid, int nth) {
-    const rk_ln_fwd_args *a = ((RK(ln_job) *)ctx)->f;
+    RK(ln_job) *j = ctx;
+    const rk_ln_fwd_args *a = j->f;
     const long T = a->T, B = a->B, H = a->H, NG = a->NG, GH = NG * H, nb = (H + VL - 1) / VL;
     const int dflt = a->act == RK_TANH && a->rec_act == RK_SIGMOID, lstm = NG == 4;
-    long r_lo, r_hi;
-    rk_share(B, tid, nth, &r_lo, &r_hi);
-    const long Bn = r_hi - r_lo, nt = RK(ntiles)(Bn, RK(tile_rows)((int)NG));
-    if (Bn <= 0) return;
+    long r_lo, r_hi, p_lo, p_hi;
+    rk_share(B, tid, nth, &r_lo, &r_hi);  /* rows: the layer norms and the update */
+    rk_share(nb, tid, nth, &p_lo, &p_hi); /* panels of W_hh: the product (each thread's share stays in its cache) */
+    const long nt = RK(ntiles)(B, RK(tile_rows)((int)NG));
+    int sense = 0;
     const REAL *zx = a->zx, *Wp = a->Wp;
     REAL *Hs = a->Hs, *Cs = a->Cs, *G = a->G, *Yh = a->Yh;
     REAL *out_stats[5] = {a->Rh, a->Mx, a->Rx, a->Mc, a->Rc};
@@ -154,17 +162,18 @@ static void RK(ln_fwd_task)(void *ctx, int tid, int nth) {
         const REAL *cp = !lstm ? NULL : t ? Cs + (t - 1) * B * H : (const REAL *)a->c0;
         REAL *hn = Hs + t * B * H, *cn = lstm ? Cs + t * B * H : NULL, *yt = Yh + (a->keep ? t * B * GH : 0);
         REAL *gt = G ? G + t * B * GH : NULL;
-        /* W_hh h_{t-1} for the thread's rows, one panel (VL units of every gate) at a time */
-        for (long p = 0; p < nb; p++) {
+        /* W_hh h_{t-1} for the thread's panels (VL units of every gate), every row */
+        for (long p = p_lo; p < p_hi; p++) {
             const long u = p * VL, nu = H - u < VL ? H - u : VL;
             for (long i = 0; i < nt; i++) {
-                const long b0 = r_lo + Bn * i / nt, R = r_lo + Bn * (i + 1) / nt - b0;
+                const long b0 = B * i / nt, R = B * (i + 1) / nt - b0;
                 RK(tile)((int)R, (int)NG, H, hp + b0 * H, H, 1, Wp + p * H * NG * VL, NG * VL, tile);
                 for (long r = 0; r < R; r++)
                     for (long k = 0; k < NG; k++)
                         RK(vstore_n)(yt + (b0 + r) * GH + k * H + u, RK(vload)(tile + r * 4 * VL + k * VL), nu);
             }
         }
+        rk_barrier_wait(&j->bar, nth, &sense); /* a row's layer norm needs all of its W_hh h_{t-1} */
         for (long b = r_lo; b < r_hi; b++) {
             REAL stats[5] = {0, 0, 0, 0, 0};
             if (a->len && t >= a->len[b]) { /* ended: carry the state, zeros elsewhere */
@@ -177,6 +186,7 @@ static void RK(ln_fwd_task)(void *ctx, int tid, int nth) {
                     if (gt) gt[b * GH + v] = 0;
                 }
             } else {
+                if (b + 1 < r_hi) RK(prefetch_row)(zx + (t * B + b + 1) * GH, GH);
                 const REAL *zr = zx + (t * B + b) * GH, *hpr = hp + b * H, *cpr = lstm ? cp + b * H : NULL;
                 REAL *yr = yt + b * GH, *hnr = hn + b * H, *cnr = lstm ? cn + b * H : NULL;
                 REAL *gr = gt ? gt + b * GH : ob;
@@ -188,6 +198,7 @@ static void RK(ln_fwd_task)(void *ctx, int tid, int nth) {
             for (int k = 0; k < 5; k++)
                 if (out_stats[k]) out_stats[k][t * B + b] = stats[k];
         }
+        rk_barrier_wait(&j->bar, nth, &sense); /* step t + 1's product reads every row of h_t */
     }
     if (ob && ob != orow) free(ob);
 }
@@ -269,13 +280,15 @@ static inline __attribute__((always_inline)) void RK(ln_row_bwd_step)(const rk_l
 }
 
 static void RK(ln_bwd_task)(void *ctx, int tid, int nth) {
-    const rk_ln_bwd_args *a = ((RK(ln_job) *)ctx)->b;
-    const long T = a->T, B = a->B, H = a->H, NG = a->NG, GH = NG * H;
+    RK(ln_job) *j = ctx;
+    const rk_ln_bwd_args *a = j->b;
+    const long T = a->T, B = a->B, H = a->H, NG = a->NG, GH = NG * H, nb = (H + VL - 1) / VL;
     const int dflt = a->act == RK_TANH && a->rec_act == RK_SIGMOID;
-    long r_lo, r_hi;
-    rk_share(B, tid, nth, &r_lo, &r_hi);
-    const long Bn = r_hi - r_lo;
-    if (Bn <= 0) return;
+    long r_lo, r_hi, p_lo, p_hi;
+    rk_share(B, tid, nth, &r_lo, &r_hi);  /* rows: the pointwise and layer norm derivatives */
+    rk_share(nb, tid, nth, &p_lo, &p_hi); /* units of h_{t-1}: the product dZ_t · W_hh */
+    const long v_lo = p_lo * VL, v_hi = p_hi * VL < H ? p_hi * VL : H;
+    int sense = 0;
     REAL *cur = a->dh, *nxt = a->dh2, *dc = a->dc, *dZx = a->dZx, *dZ = a->dZ;
     REAL *sm = (REAL *)a->sums + tid * 6 * GH, *sc = (REAL *)a->scratch + tid * 2 * GH;
     const REAL *gout = a->gout, *gC = a->gC;
@@ -292,14 +305,22 @@ static void RK(ln_bwd_task)(void *ctx, int tid, int nth) {
                 }
                 continue;
             }
+            if (b + 1 < r_hi) { /* the next row's saved buffers, while this one is computed */
+                RK(prefetch_row)((const REAL *)a->G + (row + 1) * GH, GH);
+                RK(prefetch_row)((const REAL *)a->Yh + (row + 1) * GH, GH);
+                RK(prefetch_row)((const REAL *)a->Zx + (row + 1) * GH, GH);
+                RK(prefetch_row)(gout + (row + 1) * H, H);
+            }
             REAL *dcb = dc ? dc + b * H : NULL;
             if (dflt)
                 RK(ln_row_bwd_step)(a, NG, t, b, d, dcb, nxt + b * H, sm, sc, RK_TANH, RK_SIGMOID);
             else
                 RK(ln_row_bwd_step)(a, NG, t, b, d, dcb, nxt + b * H, sm, sc, a->act, a->rec_act);
         }
-        if (t > 0 || a->need_dh0) /* dL/dh_{t-1} += dZ_t · W_hh for the thread's rows */
-            RK(add_rows_product)(Bn, GH, dZ + (t * B + r_lo) * GH, GH, a->W, a->ldw, 0, H, nxt + r_lo * H, H);
+        rk_barrier_wait(&j->bar, nth, &sense); /* dZ_t must be whole */
+        if ((t > 0 || a->need_dh0) && v_lo < v_hi) /* dL/dh_{t-1} += dZ_t · W_hh for the thread's units */
+            RK(add_rows_product)(B, GH, dZ + t * B * GH, GH, a->W, a->ldw, v_lo, v_hi, nxt, H);
+        rk_barrier_wait(&j->bar, nth, &sense); /* step t - 1 reads whole rows of it */
         REAL *swap = cur;
         cur = nxt;
         nxt = swap;

@@ -582,7 +582,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_bwd(const Tensor &Ys_,
 }
 
 // Layer-normalised LSTM (c0 given: 4 gates) and GRU (3 gates), from zx = W_ih x of every step (lnorm.h). The
-// threads split the batch and never meet inside the walk: at most one per row.
+// threads split the units for the products and the rows for the layer norms: at most one per row.
 int ln_threads(int64_t B, int64_t macs) { return (int)std::max<int64_t>(1, std::min<int64_t>(step_threads(macs), B)); }
 
 std::vector<Tensor> ln_fwd(const Tensor &zx_, const Tensor &ax_, const optional<Tensor> &bx_, const Tensor &Wp,
@@ -623,7 +623,7 @@ std::vector<Tensor> ln_fwd(const Tensor &zx_, const Tensor &ax_, const optional<
                               ptr(ah), ptr(ac), ptr(bc), lptr(len), ptr(h0), ptr(c0), (char *)mptr(Hs) + B * H * es,
                               lstm ? (char *)mptr(Cs) + B * H * es : nullptr, mptr(G), mptr(Yh), mptr(Rh), mptr(Mx),
                               mptr(Rx), mptr(Mc), mptr(Rc), ln_threads(B, B * GH * H)};
-    if (T > 0 && B > 0) kernels(zx).ln_fwd(&a);
+    if (T > 0 && B > 0) kernels(zx).ln_fwd(&a), contended(kernels(zx), a.nth, T);
     return {Hs, Cs, G, keep ? Yh : none_like(zx), Rh, Mx, Rx, Mc, Rc};
 }
 
@@ -677,7 +677,7 @@ std::vector<Tensor> ln_bwd(const Tensor &G_, const Tensor &Yh_, const Tensor &Rh
                               ptr(ah), ptr(ac), ptr(bc), lptr(len), (const char *)ptr(gHs) + B * H * es,
                               gCs.defined() ? (const char *)ptr(gCs) + B * H * es : nullptr, ptr(gG), mptr(dZx),
                               mptr(dZ), mptr(dh), mptr(dh2), mptr(dc), mptr(sums), mptr(scratch), nth};
-    if (T > 0 && B > 0) kernels(G).ln_bwd(&a);
+    if (T > 0 && B > 0) kernels(G).ln_bwd(&a), contended(kernels(G), a.nth, T);
     dh.add_(gHs.select(0, 0));  // Hs[0] is the initial state itself
     if (gCs.defined()) dc.add_(gCs.select(0, 0));
     return {dZx, dZ, dh, dc, nth > 1 ? sums.sum(0) : sums.select(0, 0)};
