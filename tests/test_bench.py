@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import rnnkit
 from rnnkit.bench import CELLS, WORKLOADS, BenchConfig, build_contenders, format_tables, main, run
@@ -33,9 +34,7 @@ def test_every_cell_runs_on_every_engine_that_supports_it(quick):
             for cell in CELLS:
                 rows = [r for r in w["rows"] if r["mode"] == mode and r["cell"] == cell]
                 names = [r["contender"] for r in rows]
-                assert names[0] == {"rnn": "torch.nn.RNN", "gru": "torch.nn.GRU", "lngru": "torch.nn.GRU"}.get(
-                    cell, "torch.nn.LSTM"
-                )
+                assert names[0] == f"torch.nn.{rnnkit.bench.BASELINES.get(cell, torch.nn.LSTM).__name__}"
                 layer = rnnkit.bench.rnnkit_layer(cell, 5, 8, "reference")
                 x = layer.weight_ih_l0
                 runnable = [  # not an engine that would run under an interpreter (the Triton one, in tests)

@@ -184,7 +184,8 @@ def test_torch_export_files_load_in_a_fresh_process(tmp_path):
     assert read_metadata(tmp_path / "fused.pt2")["imports"] == ["rnnkit.engines.fused.ops"]
 
 
-CELLS = [("lstm", "onehot"), ("gru", "embedding"), ("rnn", "onehot"), ("peephole", "embedding"), ("jordan", "onehot")]
+CELLS = [("lstm", "onehot"), ("gru", "embedding"), ("rnn", "onehot"), ("peephole", "embedding"), ("jordan", "onehot"),
+         ("mgu", "embedding"), ("indrnn", "onehot"), ("mingru", "onehot"), ("minlstm", "embedding")]  # fmt: skip
 
 
 @pytest.mark.parametrize(("cell", "input_kind"), CELLS)
@@ -205,7 +206,7 @@ def test_every_cell_exports_and_runs(cell, input_kind, tmp_path):
         logits, *states = session.run(None, {"token": tokens[:, t].numpy(), **feeds})
         feeds = dict(zip(feeds, states))
         np.testing.assert_allclose(logits, want[:, t].numpy(), rtol=1e-5, atol=1e-5)
-    if cell in ("lstm", "jordan"):
+    if cell in ("lstm", "jordan", "indrnn", "mingru"):
         assert export_language_model(model, vocab, tmp_path / "m.pt2", "torch-export").is_file()
 
 

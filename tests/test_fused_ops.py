@@ -3,6 +3,10 @@ torch.func and ONNX export all either work or route to an engine that does — n
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -31,10 +35,12 @@ def layer(kind: str, **kw) -> rnnkit.Recurrent:
         "peephole": lambda: rnnkit.PeepholeLSTM(3, 5, **kw),
         "rnn": lambda: rnnkit.RNN(3, 5, **kw),
         "jordan": lambda: rnnkit.Jordan(3, 5, 4, **kw),
+        "indrnn": lambda: rnnkit.IndRNN(3, 5, **kw),
+        "mgu": lambda: rnnkit.MGU(3, 5, **kw),
     }[kind]()
 
 
-@pytest.mark.parametrize("kind", ["lstm_proj", "gru_reset_before", "peephole", "rnn", "jordan"])
+@pytest.mark.parametrize("kind", ["lstm_proj", "gru_reset_before", "peephole", "rnn", "jordan", "indrnn", "mgu"])
 def test_opcheck(kind: str) -> None:
     """torch's own checks of a custom operator: schema, fake tensors, autograd registration, AOT dispatch."""
     from rnnkit.engines.fused import ops  # noqa: F401
@@ -73,6 +79,40 @@ def test_compiled_language_model_has_no_graph_break_and_equals_eager(cell: str) 
         logits, _ = m(tokens)
         logits.square().mean().backward()
         results.append([logits.detach(), *(p.grad.clone() for p in model.parameters())])
+    for e, g in zip(*results, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_model_as_the_processes_first_use_of_rnnkit() -> None:
+    """In a fresh process the first forward may be a compiled one: finding (and loading) the native kernels does
+    file I/O, which fullgraph=True cannot trace; it must happen outside the graph."""
+    code = (
+        "import torch\n"
+        "from rnnkit.models import LanguageModel\n"
+        "m = LanguageModel(11, 'gru', hidden_size=6, num_layers=2, input='embedding', embed_size=5, engine='fused')\n"
+        "c = torch.compile(m, fullgraph=True, backend='aot_eager')\n"
+        "t = torch.randint(0, 11, (3, 7))\n"
+        "torch.testing.assert_close(c(t)[0], m(t)[0])\n"
+        "print('OK')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RNNKIT_NO_NATIVE"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("engine", ["fused", "reference"])
+def test_compiled_with_lengths_equals_eager(engine: str) -> None:
+    """lengths= inside a compiled graph (no graph break: their range is checked only in eager mode)."""
+    torch.manual_seed(2)
+    layer = rnnkit.LSTM(3, 5, num_layers=2, bidirectional=True, engine=engine)
+    x, lengths = torch.randn(7, 4, 3), torch.tensor([7, 3, 5, 1])
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    results = []
+    for m in (layer, compiled):
+        layer.zero_grad()
+        out, (h, c) = m(x, lengths=lengths)
+        (out.square().sum() + h.sum() + c.sum()).backward()
+        results.append([out.detach(), h.detach(), c.detach(), *(p.grad.clone() for p in layer.parameters())])
     for e, g in zip(*results, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
 

@@ -29,6 +29,8 @@ layers = [
     rnnkit.GRU(6, 21, reset_after=False, bidirectional=True, dtype=F64),
     rnnkit.RNN(6, 70, nonlinearity="relu", dtype=F64),
     rnnkit.Jordan(6, 19, 11, output_activation="tanh", dtype=F64),
+    rnnkit.IndRNN(6, 37, activation="tanh", bidirectional=True, dtype=F64),
+    rnnkit.MGU(6, 21, bidirectional=True, dtype=F64),
 ]
 x = torch.randn(7, 9, 6, dtype=F64)
 lengths = torch.tensor([7, 2, 5, 1, 7, 3, 6, 4, 7])

@@ -182,7 +182,8 @@ def test_gradient_flow_from_the_recorded_states_equals_the_plain_pass(cell):
 @pytest.mark.parametrize(
     "cell, gates, kinds, scatters",
     [("lstm", "ifgoc", ["c", "h"], "ifgo"), ("peephole", "ifgoc", ["c", "h"], "ifgo"), ("gru", "rzn", ["h"], "rzn"),
-     ("rnn", "h", ["h"], "h"), ("jordan", "hy", ["y", "h"], "h")],
+     ("rnn", "h", ["h"], "h"), ("jordan", "hy", ["y", "h"], "h"), ("mgu", "fn", ["h"], "fn"),
+     ("indrnn", "h", ["h"], ""), ("mingru", "zn", ["h"], "z"), ("minlstm", "fin", ["h"], "fi")],
 )  # fmt: skip
 def test_every_cell(cell, gates, kinds, scatters):
     """Gate names come from the cell; a scatter for each bounded gate; the states each cell has."""

@@ -2,16 +2,21 @@
 
 Cells are one time step (:mod:`rnnkit.cells`); one generic layer runs any cell over time, depth and
 direction (:mod:`rnnkit.layer`); :mod:`rnnkit.rnn` offers drop-in replacements for ``torch.nn.RNN``,
-``GRU`` and ``LSTM`` plus ``PeepholeLSTM``, ``Jordan``, ``LayerNormLSTM`` and ``LayerNormGRU``.
+``GRU`` and ``LSTM`` plus ``PeepholeLSTM``, ``Jordan``, ``MGU``, ``IndRNN``, ``MinGRU``, ``MinLSTM``,
+``LayerNormLSTM`` and ``LayerNormGRU``.
 """
 
 from rnnkit.activations import ACTIVATIONS, get_activation
 from rnnkit.cells import (
     GRUCell,
+    IndRNNCell,
     JordanCell,
     LayerNormGRUCell,
     LayerNormLSTMCell,
     LSTMCell,
+    MGUCell,
+    MinGRUCell,
+    MinLSTMCell,
     PeepholeLSTMCell,
     RecurrentCell,
     RNNCell,
@@ -20,7 +25,19 @@ from rnnkit.compat import to_torch
 from rnnkit.engines import ENGINES, register_engine
 from rnnkit.errors import DeviceError, DtypeError, ShapeError
 from rnnkit.layer import Recurrent
-from rnnkit.rnn import GRU, LSTM, RNN, Jordan, LayerNormGRU, LayerNormLSTM, PeepholeLSTM
+from rnnkit.rnn import (
+    GRU,
+    LSTM,
+    MGU,
+    RNN,
+    IndRNN,
+    Jordan,
+    LayerNormGRU,
+    LayerNormLSTM,
+    MinGRU,
+    MinLSTM,
+    PeepholeLSTM,
+)
 
 __version__ = "0.1.0"
 
@@ -31,6 +48,8 @@ __all__ = [
     "ENGINES",
     "GRU",
     "GRUCell",
+    "IndRNN",
+    "IndRNNCell",
     "Jordan",
     "JordanCell",
     "LayerNormGRU",
@@ -39,6 +58,12 @@ __all__ = [
     "LayerNormLSTMCell",
     "LSTM",
     "LSTMCell",
+    "MGU",
+    "MGUCell",
+    "MinGRU",
+    "MinGRUCell",
+    "MinLSTM",
+    "MinLSTMCell",
     "PeepholeLSTM",
     "PeepholeLSTMCell",
     "RNN",

@@ -4,9 +4,10 @@ For each workload and cell it builds the contenders — ``torch.nn`` (oneDNN on 
 registered rnnkit engine that can run the cell, and the d2l-style loop of :mod:`rnnkit.scratch` — with
 the same weights, then times them in ONE process, interleaved (:mod:`rnnkit.timing`), and reports
 medians, tokens/s, the speed ratio to ``torch.nn`` (median of same-round ratios), the peak memory of a
-training step, parameter counts and FLOPs per token (:mod:`rnnkit.costs`). torch has no peephole LSTM,
-Jordan network or layer-normalised cells: those are compared with ``torch.nn.LSTM`` (the layer-norm GRU with
-``torch.nn.GRU``) of the same sizes.
+training step, parameter counts and FLOPs per token (:mod:`rnnkit.costs`). torch has no peephole LSTM
+or Jordan network: those cells are compared with ``torch.nn.LSTM`` of the same sizes; likewise MGU, minGRU and
+the layer-norm GRU with ``torch.nn.GRU``, IndRNN with ``torch.nn.RNN`` and minLSTM and the layer-norm LSTM with
+``torch.nn.LSTM`` (:data:`BASELINES`).
 
 Modes: ``train`` = forward + backward to every parameter (gradients reset to None first, no optimizer
 step), ``infer`` = forward under ``torch.no_grad``, ``generate`` = batch 1, one token per call with the
@@ -36,6 +37,15 @@ from rnnkit.rnn import CELL_NAMES, make_layer
 log = logging.getLogger(__name__)
 
 CELLS = CELL_NAMES
+#: the torch.nn layer each cell is timed against: its own where torch has it, else the nearest one
+BASELINES: dict[str, type[nn.RNNBase]] = {
+    "rnn": nn.RNN,
+    "gru": nn.GRU,
+    "mgu": nn.GRU,
+    "mingru": nn.GRU,
+    "indrnn": nn.RNN,
+    "lngru": nn.GRU,
+}
 #: name -> (input size, hidden, batch, steps, modes)
 WORKLOADS: dict[str, tuple[int, int, int, int, tuple[str, ...]]] = {
     "d2l": (28, 256, 32, 35, ("train", "infer")),  # d2l's char LM: one-hot vocab 28, 35-step BPTT windows
@@ -44,8 +54,6 @@ WORKLOADS: dict[str, tuple[int, int, int, int, tuple[str, ...]]] = {
     "long": (28, 256, 32, 2000, ("train",)),  # long sequences: what backpropagation through time costs in memory
 }
 QUICK = (5, 8, 2, 6)  # input, hidden, batch, steps of --quick
-#: the torch.nn layer each cell is timed against (torch has no peephole, Jordan or layer-norm cells: the nearest)
-BASELINE = {"rnn": "rnn", "gru": "gru", "lstm": "lstm", "lngru": "gru"}
 
 
 @dataclass
@@ -53,7 +61,7 @@ class BenchConfig:
     workloads: tuple[str, ...] = ()
     """workloads to run, comma-separated: d2l, latency, large, long (none given: d2l,latency)"""
     cells: tuple[str, ...] = CELLS
-    """cells to time: rnn, gru, lstm, peephole, jordan, lnlstm, lngru"""
+    """cells to time: rnn, gru, lstm, peephole, jordan, mgu, indrnn, mingru, minlstm, lnlstm, lngru"""
     engines: tuple[str, ...] = ()
     """rnnkit engines to time (none given: every registered engine)"""
     scratch: bool = True
@@ -163,9 +171,9 @@ def build_contenders(cfg: BenchConfig, cell: str, F: int, H: int, x: Tensor) -> 
     from rnnkit.scratch import SCRATCH, scratch_params
 
     factory = {"device": x.device, "dtype": x.dtype}
-    base_cell = BASELINE.get(cell, "lstm")  # torch.nn's cell of the same sizes
-    torch_cls = {"rnn": nn.RNN, "gru": nn.GRU}.get(base_cell, nn.LSTM)
+    torch_cls = BASELINES.get(cell, nn.LSTM)
     base = torch_cls(F, H, **factory)
+    base_cell = {nn.RNN: "rnn", nn.GRU: "gru"}.get(torch_cls, "lstm")
     base_cost = layer_cost(rnnkit_layer(base_cell, F, H, "reference", **factory)).as_dict()
     contenders = [Contender(f"torch.nn.{torch_cls.__name__}", "torch.nn", base, list(base.parameters()), base_cost)]
     notes = []

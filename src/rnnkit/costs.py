@@ -26,6 +26,12 @@ LSTM                       2 (4H F + 4H R) + 2 P H                  (8b + 13) H:
 peephole LSTM              as LSTM                                  (8b + 19) H: LSTM + 3 peephole ⊙ and +
 Jordan                     2 (H F + H O + O H)                      (2b + 2) H + b O (+ O if out_act is not
                                                                     the identity)
+MGU                        2 (2H F + 2H H)                          (4b + 9) H: biases, 2 sums, f⊙h, 2 acts,
+                                                                    (1 - f) h + f n = 4
+IndRNN                     2 H F                                    (2b + 3) H: biases, u⊙h, sum, act
+minGRU                     2 (2H F)                                 (2b + 5) H: biases, σ, 1 - z, z⊙n, a⊙h + b
+minLSTM                    2 (3H F)                                 (3b + 8) H: biases, 2 σ, f + i, 2 divisions,
+                                                                    i'⊙n, f'⊙h + b
 layer-norm LSTM            2 (4H F + 4H H)                          (67 + 9b) H: three LNs of 8H features
                                                                     (6 + b each) and the LSTM's 13
 layer-norm GRU             2 (3H F + 3H H)                          (47 + 6b) H: two LNs of 6H features
@@ -45,10 +51,14 @@ from torch import nn
 from rnnkit.activations import identity
 from rnnkit.cells import (
     GRUCell,
+    IndRNNCell,
     JordanCell,
     LayerNormGRUCell,
     LayerNormLSTMCell,
     LSTMCell,
+    MGUCell,
+    MinGRUCell,
+    MinLSTMCell,
     PeepholeLSTMCell,
     RecurrentCell,
     RNNCell,
@@ -121,6 +131,15 @@ def cell_cost(cell: RecurrentCell) -> Cost:
     if isinstance(cell, RNNCell):
         weights = H * F + H * H
         return Cost(weights + 2 * H * b, 2 * weights, (2 * b + 2) * H)
+    if isinstance(cell, MGUCell):
+        weights = 2 * H * F + 2 * H * H
+        return Cost(weights + 4 * H * b, 2 * weights, (4 * b + 9) * H)
+    if isinstance(cell, IndRNNCell):
+        return Cost(H * F + H + 2 * H * b, 2 * H * F, (2 * b + 3) * H)  # u is a vector: H weights, no product
+    if isinstance(cell, MinGRUCell):
+        return Cost(2 * H * F + 2 * H * b, 4 * H * F, (2 * b + 5) * H)
+    if isinstance(cell, MinLSTMCell):
+        return Cost(3 * H * F + 3 * H * b, 6 * H * F, (3 * b + 8) * H)
     raise TypeError(f"no cost model for {type(cell).__name__}: add its counts to rnnkit.costs.cell_cost")
 
 

@@ -324,7 +324,9 @@ class Recurrent(nn.Module):
                 f"{name}: lengths must be {B} integers (one per sequence), got shape {tuple(lengths.shape)} "
                 f"dtype {lengths.dtype}"
             )
-        if B > 0 and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+        # reading the values needs them on the host: torch.compile cannot trace that (a graph break), so a
+        # compiled model trusts its lengths, as torch.nn's packed sequences do
+        if B > 0 and not torch.compiler.is_compiling() and (int(lengths.min()) < 1 or int(lengths.max()) > T):
             raise ValueError(
                 f"{name}: every length must be in [1, T={T}], got min {int(lengths.min())} max {int(lengths.max())}"
             )

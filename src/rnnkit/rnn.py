@@ -13,8 +13,12 @@ from typing import Any, Literal, get_args
 import torch
 
 from rnnkit.activations import Activation
-from rnnkit.cells import GRUCell, JordanCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell
+from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RNNCell
 from rnnkit.cells.base import check_size
+from rnnkit.cells.indrnn import IndRNNCell
+from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
+from rnnkit.cells.mgu import MGUCell
+from rnnkit.cells.min_rnn import MinGRUCell, MinLSTMCell
 from rnnkit.layer import Recurrent
 
 
@@ -181,6 +185,96 @@ class Jordan(Recurrent):
         )  # fmt: skip
 
 
+class MGU(Recurrent):
+    """Minimal gated unit (Zhou et al. 2016): the GRU with one gate; torch's GRU arguments, returns ``output, h_n``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        *,
+        activation: str | Activation = "tanh",
+        recurrent_activation: str | Activation = "sigmoid",
+        recurrent_init: str = "uniform",
+        engine: str = "auto",
+    ) -> None:
+        kwargs = {
+            "activation": activation,
+            "recurrent_activation": recurrent_activation,
+            "recurrent_init": recurrent_init,
+        }
+        super().__init__(
+            MGUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            device, dtype, engine=engine, cell_kwargs=kwargs,
+        )  # fmt: skip
+
+
+class IndRNN(Recurrent):
+    """Independently recurrent network (Li et al. 2018): ``u ⊙ h`` instead of ``W_hh h``, ReLU by default;
+    ``max_steps=T`` draws ``u`` from the paper's ``U(0, 2^{1/T})`` (see :class:`~rnnkit.cells.indrnn.IndRNNCell`)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        *,
+        activation: str | Activation = "relu",
+        max_steps: int | None = None,
+        engine: str = "auto",
+    ) -> None:
+        kwargs = {"activation": activation, "max_steps": max_steps}
+        super().__init__(
+            IndRNNCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            device, dtype, engine=engine, cell_kwargs=kwargs,
+        )  # fmt: skip
+
+
+class MinGRU(Recurrent):
+    """minGRU (Feng et al. 2024): gates from the input only, trained by a parallel scan on the fused engine."""
+
+    _cell_class: type[MinGRUCell] | type[MinLSTMCell] = MinGRUCell
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        *,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(
+            self._cell_class, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            device, dtype, engine=engine,
+        )  # fmt: skip
+
+
+class MinLSTM(MinGRU):
+    """minLSTM (Feng et al. 2024): normalised forget and input gates from the input only; returns ``output, h_n``
+    (no cell state: ``h`` is the memory). Same arguments as :class:`MinGRU`."""
+
+    _cell_class = MinLSTMCell
+
+
 class LayerNormLSTM(Recurrent):
     """Layer-normalised LSTM (Ba, Kiros & Hinton 2016; :class:`~rnnkit.cells.LayerNormLSTMCell`); torch's LSTM
     arguments without ``proj_size``; returns ``output, (h_n, c_n)``."""
@@ -251,9 +345,11 @@ class LayerNormGRU(Recurrent):
 
 # ------------------------------------------------------------------------------------------------
 #: the cells by the names every config and command uses (``--model.cell``): the one list of them
-CellName = Literal["rnn", "gru", "lstm", "peephole", "jordan", "lnlstm", "lngru"]
-LAYERS: dict[str, type[Recurrent]] = {"rnn": RNN, "gru": GRU, "lstm": LSTM, "peephole": PeepholeLSTM, "jordan": Jordan}
-LAYERS.update(lnlstm=LayerNormLSTM, lngru=LayerNormGRU)
+CellName = Literal["rnn", "gru", "lstm", "peephole", "jordan", "mgu", "indrnn", "mingru", "minlstm", "lnlstm", "lngru"]
+LAYERS: dict[str, type[Recurrent]] = {
+    "rnn": RNN, "gru": GRU, "lstm": LSTM, "peephole": PeepholeLSTM, "jordan": Jordan,
+    "mgu": MGU, "indrnn": IndRNN, "mingru": MinGRU, "minlstm": MinLSTM, "lnlstm": LayerNormLSTM, "lngru": LayerNormGRU,
+}  # fmt: skip
 CELL_NAMES: tuple[str, ...] = get_args(CellName)
 assert tuple(LAYERS) == CELL_NAMES
 

@@ -36,12 +36,16 @@ from rnnkit.tasks.longrange import AddingTask, SequenceModel, adding_problem
 log = logging.getLogger("rnnkit.gradflow")
 
 
+#: cells whose recurrence has no matrix to measure or rescale
+NO_RECURRENT_MATRIX = ("indrnn", "mingru", "minlstm")
+
+
 @dataclass
 class GradFlowConfig:
     """Settings of ``rnnkit gradflow``."""
 
     cells: tuple[str, ...] = ("rnn", "gru", "lstm")
-    """cells to measure: rnn (Elman, tanh), gru, lstm, peephole, jordan"""
+    """cells to measure: rnn (Elman, tanh), gru, lstm, peephole, jordan, mgu (not indrnn, mingru, minlstm: no matrix)"""
     hidden_size: int = 64
     """hidden units"""
     seq_len: int = 100
@@ -71,6 +75,13 @@ class GradFlowConfig:
         bad = [c for c in self.cells if c not in CELL_NAMES]
         if bad or not self.cells:
             raise ValueError(f"cells must be a comma list of {', '.join(CELL_NAMES)}, got {','.join(self.cells)}")
+        flat = [c for c in self.cells if c in NO_RECURRENT_MATRIX]
+        if flat:
+            names = ", ".join(flat)
+            raise ValueError(
+                f"gradflow rescales a recurrent matrix's spectral radius, and {names} has none (IndRNN: a vector; "
+                f"minGRU, minLSTM: nothing): leave {names} out of --cells"
+            )
         for name in ("hidden_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")

@@ -31,7 +31,7 @@ class LongRangeConfig:
     """Settings of ``rnnkit longrange``."""
 
     cells: tuple[str, ...] = ("rnn", "gru", "lstm", "peephole")
-    """cells to compare: rnn (Elman, tanh), gru, lstm, peephole, jordan"""
+    """cells to compare: rnn (Elman, tanh), gru, lstm, peephole, jordan, mgu, indrnn, mingru, minlstm"""
     tasks: tuple[str, ...] = ("adding", "copy")
     """benchmarks: adding (Hochreiter & Schmidhuber's adding problem), copy (copy memory)"""
     lengths: tuple[int, ...] = (10, 50, 100, 200)

@@ -15,10 +15,14 @@ from torch import Tensor
 
 from rnnkit.cells import (
     GRUCell,
+    IndRNNCell,
     JordanCell,
     LayerNormGRUCell,
     LayerNormLSTMCell,
     LSTMCell,
+    MGUCell,
+    MinGRUCell,
+    MinLSTMCell,
     PeepholeLSTMCell,
     RecurrentCell,
     RNNCell,
@@ -101,6 +105,54 @@ class LSTMStep:
         return [h_new, c_new]
 
 
+class MGUStep:
+    def input_bias(self, cell: MGUCell, w: Any) -> Tensor | None:
+        return _sum(w.bias_ih, w.bias_hh)  # b_hf and b_hn both add outside their products
+
+    def step(self, g: Graph, cell: MGUCell, w: Any, xw: str, state: list[str]) -> list[str]:
+        H = cell.hidden_size
+        (h,) = state
+        xf, xn = g.split(xw, [H, H])
+        f = g.activation(g.add(xf, g.linear(h, w.weight_hh[:H])), cell.recurrent_activation, "recurrent_activation")
+        n = g.activation(g.add(xn, g.linear(g.mul(f, h), w.weight_hh[H:])), cell.activation, "activation")
+        one = g.b.const(torch.ones(()).numpy(), "one")
+        return [g.add(g.mul(g.sub(one, f), h), g.mul(f, n))]  # h' = (1 − f) ⊙ h + f ⊙ n
+
+
+class IndRNNStep:
+    def input_bias(self, cell: IndRNNCell, w: Any) -> Tensor | None:
+        return _sum(w.bias_ih, w.bias_hh)
+
+    def step(self, g: Graph, cell: IndRNNCell, w: Any, xw: str, state: list[str]) -> list[str]:
+        (h,) = state
+        return [g.activation(g.add(xw, g.mul(g.b.weight(w.weight_hh), h)), cell.activation, "activation")]
+
+
+class MinGRUStep:
+    def input_bias(self, cell: MinGRUCell, w: Any) -> Tensor | None:
+        return w.bias_ih
+
+    def step(self, g: Graph, cell: MinGRUCell, w: Any, xw: str, state: list[str]) -> list[str]:
+        (h,) = state
+        kz, n = g.split(xw, [cell.hidden_size] * 2)
+        z = g.op("Sigmoid", [kz])
+        one = g.b.const(torch.ones(()).numpy(), "one")
+        return [g.add(g.mul(g.sub(one, z), h), g.mul(z, n))]  # h' = (1 − z) ⊙ h + z ⊙ h̃
+
+
+class MinLSTMStep:
+    def input_bias(self, cell: MinLSTMCell, w: Any) -> Tensor | None:
+        return w.bias_ih
+
+    def step(self, g: Graph, cell: MinLSTMCell, w: Any, xw: str, state: list[str]) -> list[str]:
+        (h,) = state
+        kf, ki, n = g.split(xw, [cell.hidden_size] * 3)
+        f, i = g.op("Sigmoid", [kf]), g.op("Sigmoid", [ki])
+        total = g.add(f, i)
+        f, i = g.op("Div", [f, total]), g.op("Div", [i, total])  # f' = f / (f + i), i' = i / (f + i)
+        return [g.add(g.mul(f, h), g.mul(i, n))]  # h' = f' ⊙ h + i' ⊙ h̃
+
+
 def _layer_norm(g: Graph, z: str, gain: Tensor, shift: Tensor | None) -> str:
     """ONNX's LayerNormalization (opset 17) over the last axis: α ⊙ (z − μ) / sqrt(σ² + ε) + β."""
     inputs = [z, g.b.weight(gain)] + ([g.b.weight(shift)] if shift is not None else [])
@@ -151,6 +203,10 @@ STEPS: dict[type, Any] = {
     GRUCell: GRUStep(),
     LSTMCell: LSTMStep(),
     PeepholeLSTMCell: LSTMStep(),
+    MGUCell: MGUStep(),
+    IndRNNCell: IndRNNStep(),
+    MinGRUCell: MinGRUStep(),
+    MinLSTMCell: MinLSTMStep(),
     LayerNormLSTMCell: LayerNormLSTMStep(),
     LayerNormGRUCell: LayerNormGRUStep(),
 }

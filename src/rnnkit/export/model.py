@@ -85,7 +85,8 @@ def _check_module(module: Any) -> None:
         if isinstance(module, nn.RNNBase):
             hint = f"; load its state_dict into rnnkit.{type(module).__name__}(same arguments) and export that"
         raise TypeError(
-            "to_onnx exports rnnkit layers (rnnkit.LSTM, GRU, RNN, PeepholeLSTM, Jordan, LayerNormLSTM, LayerNormGRU, "
+            "to_onnx exports rnnkit layers (rnnkit.LSTM, GRU, RNN, PeepholeLSTM, Jordan, MGU, IndRNN, MinGRU, MinLSTM, "
+            "LayerNormLSTM, LayerNormGRU, "
             "Recurrent) and "
             f"rnnkit.models.LanguageModel, not {kind}{hint}"
         )

@@ -1,7 +1,8 @@
 """Backpropagation through time by hand: a NumPy-only (float64) reference for every rnnkit cell.
 
 No autograd anywhere: each cell writes one step forward and one step backward
-(:mod:`~rnnkit.numpy_bptt.elman`, :mod:`~rnnkit.numpy_bptt.gru`, :mod:`~rnnkit.numpy_bptt.lstm`) and
+(:mod:`~rnnkit.numpy_bptt.elman`, :mod:`~rnnkit.numpy_bptt.gru`, :mod:`~rnnkit.numpy_bptt.lstm`,
+:mod:`~rnnkit.numpy_bptt.minimal` for MGU, IndRNN, minGRU and minLSTM) and
 :func:`bptt` runs them over a sequence with a softmax or squared-error head, optional initial state and
 truncation (:mod:`~rnnkit.numpy_bptt.common`). Parameters use rnnkit's (= torch's) names and gate order::
 
@@ -24,6 +25,7 @@ from rnnkit.numpy_bptt.elman import Elman, Jordan
 from rnnkit.numpy_bptt.gru import GRU
 from rnnkit.numpy_bptt.layernorm import LayerNormGRU, LayerNormLSTM
 from rnnkit.numpy_bptt.lstm import LSTM, PeepholeLSTM
+from rnnkit.numpy_bptt.minimal import MGU, IndRNN, MinGRU, MinLSTM
 
 __all__ = [
     "ACTIVATIONS",
@@ -31,10 +33,14 @@ __all__ = [
     "Cell",
     "Elman",
     "GRU",
+    "IndRNN",
     "Jordan",
     "LayerNormGRU",
     "LayerNormLSTM",
     "LSTM",
+    "MGU",
+    "MinGRU",
+    "MinLSTM",
     "PeepholeLSTM",
     "bptt",
     "cell_from_layer",
@@ -65,9 +71,17 @@ def cell_from_layer(layer: Any) -> Cell:
         return LSTM(H, proj_size=cell.proj_size, bias=bias)
     if isinstance(cell, cells.GRUCell):
         return GRU(H, reset_after=cell.reset_after, bias=bias)
+    if type(cell) is cells.MGUCell:
+        return MGU(H, bias=bias)
+    if type(cell) is cells.MinGRUCell:
+        return MinGRU(H, bias=bias)
+    if type(cell) is cells.MinLSTMCell:
+        return MinLSTM(H, bias=bias)
     names = [activation_name(getattr(cell, a, None)) for a in ("activation", "output_activation")]
     if isinstance(cell, cells.JordanCell) and None not in names:
         return Jordan(H, cell.jordan_output_size, activation=names[0], output_activation=names[1], bias=bias)
+    if type(cell) is cells.IndRNNCell and names[0] is not None:
+        return IndRNN(H, nonlinearity=names[0], bias=bias)
     if isinstance(cell, cells.RNNCell) and names[0] is not None:
         return Elman(H, nonlinearity=names[0], bias=bias)
     raise ValueError(f"no NumPy reference for {layer.describe_cell()}: use named activations")

@@ -123,8 +123,10 @@ def _build() -> None:
     log.debug("rnnkit: native kernels loaded (%s)", isa)
 
 
+@torch.compiler.assume_constant_result  # under torch.compile, found out eagerly (the build does file I/O)
 def unavailable() -> str | None:
-    """``None`` once the native kernels are loaded (building them on the first call), else why not."""
+    """``None`` once the native kernels are loaded (building them on the first call), else why not.
+    A constant for torch.compile: a compiled model's first call may be the process's first use of rnnkit."""
     if "reason" not in _state:
         if os.environ.get("RNNKIT_NO_NATIVE"):
             _state["reason"] = "RNNKIT_NO_NATIVE is set"

@@ -7,7 +7,9 @@ on the way back the reverse walk, then the weight gradients as a few large GEMMs
 sequence, final states and (``return_gates=True``) gates as views of what it returns.
 
 It runs every built-in cell with any named activation, ``proj_size``, both GRU forms, ``lengths=`` and
-``return_gates``, in float32 and float64 on the CPU. An arbitrary callable activation or a user subclass of
+``return_gates``, in float32 and float64 on the CPU (the MGU, run on the GRU's kernels, needs a sigmoid or
+hard-sigmoid gate). minGRU and minLSTM run as one input projection and a parallel scan over time
+(:mod:`.scan`, torch ops). An arbitrary callable activation or a user subclass of
 a cell (whose equations the kernels cannot know) is reported by :meth:`FusedEngine.unsupported`, and
 ``"auto"`` falls back to the reference loop. Where the native kernels cannot be built, the engine runs the
 reference loop instead and says so once (:func:`.build.announce_fallback`).
@@ -21,6 +23,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.engines.fused import build, ops
+from rnnkit.engines.fused.scan import SCAN_CELLS, run_scan
 from rnnkit.engines.fused.specs import SPECS, act_code
 from rnnkit.engines.registry import ENGINES, RunResult, exporting_onnx, func_transforms_active, register_engine
 from rnnkit.engines.stack import run_stack
@@ -49,16 +52,20 @@ class FusedEngine:
 
     def unsupported(self, layer: Recurrent, x: Tensor, return_gates: bool) -> str | None:
         cell = layer.cells[0]
-        if type(cell) not in SPECS:
-            return f"no fused kernel for {type(cell).__name__} (only the built-in cells, not subclasses)"
-        for attr in _ACTIVATION_ATTRS:
-            fn = getattr(cell, attr, None)
-            if fn is not None and act_code(fn) is None:
-                return f"{attr}={fn!r} is not a named activation, so it has no hand-written derivative"
-        if x.device.type != "cpu":
-            return f"the fused kernels run on CPU tensors, not {x.device.type}"
-        if x.dtype not in (torch.float32, torch.float64):
-            return f"the fused kernels compute in float32 or float64, not {x.dtype}"
+        if type(cell) not in SCAN_CELLS:  # the scan is torch ops: any device, any float dtype
+            if type(cell) not in SPECS:
+                return f"no fused kernel for {type(cell).__name__} (the built-in cells that have one, not subclasses)"
+            reason = getattr(SPECS[type(cell)], "unsupported", lambda cell: None)(cell)
+            if reason is not None:
+                return reason
+            for attr in _ACTIVATION_ATTRS:
+                fn = getattr(cell, attr, None)
+                if fn is not None and act_code(fn) is None:
+                    return f"{attr}={fn!r} is not a named activation, so it has no hand-written derivative"
+            if x.device.type != "cpu":
+                return f"the fused kernels run on CPU tensors, not {x.device.type}"
+            if x.dtype not in (torch.float32, torch.float64):
+                return f"the fused kernels compute in float32 or float64, not {x.dtype}"
         if torch.compiler.is_compiling():
             return None  # dynamo/export see the operator (and use functorch themselves: the checks below would lie)
         if exporting_onnx():
@@ -82,6 +89,8 @@ class FusedEngine:
     def run(
         self, layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None, return_gates: bool
     ) -> RunResult:
+        if type(layer.cells[0]) in SCAN_CELLS:  # minGRU, minLSTM: a parallel scan over time (no native kernels)
+            return run_scan(layer, x, hx, lengths, return_gates)
         if build.unavailable() is not None:
             build.announce_fallback("the fused engine")
             return ENGINES["reference"].run(layer, x, hx, lengths, return_gates)

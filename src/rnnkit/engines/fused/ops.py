@@ -196,7 +196,7 @@ def reference_buffers(cell: str, config: list[int], x: Tensor, state: list[Tenso
     spec = BY_NAME[cell]
     T, B, F = x.shape
     w = spec.weights(config, params)
-    gates = getattr(spec, "n_gates", None) or {"lstm": 4, "gru": 3, "elman": 1}.get(spec.name)
+    gates = getattr(spec, "n_gates", None) or {"lstm": 4, "gru": 3, "mgu": 2}.get(spec.name, 1)
     H = config[3] if spec.name == "jordan" else w.weight_ih.shape[0] // gates
     cell_ = spec.make_cell(config, F, H, state[0].shape[-1])
     s = tuple(state)
@@ -219,7 +219,9 @@ def reference_buffers(cell: str, config: list[int], x: Tensor, state: list[Tenso
         return [states[0], states[1], G, None]
     if spec.name == "gru":
         return [states[0], torch.cat([gate[n] for n in "rzn"], -1), None]
-    if spec.name == "elman":
+    if spec.name == "mgu":  # the GRU's buffers (specs.MGUSpec): r = f, z = 1 - f
+        return [states[0], torch.cat([gate["f"], 1 - gate["f"], gate["n"]], -1), None]
+    if spec.name in ("elman", "indrnn"):
         return [states[0]]
     return [states[0], gate["h"]]
 

@@ -1,4 +1,5 @@
-"""The per-cell halves of the fused sequence operator: what each cell's C kernels take and give back.
+"""The per-cell halves of the fused sequence operator: what each cell's C kernels take and give back (LSTM,
+GRU, Elman, Jordan, IndRNN; MGU on the GRU's).
 
 A spec runs one direction of one layer. It is stateless: everything about the cell travels in
 ``config``, a short list of integers (activation codes, flags), and its parameters in ``params``, a list of
@@ -29,7 +30,17 @@ import torch
 from torch import Tensor
 
 from rnnkit.activations import ACTIVATIONS, activation_name
-from rnnkit.cells import GRUCell, JordanCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell
+from rnnkit.cells import (
+    GRUCell,
+    IndRNNCell,
+    JordanCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
+    LSTMCell,
+    MGUCell,
+    PeepholeLSTMCell,
+    RNNCell,
+)
 from rnnkit.cells.base import Weights
 
 #: activation name -> the kernels' code (csrc/rnnkit_c.h)
@@ -404,6 +415,153 @@ class JordanSpec:
         return Weights(dict(zip(names, [*params[:3], *b], strict=True)))
 
 
+class IndRNNSpec:
+    """config: act, bias. params: W_ih, u (weight_hh, (H,)), [b_ih, b_hh]. Buffers: Hs (T + 1, B, H).
+    The input projection of all steps is one GEMM here; the kernel runs only the elementwise recurrence."""
+
+    name, gate_names, n_state = "indrnn", ("h",), 1
+
+    @staticmethod
+    def bf16_products(config: list[int]) -> bool:
+        return False
+
+    @staticmethod
+    def config_and_params(cell: Any, w: Any) -> tuple[list[int], list[Tensor]]:
+        config = [act_code(cell.activation), int(w.bias_ih is not None)]
+        return config, [w.weight_ih, w.weight_hh] + ([w.bias_ih, w.bias_hh] if config[1] else [])
+
+    @staticmethod
+    def pack(config: list[int], params: list[Tensor], bf16: bool = False) -> list[Tensor | None]:
+        return [params[0], params[1], params[2] + params[3] if config[1] else None]
+
+    @staticmethod
+    def run(
+        config: list[int],
+        packed: list,
+        x: Tensor,
+        state: list[Tensor],
+        lengths: Tensor | None,
+        keep: bool,
+        bf16: bool = False,
+    ):
+        W_ih, u, bias = packed
+        T, B, F = x.shape
+        xw = _mm(x.reshape(T * B, F), W_ih.t())  # W_ih x_t for every step at once
+        xw = (xw if bias is None else xw + bias).view(T, B, -1)
+        return [_k.indrnn_fwd(xw, u, lengths, state[0], config[0])]
+
+    @staticmethod
+    def buffer_shapes(config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
+        return [(x.shape[0] + 1, x.shape[1], state[0].shape[-1])]
+
+    @staticmethod
+    def backward(config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
+        (Hs,), gHs = buffers, _grad_or_none(grads[0])
+        gHs = torch.zeros_like(Hs) if gHs is None else gHs
+        dPre, dh0, du = _k.indrnn_bwd(Hs, params[1], lengths, gHs, config[0])
+        T, B, H = dPre.shape
+        dx, dW_ih = _input_grads([needs[0], needs[2]], dPre.view(T * B, H), x, params[0])
+        db = dPre.sum((0, 1))
+        return [dx, dh0, dW_ih, du, *([db, db.clone()] if config[1] else [])]
+
+    @staticmethod
+    def outputs(config: list[int], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        (Hs,) = buffers
+        return Hs[1:], [Hs[-1]], [Hs[1:]]
+
+    @staticmethod
+    def make_cell(config: list[int], F: int, H: int, S: int) -> Any:
+        return IndRNNCell(F, H, bool(config[1]), activation=_act(config[0]), device="meta")
+
+    @staticmethod
+    def weights(config: list[int], params: list[Tensor]) -> Weights:
+        b = params[2:4] if config[1] else (None, None)
+        return Weights({"weight_ih": params[0], "weight_hh": params[1], "bias_ih": b[0], "bias_hh": b[1]})
+
+
+class MGUSpec:
+    """MGU on the GRU kernels (reset before). With ``z = 1 - f`` and ``r = f``, Cho's GRU *is* the MGU:
+    ``n = act(W_in x + W_hn (f ⊙ h) + b)``, ``h' = (1 - z) ⊙ n + z ⊙ h = (1 - f) ⊙ h + f ⊙ n``, and
+    ``1 - σ(a) = σ(-a)``, so the GRU's z rows are the f rows negated. The kernels then compute the f rows twice
+    (1.5× an MGU kernel's recurrent products), which buys the GRU's tuned, tested forward and backward. Needs a
+    ``recurrent_activation`` with ``σ(-a) = 1 - σ(a)``: sigmoid or hard_sigmoid (:meth:`unsupported`).
+    config: act, rec_act, bias. params: W_ih (2H, F), W_hh (2H, H), [b_ih, b_hh], blocks f, n.
+    Buffers: the GRU's, Hs (T + 1, B, H), G (T, B, 3H) f, 1 - f, n, HN (T, B, H) f ⊙ h."""
+
+    name, gate_names, n_state = "mgu", ("f", "n"), 1
+
+    @staticmethod
+    def unsupported(cell: Any) -> str | None:
+        if activation_name(cell.recurrent_activation) not in ("sigmoid", "hard_sigmoid"):
+            return ("the fused MGU runs on the GRU kernels with z = 1 - f = σ(-a), which needs recurrent_activation "
+                    "sigmoid or hard_sigmoid")  # fmt: skip
+        return None
+
+    @staticmethod
+    def bf16_products(config: list[int]) -> bool:
+        return False
+
+    @staticmethod
+    def config_and_params(cell: Any, w: Any) -> tuple[list[int], list[Tensor]]:
+        config = [act_code(cell.activation), act_code(cell.recurrent_activation), int(w.bias_ih is not None)]
+        return config, [w.weight_ih, w.weight_hh] + ([w.bias_ih, w.bias_hh] if config[2] else [])
+
+    @staticmethod
+    def _gru(config: list[int], params: list[Tensor]) -> tuple[list[int], list[Tensor]]:
+        """The GRU (reset before) that computes this MGU: every stacked f block becomes [f; -f] (r and z)."""
+        return config + [0], [torch.cat([f, -f, n]) for f, n in (p.chunk(2) for p in params)]
+
+    @staticmethod
+    def _mgu_grad(g: Tensor | None) -> Tensor | None:
+        """A GRU parameter's gradient -> the MGU's: f appears as r and as -z."""
+        if g is None:
+            return None
+        r, z, n = g.chunk(3)
+        return torch.cat([r - z, n])
+
+    @classmethod
+    def pack(cls, config: list[int], params: list[Tensor], bf16: bool = False) -> list[Tensor | None]:
+        return GRUSpec.pack(*cls._gru(config, params))
+
+    @staticmethod
+    def run(
+        config: list[int],
+        packed: list,
+        x: Tensor,
+        state: list[Tensor],
+        lengths: Tensor | None,
+        keep: bool,
+        bf16: bool = False,
+    ):
+        return GRUSpec.run(config + [0], packed, x, state, lengths, keep)
+
+    @staticmethod
+    def buffer_shapes(config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
+        return GRUSpec.buffer_shapes(config + [0], x, state, keep)
+
+    @classmethod
+    def backward(cls, config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
+        gconfig, gparams = cls._gru(config, params)
+        dx, dh0, *dparams = GRUSpec.backward(gconfig, x, state, gparams, lengths, buffers, grads, needs)
+        return [dx, dh0, *(cls._mgu_grad(g) for g in dparams)]
+
+    @staticmethod
+    def outputs(config: list[int], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        Hs, G, _ = buffers
+        gates = [] if G.dim() != 3 else [G.narrow(-1, 0, Hs.shape[-1]), G.narrow(-1, 2 * Hs.shape[-1], Hs.shape[-1])]
+        return Hs[1:], [Hs[-1]], gates
+
+    @staticmethod
+    def make_cell(config: list[int], F: int, H: int, S: int) -> Any:
+        return MGUCell(F, H, bool(config[2]), activation=_act(config[0]), recurrent_activation=_act(config[1]),
+                       device="meta")  # fmt: skip
+
+    @staticmethod
+    def weights(config: list[int], params: list[Tensor]) -> Weights:
+        b = params[2:4] if config[2] else (None, None)
+        return Weights({"weight_ih": params[0], "weight_hh": params[1], "bias_ih": b[0], "bias_hh": b[1]})
+
+
 class LayerNormLSTMSpec:
     """The layer-normalised LSTM (NG = 4 gates; :class:`LayerNormGRUSpec`: the GRU, NG = 3). config: act, rec_act,
     bias. params: W_ih, W_hh, [b_ih, b_hh], α_x, α_h, and for the LSTM α_c, [β_c].
@@ -415,7 +573,6 @@ class LayerNormLSTMSpec:
     1/σ of W_ih x), Mc, Rc (of c_t, LSTM), each (T, B); all but Hs and Cs empty when not kept."""
 
     name, gate_names, n_state, n_gates, cell = "lnlstm", ("i", "f", "g", "o", "c"), 2, 4, LayerNormLSTMCell
-    triton = False  # no Triton kernel: the Triton engine refuses the cell
 
     @staticmethod
     def bf16_products(config: list[int]) -> bool:
@@ -520,6 +677,8 @@ SPECS: dict[type, Any] = {
     GRUCell: GRUSpec,
     LSTMCell: LSTMSpec,
     PeepholeLSTMCell: LSTMSpec,
+    IndRNNCell: IndRNNSpec,
+    MGUCell: MGUSpec,
     LayerNormLSTMCell: LayerNormLSTMSpec,
     LayerNormGRUCell: LayerNormGRUSpec,
 }

@@ -2,9 +2,12 @@
 
 ``layer(x_t[None], state)`` per token pays for input checks, engine selection and packing the weights
 into the kernels' panels — most of its cost at batch 1 (docs/engines.md). A :class:`Stepper` checks the
-layout once and packs the weights once; then each call is, per layer, one call of the fused engine's
-forward kernel for a single step (both products and the pointwise update, on all threads). Where the
-native kernels cannot be built it steps the cells' readable equations instead (and says so once).
+layout once and packs the weights once; then each call is one native call (``rnnkit_c::step``) that runs
+every layer's forward kernel for a single step (both products and the pointwise update), feeding each
+layer the new output of the one below — no Python per layer, which at batch 1 cost more than the kernels
+(cells outside :data:`ONE_CALL` step layer by layer). Where the native kernels cannot be built it steps the
+cells' readable equations instead (and says so once); so it does for the cells that have no sequence
+kernels (minGRU, minLSTM: :data:`STEPPED`).
 
 It reads the layer's parameters when created and notices when they change (their version counters and
 addresses), so it stays correct if the model keeps training or is converted (an in-place change through
@@ -19,12 +22,22 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from rnnkit.cells import MinGRUCell, MinLSTMCell
 from rnnkit.engines.fused import build
 from rnnkit.engines.fused.specs import SPECS
 from rnnkit.engines.registry import ENGINES
 
 if TYPE_CHECKING:
     from rnnkit.layer import Recurrent
+
+#: built-in cells without sequence kernels, stepped through their readable equations (a few small ops a step)
+STEPPED: tuple[type, ...] = (MinGRUCell, MinLSTMCell)
+#: the specs whose one-step kernels ``rnnkit_c::step`` (csrc/ops.cpp) runs for every layer in one native call
+ONE_CALL = ("lstm", "gru", "elman", "jordan")
+
+
+def _step(cell: str, x: Tensor, state: tuple[Tensor, ...], packed: list[Tensor | None], config: list[int]) -> Any:
+    return torch.ops.rnnkit_c.step(cell, x, state, packed, config)
 
 
 class Stepper:
@@ -39,14 +52,15 @@ class Stepper:
         if layer.bidirectional:
             raise ValueError("a bidirectional layer cannot be stepped one token at a time: its reverse half needs "
                              "the whole sequence; run the layer on the sequence instead")  # fmt: skip
-        reason = ENGINES["fused"].unsupported(layer, layer.weight_ih_l0, False)
-        if reason is not None:
-            raise ValueError(f"Stepper needs the fused engine's kernels: {reason}")
+        if type(layer.cells[0]) not in STEPPED:
+            reason = ENGINES["fused"].unsupported(layer, layer.weight_ih_l0, False)
+            if reason is not None:
+                raise ValueError(f"Stepper needs the fused engine's kernels: {reason}")
         self.layer = layer
         self._params = list(layer.parameters())
         self._versions: tuple[Any, ...] | None = None
         self.native = build.available()
-        if not self.native:
+        if not self.native and type(layer.cells[0]) not in STEPPED:
             build.announce_fallback("layer.stepper()")
         self._prepare()
 
@@ -54,14 +68,23 @@ class Stepper:
         """Pack the weights once; again only if a parameter changed."""
         self.dtype = self.layer.weight_ih_l0.dtype
         self.specs, self.configs, self.packed, self.weights = [], [], [], []
+        self.flat_packed: list[Tensor | None] = []  # every layer's packed weights in turn, for rnnkit_c::step
         with torch.no_grad():
             for k, cell in enumerate(self.layer.cells):
-                spec = SPECS[type(cell)]
+                spec = SPECS.get(type(cell))
+                if spec is None:  # STEPPED: the cell's own step
+                    w = self.layer.weights(k)
+                    self.specs.append(None)
+                    self.configs.append(None)
+                    self.packed.append(None)
+                    self.weights.append(type(w)({n: None if t is None else t.detach() for n, t in vars(w).items()}))
+                    continue
                 config, params = spec.config_and_params(cell, self.layer.weights(k))
                 params = [p.detach() for p in params]
                 self.specs.append(spec)
                 self.configs.append(config)
                 self.packed.append(spec.pack(config, params) if self.native else None)
+                self.flat_packed += self.packed[-1] or []
                 self.weights.append(spec.weights(config, params))
         self._versions = self._current_versions()
 
@@ -98,18 +121,22 @@ class Stepper:
             if [tuple(s.shape) for s in state] != want or any(s.dtype != self.dtype for s in state):
                 raise ValueError(f"Stepper: expected a state of shapes {want} ({self.dtype}), got "
                                  f"{[(tuple(s.shape), s.dtype) for s in state]}")  # fmt: skip
-        finals = []
-        for k, (spec, config) in enumerate(zip(self.specs, self.configs, strict=True)):
-            layer_state = [s[k] for s in state]
-            if self.native:  # the sequence kernel for one step
-                buffers = spec.run(config, self.packed[k], x.unsqueeze(0), layer_state, None, False)
-                new = spec.outputs(config, buffers)[1]
-            else:
-                new = self.layer.cells[k].step(x, tuple(layer_state), self.weights[k])[0]
-            finals.append(new)
-            x = new[0]  # the next layer reads this one's output
-        new_state = tuple(torch.stack(s) for s in zip(*finals))
-        y = x
+        spec0 = self.specs[0]
+        if self.native and spec0 is not None and spec0.name in ONE_CALL:  # every layer's kernel, in one call
+            new_state = tuple(_step(spec0.name, x, state, self.flat_packed, self.configs[0]))
+        else:
+            finals = []
+            for k, (spec, config) in enumerate(zip(self.specs, self.configs, strict=True)):
+                layer_state = [s[k] for s in state]
+                if self.native and spec is not None:  # the sequence kernel for one step
+                    buffers = spec.run(config, self.packed[k], x.unsqueeze(0), layer_state, None, False)
+                    new = spec.outputs(config, buffers)[1]
+                else:
+                    new = self.layer.cells[k].step(x, tuple(layer_state), self.weights[k])[0]
+                finals.append(new)
+                x = new[0]  # the next layer reads this one's output
+            new_state = tuple(torch.stack(s) for s in zip(*finals))
+        y = new_state[0][-1]  # the top layer's output
         if unbatched:
             y, new_state = y.squeeze(0), tuple(s.squeeze(1) for s in new_state)
         return y, (new_state[0] if len(new_state) == 1 else new_state)

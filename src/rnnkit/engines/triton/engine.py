@@ -28,14 +28,16 @@ from rnnkit.engines.triton.dispatch import interpreted, interpreting, unavailabl
 if TYPE_CHECKING:
     from rnnkit.layer import Recurrent
 
+#: the specs (:mod:`rnnkit.engines.fused.specs`) that have Triton kernels (:data:`.impl.KERNELS`; not imported
+#: here, since that imports Triton)
+TRITON_CELLS = ("lstm", "gru", "elman", "jordan")
+
 
 def cell_unsupported(layer: Recurrent) -> str | None:
     """Why the kernels cannot compute this layer's cell (whatever the device), or ``None``."""
     cell = layer.cells[0]
-    if type(cell) not in SPECS:
-        return f"no Triton kernel for {type(cell).__name__} (only the built-in cells, not subclasses)"
-    if not getattr(SPECS[type(cell)], "triton", True):
-        return f"no Triton kernel for {type(cell).__name__} yet (the C kernels run it on the CPU)"
+    if type(cell) not in SPECS or SPECS[type(cell)].name not in TRITON_CELLS:
+        return f"no Triton kernel for {type(cell).__name__} (only the built-in cells that have one, not subclasses)"
     for attr in _ACTIVATION_ATTRS:
         fn = getattr(cell, attr, None)
         if fn is not None and act_code(fn) is None:

@@ -8,6 +8,7 @@
 #include "lstm.h"
 #include "gru.h"
 #include "elman.h"
+#include "indrnn.h"
 #include "dropout.h"
 #include "lnorm.h"
 
@@ -22,6 +23,8 @@ static const rk_kernels RK(table) = {
 #endif
     RK(peak_entry),
     rk_take_long_waits,
+    RK(indrnn_fwd_entry),
+    RK(indrnn_bwd_entry),
     RK(ln_fwd_entry),
     RK(ln_bwd_entry),
 };

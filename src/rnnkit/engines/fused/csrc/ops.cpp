@@ -6,6 +6,7 @@
 // differentiable operator rnnkit::sequence (rnnkit/engines/fused/ops.py). Layouts: see rnnkit_c.h.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
@@ -532,6 +533,43 @@ std::tuple<Tensor, Tensor, Tensor> elman_bwd(const Tensor &Hs_, const Tensor &W_
     return {dPre, dh, db};
 }
 
+// IndRNN: xw = W_ih x + b for all steps (the caller's GEMM); the kernel runs the elementwise recurrence.
+Tensor indrnn_fwd(const Tensor &xw_, const Tensor &u_, const optional<Tensor> &len_, const Tensor &h0_, int64_t act) {
+    check_input(xw_);
+    check_act(act, "activation");
+    const Tensor xw = xw_.contiguous();
+    const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2);
+    check_shape(u_, {H}, "u (weight_hh)");
+    check_shape(h0_, {B, H}, "h0");
+    const Tensor u = input(u_, xw, "u"), h0 = input(h0_, xw, "h0"), len = lengths(len_, T, B);
+    Tensor Hs = states(h0, T);
+    const rk_indrnn_fwd_args a = {T, B, H, (int)act, ptr(xw), ptr(u), lptr(len), mptr(Hs),
+                                  step_threads(T * B * H)};
+    if (T > 0 && B > 0 && H > 0) kernels(xw).indrnn_fwd(&a);
+    return Hs;
+}
+
+std::tuple<Tensor, Tensor, Tensor> indrnn_bwd(const Tensor &Hs_, const Tensor &u_, const optional<Tensor> &len_,
+                                              const Tensor &gHs_, int64_t act) {
+    check_real(Hs_, "Hs");
+    check_act(act, "activation");
+    TORCH_CHECK_VALUE(Hs_.dim() == 3 && Hs_.size(0) >= 1, "rnnkit kernels: expected Hs of shape (T + 1, B, H), got ",
+                      Hs_.sizes());
+    const int64_t T = Hs_.size(0) - 1, B = Hs_.size(1), H = Hs_.size(2);
+    check_shape(u_, {H}, "u (weight_hh)");
+    check_shape(gHs_, {T + 1, B, H}, "the gradient of Hs");
+    const Tensor Hs = input(Hs_, Hs_, "Hs"), u = input(u_, Hs, "u"), gHs = input(gHs_, Hs, "gHs");
+    const Tensor len = lengths(len_, T, B);
+    const int nth = step_threads(T * B * H);
+    Tensor dh = at::zeros({B, H}, Hs.options()), dPre = at::empty({T, B, H}, Hs.options());
+    Tensor du = at::zeros({nth, H}, Hs.options());
+    const rk_indrnn_bwd_args a = {T, B, H, (int)act, ptr(Hs), ptr(u), lptr(len), ptr(gHs), mptr(dPre), mptr(dh),
+                                  mptr(du), nth};
+    if (T > 0 && B > 0 && H > 0) kernels(Hs).indrnn_bwd(&a);
+    dh.add_(gHs.select(0, 0));
+    return {dPre, dh, du.sum(0)};
+}
+
 std::tuple<Tensor, Tensor> jordan_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wyp, const Tensor &Whp,
                                       const optional<Tensor> &bias_, const optional<Tensor> &bhy_,
                                       const optional<Tensor> &len_, const Tensor &y0_, int64_t H, int64_t act,
@@ -685,6 +723,54 @@ std::vector<Tensor> ln_bwd(const Tensor &G_, const Tensor &Yh_, const Tensor &Rh
 
 }  // namespace
 
+// One token through a unidirectional stack (Stepper, engines/fused/stepper.py): each layer's forward kernel for
+// one step, fed the new h of the layer below, all in one call. At batch 1 a Python call per layer, and the slicing
+// and stacking around it, cost more than the kernels themselves. `packed` holds each layer's packed weights in turn
+// (the spec's pack() list), `state` each state tensor (num_layers, B, size); returns the new state tensors.
+std::vector<Tensor> step(const std::string &cell, const Tensor &x, const std::vector<Tensor> &state,
+                         const std::vector<optional<Tensor>> &packed, at::IntArrayRef config) {
+    TORCH_CHECK_VALUE(!state.empty() && state[0].dim() == 3, "rnnkit kernels: expected states (L, B, size)");
+    TORCH_CHECK_VALUE(x.dim() == 2, "rnnkit kernels: expected one step's input (B, F), got ", x.sizes());
+    const int64_t L = state[0].size(0), per = L ? int64_t(packed.size()) / L : 0;
+    TORCH_CHECK_VALUE(per * L == int64_t(packed.size()) && per >= 3, "rnnkit kernels: expected the packed weights of ",
+                      L, " layers, got ", packed.size(), " tensors");
+    auto need = [&](int64_t l, int64_t i) -> const Tensor & {
+        const optional<Tensor> &t = packed[l * per + i];
+        TORCH_CHECK_VALUE(t.has_value() && t->defined(), "rnnkit kernels: packed weight ", i, " of layer ", l,
+                          " is missing");
+        return *t;
+    };
+    auto maybe = [&](int64_t l, int64_t i) -> const optional<Tensor> & { return packed[l * per + i]; };
+    const optional<Tensor> none;
+    std::vector<std::vector<Tensor>> news(state.size());
+    Tensor inp = x.unsqueeze(0);  // (1, B, F)
+    for (int64_t l = 0; l < L; ++l) {
+        std::vector<Tensor> buffers;  // the forward's state buffers, each (2, B, size): row 1 is the new state
+        if (cell == "lstm") {
+            auto r = lstm_fwd(inp, need(l, 0), need(l, 1), maybe(l, 2), maybe(l, 3), maybe(l, 4), none,
+                              state[0].select(0, l), state[1].select(0, l), config[0], config[1], false, false);
+            buffers = {std::get<0>(r), std::get<1>(r)};
+        } else if (cell == "gru") {
+            buffers = {std::get<0>(gru_fwd(inp, need(l, 0), need(l, 1), maybe(l, 2), maybe(l, 3), maybe(l, 4), none,
+                                           state[0].select(0, l), config[0], config[1], config[3] != 0, false, false))};
+        } else if (cell == "elman") {
+            buffers = {elman_fwd(inp, need(l, 0), need(l, 1), maybe(l, 2), none, state[0].select(0, l), config[0])};
+        } else if (cell == "jordan") {
+            buffers = {std::get<0>(jordan_fwd(inp, need(l, 0), need(l, 1), need(l, 2), maybe(l, 3), maybe(l, 4), none,
+                                              state[0].select(0, l), config[3], config[0], config[1]))};
+        } else {
+            TORCH_CHECK_VALUE(false, "rnnkit kernels: no one-step path for cell '", cell, "'");
+        }
+        TORCH_CHECK_VALUE(buffers.size() == state.size(), "rnnkit kernels: ", cell, " has ", buffers.size(),
+                          " state tensors, got ", state.size());
+        for (size_t s = 0; s < buffers.size(); ++s) news[s].push_back(buffers[s].narrow(0, 1, 1));
+        inp = news[0].back();  // (1, B, S): the next layer reads this one's output
+    }
+    std::vector<Tensor> out;
+    for (auto &n : news) out.push_back(L == 1 ? n[0] : at::cat(n, 0));
+    return out;
+}
+
 TORCH_LIBRARY(rnnkit_c, m) {
     m.def("select_isa(str isa) -> str", &select_isa);
     m.def("info() -> str", &info);
@@ -714,12 +800,16 @@ TORCH_LIBRARY(rnnkit_c, m) {
     m.def("elman_bwd(Tensor Hs, Tensor W_hh, Tensor? lengths, Tensor gHs, int act, bool need_dh0) "
           "-> (Tensor, Tensor, Tensor)",
           &elman_bwd);
+    m.def("indrnn_fwd(Tensor xw, Tensor u, Tensor? lengths, Tensor h0, int act) -> Tensor", &indrnn_fwd);
+    m.def("indrnn_bwd(Tensor Hs, Tensor u, Tensor? lengths, Tensor gHs, int act) -> (Tensor, Tensor, Tensor)",
+          &indrnn_bwd);
     m.def("jordan_fwd(Tensor x, Tensor Wxp, Tensor Wyp, Tensor Whp, Tensor? bias, Tensor? b_hy, Tensor? lengths, "
           "Tensor y0, int hidden, int act, int out_act) -> (Tensor, Tensor)",
           &jordan_fwd);
     m.def("jordan_bwd(Tensor Ys, Tensor Hh, Tensor W_yh, Tensor W_hy, Tensor? lengths, Tensor gYs, Tensor? gHh, "
           "int act, int out_act, bool need_dy0) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
           &jordan_bwd);
+    m.def("step(str cell, Tensor x, Tensor[] state, Tensor?[] packed, int[] config) -> Tensor[]", &step);
     m.def("ln_fwd(Tensor zx, Tensor ax, Tensor? bx, Tensor Wp, Tensor? b_hh, Tensor ah, Tensor? ac, Tensor? bc, "
           "Tensor? lengths, Tensor h0, Tensor? c0, int act, int rec_act, bool keep) -> Tensor[]",
           &ln_fwd);

@@ -169,6 +169,29 @@ typedef struct {
     int nth;
 } rk_jordan_bwd_args;
 
+/* IndRNN (Li et al. 2018): h_t = act(XW_t + u ⊙ h_{t-1}), XW (T, B, H) = W_ih x + b_ih + b_hh (one GEMM before),
+   u (H). Hs (T + 1, B, H): row 0 = h_0 (the caller's), the kernel writes rows 1..T. Backward: gout (T + 1, B, H)
+   = dL/dh_t from outside; out dPre (T, B, H), dh (B, H) = dL/dh_0 through the recurrence (the caller adds
+   gout[0]), du (nth, H) per-thread partial sums, zeroed by the caller. */
+typedef struct {
+    long T, B, H;
+    int act;
+    const void *xw, *u;
+    const int64_t *len;
+    void *Hs;
+    int nth;
+} rk_indrnn_fwd_args;
+
+typedef struct {
+    long T, B, H;
+    int act;
+    const void *Hs, *u;
+    const int64_t *len;
+    const void *gout;
+    void *dPre, *dh, *du;
+    int nth;
+} rk_indrnn_bwd_args;
+
 /* Layer-normalised LSTM (NG = 4) and GRU (NG = 3, reset after the product), lnorm.h. zx (T, B, NG·H) = W_ih x of
    every step (one GEMM by the caller); ax, bx = α_x, β_x (NG·H, bx may be NULL); Wp: W_hh packed (NG gates, VL
    units); bhh = β_h (NG·H) or NULL, ah = α_h (NG·H), ac = α_c and bc = β_c (H, bc may be NULL; LSTM). Forward
@@ -229,6 +252,8 @@ typedef struct {
     void (*pack_bf16)(const rk_pack_args *); /* NULL where this build has no bf16 products (bf16.h) */
     double (*peak)(long iters, int nth);      /* flops of a pure multiply-add loop (gemm.h) */
     long (*take_long_waits)(void);            /* barrier waits that had to yield since the last call (pool.h) */
+    void (*indrnn_fwd)(const rk_indrnn_fwd_args *);
+    void (*indrnn_bwd)(const rk_indrnn_bwd_args *);
     void (*ln_fwd)(const rk_ln_fwd_args *);   /* layer-normalised LSTM and GRU (lnorm.h) */
     void (*ln_bwd)(const rk_ln_bwd_args *);
 } rk_kernels;
