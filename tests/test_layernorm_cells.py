@@ -498,3 +498,31 @@ def test_stepper_equals_the_sequence(kind: str) -> None:
     for got, want in zip(state if isinstance(state, tuple) else (state,),
                          expected_state if isinstance(state, tuple) else (expected_state,), strict=True):  # fmt: skip
         torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("cell", "input_kind"), [("lnlstm", "onehot"), ("lngru", "embedding")])
+def test_language_model_exports_one_token_steps(cell: str, input_kind: str, tmp_path) -> None:
+    """``rnnkit export``'s writer checks each file against LanguageModel.step before writing it; the ONNX file
+    is also run over a 10-token stream at batch 2 against the model."""
+    import json
+
+    ort = pytest.importorskip("onnxruntime")
+    from rnnkit.data import Vocab
+    from rnnkit.export.lm import export_language_model
+    from rnnkit.models import LanguageModel
+
+    torch.manual_seed(12)
+    vocab = Vocab(list("abcdefgh"))
+    model = LanguageModel(len(vocab), cell, hidden_size=7, num_layers=2, input=input_kind, embed_size=5).eval()
+    path = export_language_model(model, vocab, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["rnnkit"])
+    tokens = torch.randint(0, len(vocab), (2, 10))
+    with torch.no_grad():
+        want, _ = model(tokens)
+    feeds = {s["input"]: np.zeros((s["shape"][0], 2, s["shape"][2]), np.float32) for s in meta["state"]}
+    for t in range(10):
+        logits, *states = session.run(None, {"token": tokens[:, t].numpy(), **feeds})
+        feeds = dict(zip(feeds, states))
+        np.testing.assert_allclose(logits, want[:, t].numpy(), rtol=1e-5, atol=1e-5)
+    assert export_language_model(model, vocab, tmp_path / "m.pt2", "torch-export").is_file()
