@@ -2,7 +2,8 @@
 
 Cells are one time step (:mod:`rnnkit.cells`); one generic layer runs any cell over time, depth and
 direction (:mod:`rnnkit.layer`); :mod:`rnnkit.rnn` offers drop-in replacements for ``torch.nn.RNN``,
-``GRU`` and ``LSTM`` plus ``PeepholeLSTM``, ``Jordan``, ``MGU``, ``IndRNN``, ``MinGRU`` and ``MinLSTM``.
+``GRU`` and ``LSTM`` plus ``PeepholeLSTM``, ``Jordan``, ``MGU``, ``IndRNN``, ``MinGRU``, ``MinLSTM``,
+``LayerNormLSTM`` and ``LayerNormGRU``.
 """
 
 from rnnkit.activations import ACTIVATIONS, get_activation
@@ -10,6 +11,8 @@ from rnnkit.cells import (
     GRUCell,
     IndRNNCell,
     JordanCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
     LSTMCell,
     MGUCell,
     MinGRUCell,
@@ -22,7 +25,19 @@ from rnnkit.compat import to_torch
 from rnnkit.engines import ENGINES, register_engine
 from rnnkit.errors import DeviceError, DtypeError, ShapeError
 from rnnkit.layer import Recurrent
-from rnnkit.rnn import GRU, LSTM, MGU, RNN, IndRNN, Jordan, MinGRU, MinLSTM, PeepholeLSTM
+from rnnkit.rnn import (
+    GRU,
+    LSTM,
+    MGU,
+    RNN,
+    IndRNN,
+    Jordan,
+    LayerNormGRU,
+    LayerNormLSTM,
+    MinGRU,
+    MinLSTM,
+    PeepholeLSTM,
+)
 
 __version__ = "0.1.0"
 
@@ -37,6 +52,10 @@ __all__ = [
     "IndRNNCell",
     "Jordan",
     "JordanCell",
+    "LayerNormGRU",
+    "LayerNormGRUCell",
+    "LayerNormLSTM",
+    "LayerNormLSTMCell",
     "LSTM",
     "LSTMCell",
     "MGU",

@@ -5,8 +5,9 @@ registered rnnkit engine that can run the cell, and the d2l-style loop of :mod:`
 the same weights, then times them in ONE process, interleaved (:mod:`rnnkit.timing`), and reports
 medians, tokens/s, the speed ratio to ``torch.nn`` (median of same-round ratios), the peak memory of a
 training step, parameter counts and FLOPs per token (:mod:`rnnkit.costs`). torch has no peephole LSTM
-or Jordan network: those cells are compared with ``torch.nn.LSTM`` of the same sizes; likewise MGU and minGRU
-with ``torch.nn.GRU``, IndRNN with ``torch.nn.RNN`` and minLSTM with ``torch.nn.LSTM`` (:data:`BASELINES`).
+or Jordan network: those cells are compared with ``torch.nn.LSTM`` of the same sizes; likewise MGU, minGRU and
+the layer-norm GRU with ``torch.nn.GRU``, IndRNN with ``torch.nn.RNN`` and minLSTM and the layer-norm LSTM with
+``torch.nn.LSTM`` (:data:`BASELINES`).
 
 Modes: ``train`` = forward + backward to every parameter (gradients reset to None first, no optimizer
 step), ``infer`` = forward under ``torch.no_grad``, ``generate`` = batch 1, one token per call with the
@@ -43,6 +44,7 @@ BASELINES: dict[str, type[nn.RNNBase]] = {
     "mgu": nn.GRU,
     "mingru": nn.GRU,
     "indrnn": nn.RNN,
+    "lngru": nn.GRU,
 }
 #: name -> (input size, hidden, batch, steps, modes)
 WORKLOADS: dict[str, tuple[int, int, int, int, tuple[str, ...]]] = {
@@ -59,7 +61,7 @@ class BenchConfig:
     workloads: tuple[str, ...] = ()
     """workloads to run, comma-separated: d2l, latency, large, long (none given: d2l,latency)"""
     cells: tuple[str, ...] = CELLS
-    """cells to time: rnn, gru, lstm, peephole, jordan, mgu, indrnn, mingru, minlstm"""
+    """cells to time: rnn, gru, lstm, peephole, jordan, mgu, indrnn, mingru, minlstm, lnlstm, lngru"""
     engines: tuple[str, ...] = ()
     """rnnkit engines to time (none given: every registered engine)"""
     scratch: bool = True

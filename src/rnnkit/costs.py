@@ -32,7 +32,14 @@ IndRNN                     2 H F                                    (2b + 3) H: 
 minGRU                     2 (2H F)                                 (2b + 5) H: biases, σ, 1 - z, z⊙n, a⊙h + b
 minLSTM                    2 (3H F)                                 (3b + 8) H: biases, 2 σ, f + i, 2 divisions,
                                                                     i'⊙n, f'⊙h + b
+layer-norm LSTM            2 (4H F + 4H H)                          (67 + 9b) H: three LNs of 8H features
+                                                                    (6 + b each) and the LSTM's 13
+layer-norm GRU             2 (3H F + 3H H)                          (47 + 6b) H: two LNs of 6H features
+                                                                    (6 + b each) and the GRU's 11
 =========================  =======================================  ==========================================
+
+A layer norm of n features (:mod:`rnnkit.cells.layernorm`) costs (6 + b) n: the mean, ``z − μ``, square and sum,
+the scaling by ``1/σ``, the gain and (with b) the shift; ``1/σ`` itself is one op per row.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ from rnnkit.cells import (
     GRUCell,
     IndRNNCell,
     JordanCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
     LSTMCell,
     MGUCell,
     MinGRUCell,
@@ -94,6 +103,13 @@ class Cost:
 def cell_cost(cell: RecurrentCell) -> Cost:
     """Parameters and forward FLOPs per token of one cell, from its sizes (see the table above)."""
     F, H, b = cell.input_size, cell.hidden_size, int(cell.bias)
+    if isinstance(cell, (LayerNormLSTMCell, LayerNormGRUCell)):
+        G = 4 if isinstance(cell, LayerNormLSTMCell) else 3
+        weights = G * H * F + G * H * H
+        ln_features = 2 * G * H + (H if G == 4 else 0)  # LN(W_ih x), LN(W_hh h) and, in the LSTM, LN(c)
+        params = weights + (1 + b) * ln_features  # a gain per feature, and a shift with biases
+        pointwise = (6 + b) * ln_features + (13 if G == 4 else 11) * H
+        return Cost(params, 2 * weights, pointwise)
     if isinstance(cell, LSTMCell):  # also PeepholeLSTMCell
         P = cell.proj_size
         R = P or H

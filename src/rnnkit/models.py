@@ -35,8 +35,8 @@ class ModelConfig:
     """How to build a :class:`LanguageModel` (the vocabulary size comes from the data)."""
 
     cell: CellName = "lstm"
-    """recurrent cell: lstm, gru, rnn (Elman, tanh), peephole (LSTM with peepholes), jordan, mgu, indrnn, mingru or
-    minlstm"""
+    """recurrent cell: lstm, gru, rnn (Elman, tanh), peephole (LSTM with peepholes), jordan, mgu, indrnn, mingru,
+    minlstm, lnlstm or lngru (layer-normalised LSTM, GRU)"""
     hidden_size: int = 256
     """hidden units per layer"""
     num_layers: int = 1

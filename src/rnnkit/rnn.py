@@ -17,6 +17,7 @@ from rnnkit.activations import Activation
 from rnnkit.cells import GRUCell, JordanCell, LSTMCell, PeepholeLSTMCell, RNNCell
 from rnnkit.cells.base import check_size
 from rnnkit.cells.indrnn import IndRNNCell
+from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.cells.mgu import MGUCell
 from rnnkit.cells.min_rnn import MinGRUCell, MinLSTMCell
 from rnnkit.layer import Recurrent
@@ -282,12 +283,80 @@ class MinLSTM(MinGRU):
     _cell_class = MinLSTMCell
 
 
+class LayerNormLSTM(Recurrent):
+    """Layer-normalised LSTM (Ba, Kiros & Hinton 2016; :class:`~rnnkit.cells.LayerNormLSTMCell`); torch's LSTM
+    arguments without ``proj_size``; returns ``output, (h_n, c_n)``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        *,
+        forget_bias: float = 0.0,
+        activation: str | Activation = "tanh",
+        recurrent_activation: str | Activation = "sigmoid",
+        recurrent_init: str = "uniform",
+        engine: str = "auto",
+    ) -> None:
+        self.proj_size = 0
+        kwargs = {
+            "forget_bias": forget_bias,
+            "activation": activation,
+            "recurrent_activation": recurrent_activation,
+            "recurrent_init": recurrent_init,
+        }
+        super().__init__(
+            LayerNormLSTMCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            device, dtype, engine=engine, cell_kwargs=kwargs,
+        )  # fmt: skip
+
+
+class LayerNormGRU(Recurrent):
+    """Layer-normalised GRU (:class:`~rnnkit.cells.LayerNormGRUCell`, reset after the product); torch's GRU
+    arguments; returns ``output, h_n``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        *,
+        activation: str | Activation = "tanh",
+        recurrent_activation: str | Activation = "sigmoid",
+        recurrent_init: str = "uniform",
+        engine: str = "auto",
+    ) -> None:
+        self.proj_size = 0
+        kwargs = {
+            "activation": activation,
+            "recurrent_activation": recurrent_activation,
+            "recurrent_init": recurrent_init,
+        }
+        super().__init__(
+            LayerNormGRUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            device, dtype, engine=engine, cell_kwargs=kwargs,
+        )  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------------
 #: the cells by the names every config and command uses (``--model.cell``): the one list of them
-CellName = Literal["rnn", "gru", "lstm", "peephole", "jordan", "mgu", "indrnn", "mingru", "minlstm"]
+CellName = Literal["rnn", "gru", "lstm", "peephole", "jordan", "mgu", "indrnn", "mingru", "minlstm", "lnlstm", "lngru"]
 LAYERS: dict[str, type[Recurrent]] = {
     "rnn": RNN, "gru": GRU, "lstm": LSTM, "peephole": PeepholeLSTM, "jordan": Jordan,
-    "mgu": MGU, "indrnn": IndRNN, "mingru": MinGRU, "minlstm": MinLSTM,
+    "mgu": MGU, "indrnn": IndRNN, "mingru": MinGRU, "minlstm": MinLSTM, "lnlstm": LayerNormLSTM, "lngru": LayerNormGRU,
 }  # fmt: skip
 CELL_NAMES: tuple[str, ...] = get_args(CellName)
 assert tuple(LAYERS) == CELL_NAMES

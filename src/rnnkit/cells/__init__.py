@@ -4,6 +4,7 @@ from rnnkit.cells.base import GatedCell, Gates, RecurrentCell, State
 from rnnkit.cells.elman import JordanCell, RNNCell
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.indrnn import IndRNNCell
+from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.cells.lstm import LSTMCell, PeepholeLSTMCell
 from rnnkit.cells.mgu import MGUCell
 from rnnkit.cells.min_rnn import MinGRUCell, MinLSTMCell
@@ -14,6 +15,8 @@ __all__ = [
     "GRUCell",
     "IndRNNCell",
     "JordanCell",
+    "LayerNormGRUCell",
+    "LayerNormLSTMCell",
     "LSTMCell",
     "MGUCell",
     "MinGRUCell",

@@ -17,6 +17,8 @@ from rnnkit.cells import (
     GRUCell,
     IndRNNCell,
     JordanCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
     LSTMCell,
     MGUCell,
     MinGRUCell,
@@ -25,6 +27,7 @@ from rnnkit.cells import (
     RecurrentCell,
     RNNCell,
 )
+from rnnkit.cells.layernorm import LN_EPS
 from rnnkit.export.graph import Graph, onnx_activation
 
 
@@ -150,6 +153,49 @@ class MinLSTMStep:
         return [g.add(g.mul(f, h), g.mul(i, n))]  # h' = f' ⊙ h + i' ⊙ h̃
 
 
+def _layer_norm(g: Graph, z: str, gain: Tensor, shift: Tensor | None) -> str:
+    """ONNX's LayerNormalization (opset 17) over the last axis: α ⊙ (z − μ) / sqrt(σ² + ε) + β."""
+    inputs = [z, g.b.weight(gain)] + ([g.b.weight(shift)] if shift is not None else [])
+    return g.op("LayerNormalization", inputs, axis=-1, epsilon=LN_EPS)
+
+
+class LayerNormLSTMStep:
+    """The projection ``W_ih x`` is computed for all steps before the Scan; its layer norm is per row, so it
+    runs inside the step (no bias moves out: every shift sits after a normalisation)."""
+
+    def input_bias(self, cell: LayerNormLSTMCell, w: Any) -> Tensor | None:
+        return None
+
+    def step(self, g: Graph, cell: LayerNormLSTMCell, w: Any, xw: str, state: list[str]) -> list[str]:
+        σ, act, H = cell.recurrent_activation, cell.activation, cell.hidden_size
+        h, c = state
+        a = g.add(
+            _layer_norm(g, xw, w.ln_ih_weight, w.bias_ih),
+            _layer_norm(g, g.linear(h, w.weight_hh), w.ln_hh_weight, w.bias_hh),
+        )
+        pi, pf, pg, po = g.split(a, [H] * 4)
+        i, f = g.activation(pi, σ, "recurrent_activation"), g.activation(pf, σ, "recurrent_activation")
+        c_new = g.add(g.mul(f, c), g.mul(i, g.activation(pg, act, "activation")))
+        shown = g.activation(_layer_norm(g, c_new, w.ln_c_weight, w.ln_c_bias), act, "activation")
+        return [g.mul(g.activation(po, σ, "recurrent_activation"), shown), c_new]
+
+
+class LayerNormGRUStep:
+    def input_bias(self, cell: LayerNormGRUCell, w: Any) -> Tensor | None:
+        return None
+
+    def step(self, g: Graph, cell: LayerNormGRUCell, w: Any, xw: str, state: list[str]) -> list[str]:
+        σ, act, H = cell.recurrent_activation, cell.activation, cell.hidden_size
+        (h,) = state
+        xr, xz, xn = g.split(_layer_norm(g, xw, w.ln_ih_weight, w.bias_ih), [H, H, H])
+        hr, hz, hn = g.split(_layer_norm(g, g.linear(h, w.weight_hh), w.ln_hh_weight, w.bias_hh), [H, H, H])
+        r = g.activation(g.add(xr, hr), σ, "recurrent_activation")
+        z = g.activation(g.add(xz, hz), σ, "recurrent_activation")
+        n = g.activation(g.add(xn, g.mul(r, hn)), act, "activation")
+        one = g.b.const(torch.ones(()).numpy(), "one")
+        return [g.add(g.mul(g.sub(one, z), n), g.mul(z, h))]
+
+
 #: exact cell type -> its ONNX step (a user subclass may change the equations, so it is not matched)
 STEPS: dict[type, Any] = {
     RNNCell: ElmanStep(),
@@ -161,6 +207,8 @@ STEPS: dict[type, Any] = {
     IndRNNCell: IndRNNStep(),
     MinGRUCell: MinGRUStep(),
     MinLSTMCell: MinLSTMStep(),
+    LayerNormLSTMCell: LayerNormLSTMStep(),
+    LayerNormGRUCell: LayerNormGRUStep(),
 }
 
 

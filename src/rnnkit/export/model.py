@@ -86,6 +86,7 @@ def _check_module(module: Any) -> None:
             hint = f"; load its state_dict into rnnkit.{type(module).__name__}(same arguments) and export that"
         raise TypeError(
             "to_onnx exports rnnkit layers (rnnkit.LSTM, GRU, RNN, PeepholeLSTM, Jordan, MGU, IndRNN, MinGRU, MinLSTM, "
+            "LayerNormLSTM, LayerNormGRU, "
             "Recurrent) and "
             f"rnnkit.models.LanguageModel, not {kind}{hint}"
         )

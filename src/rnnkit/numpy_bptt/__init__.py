@@ -23,6 +23,7 @@ import numpy as np
 from rnnkit.numpy_bptt.common import ACTIVATIONS, BPTTResult, Cell, bptt, forward, loss
 from rnnkit.numpy_bptt.elman import Elman, Jordan
 from rnnkit.numpy_bptt.gru import GRU
+from rnnkit.numpy_bptt.layernorm import LayerNormGRU, LayerNormLSTM
 from rnnkit.numpy_bptt.lstm import LSTM, PeepholeLSTM
 from rnnkit.numpy_bptt.minimal import MGU, IndRNN, MinGRU, MinLSTM
 
@@ -34,6 +35,8 @@ __all__ = [
     "GRU",
     "IndRNN",
     "Jordan",
+    "LayerNormGRU",
+    "LayerNormLSTM",
     "LSTM",
     "MGU",
     "MinGRU",
@@ -58,6 +61,10 @@ def cell_from_layer(layer: Any) -> Cell:
     H, bias = cell.hidden_size, cell.bias
     if isinstance(cell, cells.GatedCell) and not cell.has_default_activations():
         raise ValueError("the NumPy reference implements the default gate activations (sigmoid, tanh) only")
+    if isinstance(cell, cells.LayerNormLSTMCell):
+        return LayerNormLSTM(H, bias=bias)
+    if isinstance(cell, cells.LayerNormGRUCell):
+        return LayerNormGRU(H, bias=bias)
     if isinstance(cell, cells.PeepholeLSTMCell):
         return PeepholeLSTM(H, proj_size=cell.proj_size, bias=bias)
     if isinstance(cell, cells.LSTMCell):

@@ -81,7 +81,7 @@ class SequenceModel(nn.Module):
         super().__init__()
         self.config = {"cell": cell, "input_size": input_size, "hidden_size": hidden_size, "output_size": output_size}
         extra: dict[str, Any] = {}
-        if cell in ("lstm", "peephole"):
+        if cell in ("lstm", "peephole", "lnlstm"):
             extra["forget_bias"] = forget_bias  # added to the forget-gate bias at init (LSTMs only)
         self.rnn = make_layer(cell, input_size, hidden_size, batch_first=True, engine=engine, dtype=dtype, **extra)
         self.head = nn.Linear(self.rnn.output_size, output_size, dtype=dtype)

@@ -205,11 +205,8 @@ def reference_buffers(cell: str, config: list[int], x: Tensor, state: list[Tenso
     spec = BY_NAME[cell]
     T, B, F = x.shape
     w = spec.weights(config, params)
-    H = (
-        config[3]
-        if spec.name == "jordan"
-        else w.weight_ih.shape[0] // {"lstm": 4, "gru": 3, "mgu": 2}.get(spec.name, 1)
-    )
+    gates = getattr(spec, "n_gates", None) or {"lstm": 4, "gru": 3, "mgu": 2}.get(spec.name, 1)
+    H = config[3] if spec.name == "jordan" else w.weight_ih.shape[0] // gates
     cell_ = spec.make_cell(config, F, H, state[0].shape[-1])
     zoneout = None
     if reg:
@@ -229,6 +226,10 @@ def reference_buffers(cell: str, config: list[int], x: Tensor, state: list[Tenso
         s = new
     states = [torch.stack([state[k], *(st[k] for st, _ in steps)]) for k in range(len(state))]
     gate = {n: torch.stack([g[n] for _, g in steps]) if T else x.new_empty(0, B, 0) for n in cell_.gate_names}
+    if spec.name in ("lnlstm", "lngru"):  # Hs, Cs, G; the kernels' statistics are private
+        lstm = spec.name == "lnlstm"
+        G = torch.cat([gate[n] for n in ("ifgo" if lstm else "rzn")], -1)
+        return [states[0], states[1] if lstm else None, G, *([None] * 7)]
     if spec.name == "lstm":
         G = torch.cat([gate[n] for n in "ifgo"], -1)
         return [states[0], states[1], G, None]

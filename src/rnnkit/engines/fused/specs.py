@@ -35,7 +35,17 @@ import torch
 from torch import Tensor
 
 from rnnkit.activations import ACTIVATIONS, activation_name
-from rnnkit.cells import GRUCell, IndRNNCell, JordanCell, LSTMCell, MGUCell, PeepholeLSTMCell, RNNCell
+from rnnkit.cells import (
+    GRUCell,
+    IndRNNCell,
+    JordanCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
+    LSTMCell,
+    MGUCell,
+    PeepholeLSTMCell,
+    RNNCell,
+)
 from rnnkit.cells.base import Weights
 
 #: activation name -> the kernels' code (csrc/rnnkit_c.h)
@@ -582,6 +592,114 @@ class MGUSpec:
         return Weights({"weight_ih": params[0], "weight_hh": params[1], "bias_ih": b[0], "bias_hh": b[1]})
 
 
+class LayerNormLSTMSpec:
+    """The layer-normalised LSTM (NG = 4 gates; :class:`LayerNormGRUSpec`: the GRU, NG = 3). config: act, rec_act,
+    bias. params: W_ih, W_hh, [b_ih, b_hh], α_x, α_h, and for the LSTM α_c, [β_c].
+
+    ``W_ih x`` has no recurrence: one GEMM over all steps here; the kernels (``lnorm.h``) do everything else,
+    its layer norm included, and on the way back sum the gains' and shifts' gradients; the weight gradients are
+    then GEMMs over all steps. Buffers: Hs (T + 1, B, H), Cs (T + 1, B, H) (LSTM), G (T, B, NG·H) the gates, Zx
+    (T, B, NG·H) = W_ih x, Yh (T, B, NG·H) the normalised W_hh h, the statistics Rh (1/σ of W_hh h), Mx, Rx (μ,
+    1/σ of W_ih x), Mc, Rc (of c_t, LSTM), each (T, B); all but Hs and Cs empty when not kept."""
+
+    name, gate_names, n_state, n_gates, cell = "lnlstm", ("i", "f", "g", "o", "c"), 2, 4, LayerNormLSTMCell
+
+    @staticmethod
+    def bf16_products(config: list[int]) -> bool:
+        return False  # float32 products under autocast
+
+    @classmethod
+    def config_and_params(cls, cell: Any, w: Any) -> tuple[list[int], list[Tensor]]:
+        config = [act_code(cell.activation), act_code(cell.recurrent_activation), int(w.bias_ih is not None)]
+        params = [w.weight_ih, w.weight_hh] + ([w.bias_ih, w.bias_hh] if config[2] else [])
+        params += [w.ln_ih_weight, w.ln_hh_weight]
+        if cls.n_gates == 4:
+            params += [w.ln_c_weight] + ([w.ln_c_bias] if config[2] else [])
+        return config, params
+
+    @classmethod
+    def _unpack(cls, config: list[int], params: list[Tensor]) -> tuple[Any, ...]:
+        """W_ih, W_hh, b_ih, b_hh, α_x, α_h, α_c, β_c (None where absent)."""
+        it = iter(params)
+        W_ih, W_hh = next(it), next(it)
+        b_ih, b_hh = (next(it), next(it)) if config[2] else (None, None)
+        a_x, a_h = next(it), next(it)
+        a_c = next(it) if cls.n_gates == 4 else None
+        b_c = next(it) if cls.n_gates == 4 and config[2] else None
+        return W_ih, W_hh, b_ih, b_hh, a_x, a_h, a_c, b_c
+
+    @classmethod
+    def pack(cls, config: list[int], params: list[Tensor], bf16: bool = False) -> list[Tensor | None]:
+        W_ih, W_hh, b_ih, b_hh, a_x, a_h, a_c, b_c = cls._unpack(config, params)
+        return [W_ih, a_x, b_ih, _k.pack(W_hh, cls.n_gates, False), b_hh, a_h, a_c, b_c]
+
+    @classmethod
+    def run(cls, config: list[int], packed: list, x: Tensor, state: list[Tensor], lengths: Tensor | None, keep: bool,
+            bf16: bool = False):  # fmt: skip
+        W_ih, *rest = packed
+        T, B, F = x.shape
+        zx = _mm(x.reshape(T * B, F), W_ih.t()).view(T, B, -1)  # W_ih x for every step at once
+        c0 = state[1] if cls.n_gates == 4 else None
+        Hs, Cs, G, Yh, Rh, Mx, Rx, Mc, Rc = _k.ln_fwd(zx, *rest, lengths, state[0], c0, config[0], config[1], keep)
+        return [Hs, Cs, G, zx if keep else x.new_empty(0), Yh, Rh, Mx, Rx, Mc, Rc]
+
+    @classmethod
+    def buffer_shapes(cls, config: list[int], x: Tensor, state: list[Tensor], keep: bool) -> list[tuple[int, ...]]:
+        (T, B, _), H = x.shape, state[0].shape[-1]
+        lstm, big, stat = cls.n_gates == 4, (T, B, cls.n_gates * H), (T, B)
+        kept = [big, big, big, stat, stat, stat, *([stat] * 2 if lstm else [(0,)] * 2)] if keep else [(0,)] * 8
+        return [(T + 1, B, H), (T + 1, B, H) if lstm else (0,), *kept]
+
+    @classmethod
+    def backward(cls, config, x, state, params, lengths, buffers, grads, needs, bf16=False) -> list[Tensor | None]:
+        W_ih, W_hh, b_ih, b_hh, a_x, a_h, a_c, b_c = cls._unpack(config, params)
+        Hs, Cs, G, Zx, Yh, Rh, Mx, Rx, Mc, Rc = buffers
+        gHs, gCs, gG = (_grad_or_none(g) for g in grads[:3])
+        gHs = torch.zeros_like(Hs) if gHs is None else gHs
+        lstm = cls.n_gates == 4
+        gCs = gCs if lstm else None
+        dZx, dZ, dh0, dc0, sums = _k.ln_bwd(G, Yh, Rh, Hs, Cs, Mc, Rc, Zx, Mx, Rx, W_hh, a_x, b_hh, a_h, a_c, b_c,
+                                            lengths, gHs, gCs, gG, config[0], config[1], needs[1])  # fmt: skip
+        T, B, GH = dZx.shape
+        dx, dW_ih = _input_grads([needs[0], needs[1 + cls.n_state]], dZx.view(T * B, GH), x, W_ih)
+        grads_p = [dW_ih, _mm(dZ.view(T * B, GH).t(), _prev(Hs))]  # dW_hh = Σ_t dZ_tᵀ h_{t-1}
+        da_x, db_x, da_h, db_h, da_c, db_c = (s.clone() for s in sums.unbind(0))  # outputs must not alias
+        grads_p += [db_x, db_h] if config[2] else []  # β_x, β_h
+        grads_p += [da_x, da_h]  # α_x, α_h
+        if lstm:
+            H = GH // 4
+            grads_p += [da_c[:H]] + ([db_c[:H]] if config[2] else [])  # α_c, β_c
+        return [dx, dh0, *([dc0] if lstm else []), *grads_p]
+
+    @classmethod
+    def outputs(cls, config: list[int], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        Hs, Cs, G = buffers[:3]
+        gates = list(G.chunk(cls.n_gates, dim=-1)) if G.dim() == 3 else []
+        if cls.n_gates == 4:
+            return Hs[1:], [Hs[-1], Cs[-1]], gates + [Cs[1:]] if gates else []
+        return Hs[1:], [Hs[-1]], gates
+
+    @classmethod
+    def make_cell(cls, config: list[int], F: int, H: int, S: int) -> Any:
+        return cls.cell(F, H, bool(config[2]), activation=_act(config[0]), recurrent_activation=_act(config[1]),
+                        device="meta")  # fmt: skip
+
+    @classmethod
+    def weights(cls, config: list[int], params: list[Tensor]) -> Weights:
+        W_ih, W_hh, b_ih, b_hh, a_x, a_h, a_c, b_c = cls._unpack(config, params)
+        names = {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": b_ih, "bias_hh": b_hh, "ln_ih_weight": a_x,
+                 "ln_hh_weight": a_h}  # fmt: skip
+        if cls.n_gates == 4:
+            names.update(ln_c_weight=a_c, ln_c_bias=b_c)
+        return Weights(names)
+
+
+class LayerNormGRUSpec(LayerNormLSTMSpec):
+    """The layer-normalised GRU: :class:`LayerNormLSTMSpec` with three gates and no memory cell."""
+
+    name, gate_names, n_state, n_gates, cell = "lngru", ("r", "z", "n"), 1, 3, LayerNormGRUCell
+
+
 #: exact cell type -> spec (a subclass may change the equations, so it is not matched)
 SPECS: dict[type, Any] = {
     RNNCell: ElmanSpec,
@@ -591,5 +709,7 @@ SPECS: dict[type, Any] = {
     PeepholeLSTMCell: LSTMSpec,
     IndRNNCell: IndRNNSpec,
     MGUCell: MGUSpec,
+    LayerNormLSTMCell: LayerNormLSTMSpec,
+    LayerNormGRUCell: LayerNormGRUSpec,
 }
 BY_NAME: dict[str, Any] = {spec.name: spec for spec in SPECS.values()}

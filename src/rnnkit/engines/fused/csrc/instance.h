@@ -11,6 +11,7 @@
 #include "elman.h"
 #include "indrnn.h"
 #include "dropout.h"
+#include "lnorm.h"
 
 static const rk_kernels RK(table) = {
     RK_ISA_STR,           RK_VBYTES,           RK(gemm_entry),     RK(pack_entry),      RK(lstm_fwd_entry),
@@ -25,6 +26,8 @@ static const rk_kernels RK(table) = {
     rk_take_long_waits,
     RK(indrnn_fwd_entry),
     RK(indrnn_bwd_entry),
+    RK(ln_fwd_entry),
+    RK(ln_bwd_entry),
 };
 #undef RK_BF16_HERE
 #undef UP

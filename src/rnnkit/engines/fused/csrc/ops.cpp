@@ -693,6 +693,108 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_bwd(const Tensor &Ys_,
     return {dPre, dPreY, dy, db, db_hy};
 }
 
+// Layer-normalised LSTM (c0 given: 4 gates) and GRU (3 gates), from zx = W_ih x of every step (lnorm.h). The
+// threads split the units for the products and the rows for the layer norms: at most one per row.
+int ln_threads(int64_t B, int64_t macs) { return (int)std::max<int64_t>(1, std::min<int64_t>(step_threads(macs), B)); }
+
+std::vector<Tensor> ln_fwd(const Tensor &zx_, const Tensor &ax_, const optional<Tensor> &bx_, const Tensor &Wp,
+                           const optional<Tensor> &bhh_, const Tensor &ah_, const optional<Tensor> &ac_,
+                           const optional<Tensor> &bc_, const optional<Tensor> &len_, const Tensor &h0_,
+                           const optional<Tensor> &c0_, int64_t act, int64_t rec, bool keep) {
+    check_input(zx_);
+    check_act(act, "activation");
+    check_act(rec, "recurrent activation");
+    const Tensor zx = zx_.contiguous();
+    const int64_t T = zx.size(0), B = zx.size(1), GH = zx.size(2), H = h0_.size(-1);
+    const bool lstm = c0_.has_value() && c0_->defined();
+    const int64_t NG = lstm ? 4 : 3;
+    TORCH_CHECK_VALUE(GH == NG * H, "rnnkit kernels: expected W_ih x of shape (T, B, ", NG * H, ") for ", NG,
+                      " gates of ", H, " units, got ", zx.sizes());
+    check_shape(h0_, {B, H}, "h0");
+    const Tensor h0 = input(h0_, zx, "h0");
+    Tensor c0;
+    if (lstm) {
+        check_shape(*c0_, {B, H}, "c0");
+        c0 = input(*c0_, zx, "c0");
+    }
+    check_packed(Wp, zx, NG, vl(zx), H, H, "packed W_hh");
+    check_shape(ax_, {GH}, "the gain of LN(W_ih x)");
+    check_shape(ah_, {GH}, "the gain of LN(W_hh h)");
+    const Tensor ax = input(ax_, zx, "the gain of LN(W_ih x)"), bx = opt(bx_, zx, "b_ih", {GH});
+    const Tensor ah = input(ah_, zx, "the gain of LN(W_hh h)"), bhh = opt(bhh_, zx, "b_hh", {GH});
+    const Tensor ac = lstm ? opt(ac_, zx, "the gain of LN(c)", {H}) : Tensor(), bc = opt(bc_, zx, "the shift of LN(c)", {H});
+    TORCH_CHECK_VALUE(!lstm || ac.defined(), "rnnkit kernels: the layer-normalised LSTM needs the gain of LN(c)");
+    const Tensor len = lengths(len_, T, B);
+    Tensor Hs = states(h0, T), Cs = lstm ? states(c0, T) : none_like(zx);
+    Tensor G = keep ? at::empty({T, B, GH}, zx.options()) : none_like(zx);
+    Tensor Yh = keep ? at::empty({T, B, GH}, zx.options()) : at::empty({B, GH}, zx.options());
+    auto stat = [&](bool want) { return keep && want ? at::empty({T, B}, zx.options()) : none_like(zx); };
+    Tensor Rh = stat(true), Mx = stat(true), Rx = stat(true), Mc = stat(lstm), Rc = stat(lstm);
+    const int64_t es = zx.element_size();
+    const rk_ln_fwd_args a = {T, B, H, NG, (int)act, (int)rec, (int)keep, ptr(zx), ptr(ax), ptr(bx), ptr(Wp), ptr(bhh),
+                              ptr(ah), ptr(ac), ptr(bc), lptr(len), ptr(h0), ptr(c0), (char *)mptr(Hs) + B * H * es,
+                              lstm ? (char *)mptr(Cs) + B * H * es : nullptr, mptr(G), mptr(Yh), mptr(Rh), mptr(Mx),
+                              mptr(Rx), mptr(Mc), mptr(Rc), ln_threads(B, B * GH * H)};
+    if (T > 0 && B > 0) kernels(zx).ln_fwd(&a), contended(kernels(zx), a.nth, T);
+    return {Hs, Cs, G, keep ? Yh : none_like(zx), Rh, Mx, Rx, Mc, Rc};
+}
+
+std::vector<Tensor> ln_bwd(const Tensor &G_, const Tensor &Yh_, const Tensor &Rh_, const Tensor &Hs_, const Tensor &Cs_,
+                           const Tensor &Mc_, const Tensor &Rc_, const Tensor &Zx_, const Tensor &Mx_, const Tensor &Rx_,
+                           const Tensor &W_hh, const Tensor &ax_, const optional<Tensor> &bhh_, const Tensor &ah_,
+                           const optional<Tensor> &ac_, const optional<Tensor> &bc_, const optional<Tensor> &len_,
+                           const Tensor &gHs_, const optional<Tensor> &gCs_, const optional<Tensor> &gG_, int64_t act,
+                           int64_t rec, bool need_dh0) {
+    check_real(G_, "G");
+    TORCH_CHECK_VALUE(G_.dim() == 3 && Hs_.dim() == 3, "rnnkit kernels: expected gates (T, B, NG·H) and Hs (T + 1, B, H)");
+    const int64_t T = G_.size(0), B = G_.size(1), GH = G_.size(2), H = Hs_.size(2), NG = H ? GH / H : 0;
+    TORCH_CHECK_VALUE((NG == 3 || NG == 4) && GH == NG * H, "rnnkit kernels: expected 3 or 4 gates of ", H,
+                      " units, got ", GH, " values");
+    const bool lstm = NG == 4;
+    const Tensor G = input(G_, G_, "G");
+    check_shape(Yh_, {T, B, GH}, "Yh");
+    check_shape(Zx_, {T, B, GH}, "Zx");
+    check_shape(Rh_, {T, B}, "Rh");
+    check_shape(Mx_, {T, B}, "Mx");
+    check_shape(Rx_, {T, B}, "Rx");
+    check_shape(Hs_, {T + 1, B, H}, "Hs");
+    check_shape(W_hh, {GH, H}, "W_hh");
+    check_shape(gHs_, {T + 1, B, H}, "the gradient of Hs");
+    check_shape(ax_, {GH}, "the gain of LN(W_ih x)");
+    check_shape(ah_, {GH}, "the gain of LN(W_hh h)");
+    const Tensor Yh = input(Yh_, G, "Yh"), Rh = input(Rh_, G, "Rh"), Hs = input(Hs_, G, "Hs");
+    const Tensor Zx = input(Zx_, G, "Zx"), Mx = input(Mx_, G, "Mx"), Rx = input(Rx_, G, "Rx");
+    const Tensor W = padded(input(W_hh, G, "W_hh")), gHs = input(gHs_, G, "the gradient of Hs");
+    const Tensor ax = input(ax_, G, "the gain of LN(W_ih x)");
+    const Tensor ah = input(ah_, G, "the gain of LN(W_hh h)"), bhh = opt(bhh_, G, "b_hh", {GH});
+    Tensor Cs, Mc, Rc, ac, bc, gCs;
+    if (lstm) {
+        check_shape(Cs_, {T + 1, B, H}, "Cs");
+        check_shape(Mc_, {T, B}, "Mc");
+        check_shape(Rc_, {T, B}, "Rc");
+        Cs = input(Cs_, G, "Cs"), Mc = input(Mc_, G, "Mc"), Rc = input(Rc_, G, "Rc");
+        ac = opt(ac_, G, "the gain of LN(c)", {H}), bc = opt(bc_, G, "the shift of LN(c)", {H});
+        TORCH_CHECK_VALUE(ac.defined(), "rnnkit kernels: the layer-normalised LSTM needs the gain of LN(c)");
+        gCs = opt(gCs_, G, "the gradient of Cs", {T + 1, B, H});
+    }
+    const Tensor gG = opt(gG_, G, "the gradient of G", {T, B, GH}), len = lengths(len_, T, B);
+    const int nth = ln_threads(B, B * GH * H);
+    Tensor dh = at::zeros({B, H}, G.options()), dh2 = at::empty({B, H}, G.options());
+    Tensor dc = lstm ? at::zeros({B, H}, G.options()) : none_like(G);
+    Tensor dZx = at::empty({T, B, GH}, G.options()), dZ = at::empty({T, B, GH}, G.options());
+    Tensor sums = at::zeros({nth, 6, GH}, G.options()), scratch = at::empty({nth, 2, GH}, G.options());
+    const int64_t es = G.element_size();
+    const rk_ln_bwd_args a = {T, B, H, NG, (int)act, (int)rec, (int)need_dh0, ptr(G), ptr(Yh), ptr(Rh), ptr(Hs),
+                              ptr(Cs), ptr(Mc), ptr(Rc), ptr(Zx), ptr(Mx), ptr(Rx), ptr(W), W.size(1), ptr(ax), ptr(bhh),
+                              ptr(ah), ptr(ac), ptr(bc), lptr(len), (const char *)ptr(gHs) + B * H * es,
+                              gCs.defined() ? (const char *)ptr(gCs) + B * H * es : nullptr, ptr(gG), mptr(dZx),
+                              mptr(dZ), mptr(dh), mptr(dh2), mptr(dc), mptr(sums), mptr(scratch), nth};
+    if (T > 0 && B > 0) kernels(G).ln_bwd(&a), contended(kernels(G), a.nth, T);
+    dh.add_(gHs.select(0, 0));  // Hs[0] is the initial state itself
+    if (gCs.defined()) dc.add_(gCs.select(0, 0));
+    return {dZx, dZ, dh, dc, nth > 1 ? sums.sum(0) : sums.select(0, 0)};
+}
+
 }  // namespace
 
 // One token through a unidirectional stack (Stepper, engines/fused/stepper.py): each layer's forward kernel for
@@ -790,4 +892,11 @@ TORCH_LIBRARY(rnnkit_c, m) {
           "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
           &jordan_bwd);
     m.def("step(str cell, Tensor x, Tensor[] state, Tensor?[] packed, int[] config) -> Tensor[]", &step);
+    m.def("ln_fwd(Tensor zx, Tensor ax, Tensor? bx, Tensor Wp, Tensor? b_hh, Tensor ah, Tensor? ac, Tensor? bc, "
+          "Tensor? lengths, Tensor h0, Tensor? c0, int act, int rec_act, bool keep) -> Tensor[]",
+          &ln_fwd);
+    m.def("ln_bwd(Tensor G, Tensor Yh, Tensor Rh, Tensor Hs, Tensor Cs, Tensor Mc, Tensor Rc, Tensor Zx, Tensor Mx, "
+          "Tensor Rx, Tensor W_hh, Tensor ax, Tensor? b_hh, Tensor ah, Tensor? ac, Tensor? bc, Tensor? lengths, "
+          "Tensor gHs, Tensor? gCs, Tensor? gG, int act, int rec_act, bool need_dh0) -> Tensor[]",
+          &ln_bwd);
 }

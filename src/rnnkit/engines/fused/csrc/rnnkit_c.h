@@ -214,6 +214,39 @@ typedef struct {
     int nth;
 } rk_indrnn_bwd_args;
 
+/* Layer-normalised LSTM (NG = 4) and GRU (NG = 3, reset after the product), lnorm.h. zx (T, B, NG·H) = W_ih x of
+   every step (one GEMM by the caller); ax, bx = α_x, β_x (NG·H, bx may be NULL); Wp: W_hh packed (NG gates, VL
+   units); bhh = β_h (NG·H) or NULL, ah = α_h (NG·H), ac = α_c and bc = β_c (H, bc may be NULL; LSTM). Forward
+   writes Hs (T, B, H) = h_1 … h_T, Cs (T, B, H) = c_1 … c_T (LSTM), G (T, B, NG·H) the activated gates, Yh (T,
+   B, NG·H) the normalised W_hh h_{t-1} (keep = 0: a (B, NG·H) scratch), Rh (T, B) its 1/σ, Mx, Rx (T, B) the
+   mean and 1/σ of W_ih x, Mc, Rc (T, B) those of c_t (LSTM); all but Hs, Cs and Yh NULL when not kept. */
+typedef struct {
+    long T, B, H, NG;
+    int act, rec_act, keep;
+    const void *zx, *ax, *bx, *Wp, *bhh, *ah, *ac, *bc;
+    const int64_t *len;
+    const void *h0, *c0;
+    void *Hs, *Cs, *G, *Yh, *Rh, *Mx, *Rx, *Mc, *Rc;
+    int nth;
+} rk_ln_fwd_args;
+
+/* Backward: Hs, Cs (T + 1, B, H) = states 0 … T; gout (T, B, H) = dL/dh_t and gC (T, B, H) = dL/dc_t from
+   outside (gC, gG (T, B, NG·H) may be NULL); W = W_hh (NG·H × ldw). Out: dZx (T, B, NG·H) = dL/d(W_ih x), dZ =
+   dL/d(W_hh h); dh, dc (B, H) = dL/dh_0, dL/dc_0 (start at zero); per thread (nth × 6 × NG·H, zeroed) the sums
+   of dL/dα_x, dβ_x, dα_h, dβ_h, dα_c, dβ_c (the last two in their first H); dh2 (B, H) and scratch (nth × 2 ×
+   NG·H) scratch. */
+typedef struct {
+    long T, B, H, NG;
+    int act, rec_act, need_dh0;
+    const void *G, *Yh, *Rh, *Hs, *Cs, *Mc, *Rc, *Zx, *Mx, *Rx, *W;
+    long ldw;
+    const void *ax, *bhh, *ah, *ac, *bc;
+    const int64_t *len;
+    const void *gout, *gC, *gG;
+    void *dZx, *dZ, *dh, *dh2, *dc, *sums, *scratch;
+    int nth;
+} rk_ln_bwd_args;
+
 /* Inverted dropout with a hashed mask: y = x · keep(seed, i) / (1 − p), 0 < p < 1. */
 typedef struct {
     long n;
@@ -243,6 +276,8 @@ typedef struct {
     long (*take_long_waits)(void);            /* barrier waits that had to yield since the last call (pool.h) */
     void (*indrnn_fwd)(const rk_indrnn_fwd_args *);
     void (*indrnn_bwd)(const rk_indrnn_bwd_args *);
+    void (*ln_fwd)(const rk_ln_fwd_args *);   /* layer-normalised LSTM and GRU (lnorm.h) */
+    void (*ln_bwd)(const rk_ln_bwd_args *);
 } rk_kernels;
 
 /* One per compiled instruction set: [0] float, [1] double. */
