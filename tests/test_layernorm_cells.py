@@ -459,7 +459,7 @@ def test_opcheck(kind: str) -> None:
     state = [torch.randn(2, s, dtype=D, requires_grad=True) for s in cell.state_sizes]
     params = [p.detach().requires_grad_() for p in params]
     torch.library.opcheck(torch.ops.rnnkit.sequence.default,
-                          (spec.name, config, x, state, params, torch.tensor([4, 2]), True, False))  # fmt: skip
+                          (spec.name, config, x, state, params, torch.tensor([4, 2]), True, False, []))  # fmt: skip
 
 
 @pytest.mark.parametrize("cell", ["lnlstm", "lngru"])

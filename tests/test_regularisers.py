@@ -42,7 +42,10 @@ def make(kind: str, **kw) -> Recurrent:
     raise AssertionError(kind)
 
 
-NEW_CELLS = {"mgu": rnnkit.MGU, "indrnn": rnnkit.IndRNN, "mingru": rnnkit.MinGRU, "minlstm": rnnkit.MinLSTM}
+NEW_CELLS = {
+    "mgu": rnnkit.MGU, "indrnn": rnnkit.IndRNN, "mingru": rnnkit.MinGRU, "minlstm": rnnkit.MinLSTM,
+    "lnlstm": rnnkit.LayerNormLSTM, "lngru": rnnkit.LayerNormGRU,
+}  # fmt: skip
 
 
 # ---- the hash -------------------------------------------------------------------------------------------------
@@ -579,18 +582,19 @@ def test_to_torch_refuses_a_layer_whose_options_torch_lacks() -> None:
 @pytest.mark.parametrize("kind", list(NEW_CELLS))
 @pytest.mark.parametrize("cfg", range(len(FUSED_CONFIGS)))
 def test_newer_cells_auto_equals_reference_under_one_seed(kind: str, cfg: int) -> None:
-    """MGU, IndRNN, minGRU, minLSTM take every regulariser they have a place for: "auto" (their fast paths for input
-    and weight dropout, the reference loop for the in-loop ones) gives the reference's numbers under one seed."""
+    """MGU, IndRNN, minGRU, minLSTM and the layer-norm cells take every regulariser they have a place for: "auto"
+    (their fast paths for input and weight dropout, the reference loop for the in-loop ones) gives the reference's
+    numbers under one seed."""
     options = {k: v for k, v in FUSED_CONFIGS[cfg].items() if k != "zoneout_cell"}
     if kind in ("mingru", "minlstm"):  # no recurrent product: nothing for recurrent dropout to mask
         options.pop("recurrent_dropout", None)
-    if kind != "mgu":  # IndRNN's u is a vector, the min cells have no recurrent weight
+    if kind in ("indrnn", "mingru", "minlstm"):  # IndRNN's u is a vector, the min cells have no recurrent weight
         options.pop("weight_dropout", None)
     options.setdefault("bidirectional", True)
     layer = make(kind, num_layers=2, **options)
     T, B = 7, 3
     x = torch.randn(T, B, IN, dtype=F64)
-    hx = (torch.randn(4, B, HID, dtype=F64),)
+    hx = tuple(torch.randn(4, B, s, dtype=F64) for s in layer.cells[0].state_sizes)
     lengths = torch.tensor([7, 3, 5])
     ref = run_and_grad(layer, "reference", 5, x, hx, lengths)
     auto = run_and_grad(layer, "auto", 5, x, hx, lengths)

@@ -304,6 +304,7 @@ class LayerNormLSTM(Recurrent):
         recurrent_activation: str | Activation = "sigmoid",
         recurrent_init: str = "uniform",
         engine: str = "auto",
+        **options: Any,
     ) -> None:
         self.proj_size = 0
         kwargs = {
@@ -314,7 +315,7 @@ class LayerNormLSTM(Recurrent):
         }
         super().__init__(
             LayerNormLSTMCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, engine=engine, cell_kwargs=kwargs,
+            device, dtype, engine=engine, cell_kwargs=kwargs, **options,
         )  # fmt: skip
 
 
@@ -338,6 +339,7 @@ class LayerNormGRU(Recurrent):
         recurrent_activation: str | Activation = "sigmoid",
         recurrent_init: str = "uniform",
         engine: str = "auto",
+        **options: Any,
     ) -> None:
         self.proj_size = 0
         kwargs = {
@@ -347,7 +349,7 @@ class LayerNormGRU(Recurrent):
         }
         super().__init__(
             LayerNormGRUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, engine=engine, cell_kwargs=kwargs,
+            device, dtype, engine=engine, cell_kwargs=kwargs, **options,
         )  # fmt: skip
 
 

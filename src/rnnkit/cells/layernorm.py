@@ -86,6 +86,7 @@ class LayerNormLSTMCell(_LayerNormGated):
     """
 
     gate_names = ("i", "f", "g", "o", "c")
+    supports_recurrent_dropout = True
     n_gates = 4
 
     def __init__(
@@ -133,7 +134,8 @@ class LayerNormLSTMCell(_LayerNormGated):
     def recurrence(self, xw: Tensor, state: State, w: Any) -> tuple[State, Gates]:
         σ, act = self.recurrent_activation, self.activation
         h, c = state  # (B, H), (B, H)
-        hw = layer_norm(F.linear(h, w.weight_hh), w.ln_hh_weight, w.bias_hh)  # LN(W_hh h; α_h, β_h): (B, 4H)
+        hd = self.recurrent_input(h, w)  # h where it meets W_hh (recurrent dropout); c and h carry on unmasked
+        hw = layer_norm(F.linear(hd, w.weight_hh), w.ln_hh_weight, w.bias_hh)  # LN(W_hh h; α_h, β_h): (B, 4H)
         a_i, a_f, a_g, a_o = (xw + hw).chunk(4, dim=-1)  # each (B, H): the two normalised halves added
         i = σ(a_i)  # input gate
         f = σ(a_f)  # forget gate
@@ -168,6 +170,7 @@ class LayerNormGRUCell(_LayerNormGated):
     """
 
     gate_names = ("r", "z", "n")
+    supports_recurrent_dropout = True
     n_gates = 3
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...] | None]:
@@ -177,7 +180,8 @@ class LayerNormGRUCell(_LayerNormGated):
         σ, act = self.recurrent_activation, self.activation
         (h,) = state  # (B, H)
         x_r, x_z, x_n = xw.chunk(3, dim=-1)  # each (B, H): LN(W_ih x; α_x, β_x)
-        h_r, h_z, h_n = layer_norm(F.linear(h, w.weight_hh), w.ln_hh_weight, w.bias_hh).chunk(3, dim=-1)  # LN(W_hh h)
+        hd = self.recurrent_input(h, w)  # h where it meets W_hh (recurrent dropout); z ⊙ h keeps h itself
+        h_r, h_z, h_n = layer_norm(F.linear(hd, w.weight_hh), w.ln_hh_weight, w.bias_hh).chunk(3, dim=-1)  # LN(W_hh h)
         r = σ(x_r + h_r)  # reset gate
         z = σ(x_z + h_z)  # update gate
         n = act(x_n + r * h_n)  # candidate: reset applied to the normalised recurrent part
