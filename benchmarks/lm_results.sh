@@ -2,7 +2,8 @@
 # Language-model results for docs/results.md: every number there comes from this script.
 #   RNNKIT_DATA_DIR=/path/to/shared/data bash benchmarks/lm_results.sh [OUT_DIR] [GROUP...]
 # GROUP: core (recommended GRU + d2l LSTM on the Time Machine, shakespeare 75 s), word, cells (the other cells
-# with both presets), shakespeare-long (180 s, 600 s), quickstart (default: all, in this order).
+# with both presets), shakespeare-long (180 s, 600 s), quickstart (default: all, in this order), regularised (the
+# regularised preset on the Time Machine, then shakespeare 180 s and 600 s unregularised and 600 s regularised).
 # THREADS (default 0 = torch's default, 2 here): torch threads; use 1 on a machine shared with other jobs.
 # One run at a time; each run's scores (best checkpoint by validation loss) go to OUT_DIR/results.jsonl.
 set -uo pipefail
@@ -34,8 +35,8 @@ PY
 TM=(--data timemachine --lm.normalize d2l --lm.split 0.9,0.05,0.05 --max-time 180 --eval-every 50)
 shakespeare() {  # SECONDS [ARGS]: nanoGPT's shakespeare_char split, scored over the whole val part in 64-token windows
   local t=$1; shift
-  run "shakespeare-rec-${t}s" "--window 64" --preset recommended --data tinyshakespeare --lm.split 0.9,0.1,0 \
-    --lm.eval_window 64 --eval-every 200 --max-time "$t" "$@"
+  run "shakespeare-${PRESET:-rec}-${t}s" "--window 64" --preset "${PRESET_NAME:-recommended}" --data tinyshakespeare \
+    --lm.split 0.9,0.1,0 --lm.eval_window 64 --eval-every 200 --max-time "$t" "$@"
 }
 
 for g in $GROUPS_; do case $g in
@@ -51,6 +52,10 @@ for g in $GROUPS_; do case $g in
   word)  # word-level Time Machine (d2l normalisation), words seen fewer than 3 times -> <unk>
     run "tm-word-gru" "" --preset recommended "${TM[@]}" --lm.level word --lm.min_freq 3 --lm.num_steps 32 \
       --model.embed_size 128 --model.hidden_size 256 ;;
+  regularised)  # the regularised preset (zoneout, DropConnect) against the recommended one, back to back
+    run tm-reg-gru "" --preset regularised "${TM[@]}"
+    shakespeare 180 --epochs 0; shakespeare 600 --epochs 0
+    PRESET=reg PRESET_NAME=regularised shakespeare 600 --epochs 0 ;;
   quickstart)  # README's `rnnkit train` with no arguments (embedded stdlib corpus, recommended preset)
     run "quickstart" "" ;;
 esac; done
