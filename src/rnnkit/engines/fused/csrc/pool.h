@@ -12,6 +12,7 @@
    partner was descheduled. */
 #include <sched.h>
 #include <stdatomic.h>
+#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -43,9 +44,11 @@ typedef struct {
     atomic_int sense;
 } rk_barrier;
 
-/* Waits that outlasted the spinning (the partner thread was descheduled: another process wants the core).
-   ops.cpp reads and resets the count after each kernel; many of them make it run the next calls on one
-   thread for a while, since a kernel whose threads meet every step runs at the pace of the slowest. */
+/* Waits of a millisecond or more: the partner thread was descheduled (another process wants the core), which
+   costs a scheduler time slice. ops.cpp reads and resets the count after each kernel; many of them make it run
+   the next calls on one thread for a while, since a kernel whose threads meet every step runs at the pace of
+   the slowest. A shorter wait is only uneven work (at 1024 hidden units a step takes ~1 ms per thread, and the
+   threads arrive tens of µs apart): counting those sent big kernels to one thread on a quiet machine. */
 static atomic_long rk_long_waits;
 
 static long rk_take_long_waits(void) { return atomic_exchange(&rk_long_waits, 0); }
@@ -59,13 +62,21 @@ static void rk_barrier_wait(rk_barrier *b, int nth, int *sense) {
         atomic_store_explicit(&b->sense, s, memory_order_release);
         return;
     }
-    for (long spins = 0; atomic_load_explicit(&b->sense, memory_order_acquire) != s; spins++) {
+    struct timespec t0 = {0, 0};
+    long spins = 0;
+    for (; atomic_load_explicit(&b->sense, memory_order_acquire) != s; spins++) {
         if (spins < 2000) {
             rk_relax();
             continue;
         }
-        if (spins == 2000) atomic_fetch_add_explicit(&rk_long_waits, 1, memory_order_relaxed);
+        if (spins == 2000) clock_gettime(CLOCK_MONOTONIC, &t0); /* past the spinning: time the rest */
         sched_yield();
+    }
+    if (spins > 2000) {
+        struct timespec t1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) >= 1000000L)
+            atomic_fetch_add_explicit(&rk_long_waits, 1, memory_order_relaxed);
     }
 }
 
