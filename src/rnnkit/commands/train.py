@@ -114,10 +114,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 # al. 2017; inside the fused GRU kernels) and DropConnect 0.3 on W_hh (Merity et al. 2018, milder than
 # AWD-LSTM's 0.5 for this small model; one mask per call, outside the kernels), and a 40-epoch cap, so that
 # the cosine schedule spans a 10-minute tiny-shakespeare run (~15 s per epoch at full speed) instead of
-# annealing at 10 epochs. Provisional: chosen on 60-s Time Machine runs (d2l normalisation, 90/5/5) on a
-# shared, loaded 2-core machine (5–23k tokens/s, 145–681 steps), which showed every option training at a
-# few % per-step cost but ended before the overfitting regime the regularisers are for; the measured
-# comparison (docs/results.md) is to settle the values.
+# annealing at 10 epochs. Provisional: chosen on short runs, and measured since (docs/results.md,
+# 2026-12-02) it does not beat the recommended preset yet — on tiny-shakespeare's 10 minutes the 2 × 256 GRU
+# under-fits with these regularisers (val 1.501 against 1.468 without), on the Time Machine it ties (3.75).
 PRESETS["regularised"] = {
     **PRESETS["recommended"],
     "epochs": 40,
