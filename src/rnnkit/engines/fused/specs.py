@@ -494,19 +494,13 @@ class IndRNNSpec:
         db = dPre.sum((0, 1))
         return [dx, dh0, dW_ih, du, *([db, db.clone()] if config[1] else [])]
 
-    @staticmethod
-    def outputs(config: list[int], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        (Hs,) = buffers
-        return Hs[1:], [Hs[-1]], [Hs[1:]]
+    # Elman's buffer (Hs) and parameter layout (W_ih, W_hh = u, [b_ih, b_hh]), so Elman's readers serve
+    outputs = staticmethod(ElmanSpec.outputs)
+    weights = staticmethod(ElmanSpec.weights)
 
     @staticmethod
     def make_cell(config: list[int], F: int, H: int, S: int) -> Any:
         return IndRNNCell(F, H, bool(config[1]), activation=_act(config[0]), device="meta")
-
-    @staticmethod
-    def weights(config: list[int], params: list[Tensor]) -> Weights:
-        b = params[2:4] if config[1] else (None, None)
-        return Weights({"weight_ih": params[0], "weight_hh": params[1], "bias_ih": b[0], "bias_hh": b[1]})
 
 
 class MGUSpec:
