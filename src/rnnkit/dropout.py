@@ -34,10 +34,10 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     fast = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
     if p == 1 or not fast or not build.available():
         return F.dropout(x, p, training=True)
-    from rnnkit.engines.fused import ops  # noqa: F401  (registers rnnkit::dropout)
+    from rnnkit.engines.fused.ops import call_dropout
 
     seed = torch.randint(0, 2**62, (1,))  # torch's CPU generator: seeded runs repeat exactly
-    return torch.ops.rnnkit.dropout(x, float(p), seed)
+    return call_dropout(x, float(p), seed)
 
 
 class Dropout(nn.Module):

@@ -168,9 +168,9 @@ class CallMasks:
             return w
         key = self.key(k, WEIGHT)
         if w.device.type == "cpu" and w.dtype in (torch.float32, torch.float64) and build.available():
-            from rnnkit.engines.fused import ops  # noqa: F401  (registers rnnkit::dropout)
+            from rnnkit.engines.fused.ops import call_dropout
 
-            return torch.ops.rnnkit.dropout(w, float(p), key)
+            return call_dropout(w, float(p), key)
         return w * dropout_mask(key, tuple(w.shape), p, w)
 
     def zoneout_probs(self) -> tuple[float, float]:

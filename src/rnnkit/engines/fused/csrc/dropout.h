@@ -16,11 +16,18 @@ typedef struct {
 
 static void RK(dropout_task)(void *ctx, int tid, int nth) {
     const RK(dropout_job) *j = ctx;
+    /* The job's fields in locals, the arrays `restrict`: called through OpenMP's outlined function, the loop
+       cannot see that y does not overlap *j, and reloading j->x… after every store kept it scalar — 16×
+       slower on two threads than on one (measured: 450 against 28 µs for 2^18 floats). */
+    const REAL *restrict x = j->x;
+    REAL *restrict y = j->y;
+    const uint32_t key = j->key, threshold = j->threshold;
+    const REAL scale = j->scale;
     long lo, hi;
     rk_share(j->n, tid, nth, &lo, &hi);
     for (long i = lo; i < hi; i++) {
-        const uint32_t u = rk_hash32((uint32_t)i ^ j->key);
-        j->y[i] = u >= j->threshold ? j->x[i] * j->scale : 0;
+        const uint32_t u = rk_hash32((uint32_t)i ^ key);
+        y[i] = u >= threshold ? x[i] * scale : 0;
     }
 }
 

@@ -366,12 +366,27 @@ void check_input(const Tensor &x) {
     TORCH_CHECK_VALUE(x.dim() == 3, "rnnkit kernels: expected x of shape (T, B, F), got ", x.sizes());
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp,
-                                                     const optional<Tensor> &Whrp, const optional<Tensor> &bias_,
-                                                     const optional<Tensor> &peep_, const optional<Tensor> &len_,
-                                                     const Tensor &h0_, const Tensor &c0_, int64_t act, int64_t rec,
-                                                     bool keep, bool bf16, const optional<Tensor> &zone,
-                                                     const optional<Tensor> &rmask) {
+// Where a forward writes its new states. Default: (T + 1, B, ·) buffers it allocates, row 0 the initial state
+// (the layer's and the backward's layout). The stepper passes its own (B, ·) rows instead (T = 1): no buffers,
+// no copies of the initial state, no gathering of the layers' rows afterwards.
+struct Into {
+    void *h = nullptr, *c = nullptr;
+};
+
+// The new states' destination: `into`'s row, or row 1 of the buffer `s0` starts (allocated here into `buf`).
+void *state_rows(const Into *into, void *Into::*which, const Tensor &s0, int64_t T, Tensor &buf) {
+    if (into) return into->*which;
+    buf = states(s0, T);
+    return (char *)buf.data_ptr() + s0.numel() * s0.element_size();
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd_into(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp,
+                                                          const optional<Tensor> &Whrp, const optional<Tensor> &bias_,
+                                                          const optional<Tensor> &peep_, const optional<Tensor> &len_,
+                                                          const Tensor &h0_, const Tensor &c0_, int64_t act,
+                                                          int64_t rec, bool keep, bool bf16,
+                                                          const optional<Tensor> &zone, const optional<Tensor> &rmask,
+                                                          const Into *into) {
     check_input(x_);
     check_act(act, "activation");
     check_act(rec, "recurrent activation");
@@ -400,19 +415,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x_, const Tens
     if (proj) check_packed(*Whrp, x, 1, 4 * v, P, H, "packed W_hr");
     const Tensor bias = opt(bias_, x, "bias", {4 * H}), peep = opt(peep_, x, "peepholes", {3, H});
     const Tensor len = lengths(len_, T, B);
-    Tensor Hs = states(h0, T), Cs = states(c0, T);
+    Tensor Hs, Cs;
+    void *hout = state_rows(into, &Into::h, h0, T, Hs), *cout = state_rows(into, &Into::c, c0, T, Cs);
     Tensor G = keep ? at::empty({T, B, 4 * H}, x.options()) : none_like(x);
     Tensor M = proj ? at::empty({T, B, H}, x.options()) : none_like(x);
     const Reg reg = regularisers(zone, rmask, x, B, S, &h0, false);
     TORCH_CHECK_VALUE(!(bf16 && reg.on), "rnnkit kernels: bf16 products take no regularisers");
     rk_lstm_fwd_args a = {T, B, H, P, F, (int)act, (int)rec, ptr(x), ptr(Wxp), ptr(Wp),
                                 proj ? ptr(*Whrp) : nullptr, ptr(bias), ptr(peep), lptr(len), ptr(h0), ptr(c0),
-                                (char *)mptr(Hs) + B * S * x.element_size(), (char *)mptr(Cs) + B * H * x.element_size(),
-                                mptr(G), mptr(M), step_threads(B * 4 * H * (F + S) + B * P * H),
+                                hout, cout, mptr(G), mptr(M), step_threads(B * 4 * H * (F + S) + B * P * H),
                                 bf16 ? bf16_mode() : 0, kpad(F), kpad(S), ptr(xb), mptr(hb)};
     a.reg = reg.ptr();
     if (T > 0 && B > 0) kernels(x).lstm_fwd(&a), contended(kernels(x), a.nth, T);
     return {Hs, Cs, G, M};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x, const Tensor &Wxp, const Tensor &Wp,
+                                                     const optional<Tensor> &Whrp, const optional<Tensor> &bias,
+                                                     const optional<Tensor> &peep, const optional<Tensor> &len,
+                                                     const Tensor &h0, const Tensor &c0, int64_t act, int64_t rec,
+                                                     bool keep, bool bf16, const optional<Tensor> &zone,
+                                                     const optional<Tensor> &rmask) {
+    return lstm_fwd_into(x, Wxp, Wp, Whrp, bias, peep, len, h0, c0, act, rec, keep, bf16, zone, rmask, nullptr);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
@@ -468,11 +492,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     return {dPre, dh, dc, db, dpeep, dHt};
 }
 
-std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp,
-                                           const optional<Tensor> &Wnp, const optional<Tensor> &bih_,
-                                           const optional<Tensor> &bhh_, const optional<Tensor> &len_, const Tensor &h0_,
-                                           int64_t act, int64_t rec, bool reset_after, bool keep, bool bf16,
-                                           const optional<Tensor> &zone, const optional<Tensor> &rmask) {
+std::tuple<Tensor, Tensor, Tensor> gru_fwd_into(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp,
+                                                const optional<Tensor> &Wnp, const optional<Tensor> &bih_,
+                                                const optional<Tensor> &bhh_, const optional<Tensor> &len_,
+                                                const Tensor &h0_, int64_t act, int64_t rec, bool reset_after,
+                                                bool keep, bool bf16, const optional<Tensor> &zone,
+                                                const optional<Tensor> &rmask, const Into *into) {
     check_input(x_);
     check_act(act, "activation");
     check_act(rec, "recurrent activation");
@@ -499,7 +524,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, 
         check_packed(*Wnp, x, 1, v, H, H, "packed W_hn");
     }
     const Tensor bih = opt(bih_, x, "b_ih", {3 * H}), bhh = opt(bhh_, x, "b_hh", {3 * H}), len = lengths(len_, T, B);
-    Tensor Hs = states(h0, T);
+    Tensor Hs;
+    void *hout = state_rows(into, &Into::h, h0, T, Hs);
     Tensor G = keep ? at::empty({T, B, 3 * H}, x.options()) : none_like(x);
     Tensor HN = keep ? at::empty({T, B, H}, x.options()) : none_like(x);
     Tensor scratch = (!keep && !reset_after) ? at::empty({B, 4 * H}, x.options()) : none_like(x);
@@ -507,12 +533,20 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x_, const Tensor &Wxp, 
     TORCH_CHECK_VALUE(!(bf16 && reg.on), "rnnkit kernels: bf16 products take no regularisers");
     rk_gru_fwd_args a = {T, B, H, F, (int)act, (int)rec, (int)reset_after, ptr(x), ptr(Wxp), ptr(Wp),
                                reset_after ? nullptr : ptr(*Wnp), ptr(bih), ptr(bhh), lptr(len), ptr(h0),
-                               (char *)mptr(Hs) + B * H * x.element_size(), mptr(G), mptr(HN), mptr(scratch),
+                               hout, mptr(G), mptr(HN), mptr(scratch),
                                step_threads(B * 3 * H * (F + H)), bf16 ? (int)bf16_mode() : 0, kpad(F), kpad(H),
                                ptr(xb), mptr(hb)};
     a.reg = reg.ptr();
     if (T > 0 && B > 0) kernels(x).gru_fwd(&a), contended(kernels(x), a.nth, T);
     return {Hs, G, HN};
+}
+
+std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x, const Tensor &Wxp, const Tensor &Wp,
+                                           const optional<Tensor> &Wnp, const optional<Tensor> &bih,
+                                           const optional<Tensor> &bhh, const optional<Tensor> &len, const Tensor &h0,
+                                           int64_t act, int64_t rec, bool reset_after, bool keep, bool bf16,
+                                           const optional<Tensor> &zone, const optional<Tensor> &rmask) {
+    return gru_fwd_into(x, Wxp, Wp, Wnp, bih, bhh, len, h0, act, rec, reset_after, keep, bf16, zone, rmask, nullptr);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, const Tensor &HN_, const Tensor &Hs_,
@@ -557,9 +591,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, con
     return {dPre, dHH, dh, db_ih, db_hh};
 }
 
-Tensor elman_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp, const optional<Tensor> &bias_,
-                 const optional<Tensor> &len_, const Tensor &h0_, int64_t act, const optional<Tensor> &zone,
-                 const optional<Tensor> &rmask) {
+Tensor elman_fwd_into(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp, const optional<Tensor> &bias_,
+                      const optional<Tensor> &len_, const Tensor &h0_, int64_t act, const optional<Tensor> &zone,
+                      const optional<Tensor> &rmask, const Into *into) {
     check_input(x_);
     check_act(act, "activation");
     const Tensor x = x_.contiguous();
@@ -569,13 +603,20 @@ Tensor elman_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp, const op
     check_packed(Wxp, x, 1, 4 * v, H, F, "packed W_ih");
     check_packed(Wp, x, 1, 4 * v, H, H, "packed W_hh");
     const Tensor bias = opt(bias_, x, "bias", {H}), len = lengths(len_, T, B);
-    Tensor Hs = states(h0, T);
+    Tensor Hs;
+    void *hout = state_rows(into, &Into::h, h0, T, Hs);
     const Reg reg = regularisers(zone, rmask, x, B, H, &h0, false);
     rk_elman_fwd_args a = {T, B, H, F, (int)act, ptr(x), ptr(Wxp), ptr(Wp), ptr(bias), lptr(len), ptr(h0),
-                           (char *)mptr(Hs) + B * H * x.element_size(), step_threads(B * H * (F + H))};
+                           hout, step_threads(B * H * (F + H))};
     a.reg = reg.ptr();
     if (T > 0 && B > 0) kernels(x).elman_fwd(&a), contended(kernels(x), a.nth, T);
     return Hs;
+}
+
+Tensor elman_fwd(const Tensor &x, const Tensor &Wxp, const Tensor &Wp, const optional<Tensor> &bias,
+                 const optional<Tensor> &len, const Tensor &h0, int64_t act, const optional<Tensor> &zone,
+                 const optional<Tensor> &rmask) {
+    return elman_fwd_into(x, Wxp, Wp, bias, len, h0, act, zone, rmask, nullptr);
 }
 
 std::tuple<Tensor, Tensor, Tensor> elman_bwd(const Tensor &Hs_, const Tensor &W_hh, const optional<Tensor> &len_,
@@ -638,10 +679,11 @@ std::tuple<Tensor, Tensor, Tensor> indrnn_bwd(const Tensor &Hs_, const Tensor &u
     return {dPre, dh, du.sum(0)};
 }
 
-std::tuple<Tensor, Tensor> jordan_fwd(const Tensor &x_, const Tensor &Wxp, const Tensor &Wyp, const Tensor &Whp,
-                                      const optional<Tensor> &bias_, const optional<Tensor> &bhy_,
-                                      const optional<Tensor> &len_, const Tensor &y0_, int64_t H, int64_t act,
-                                      int64_t out_act, const optional<Tensor> &zone, const optional<Tensor> &rmask) {
+std::tuple<Tensor, Tensor> jordan_fwd_into(const Tensor &x_, const Tensor &Wxp, const Tensor &Wyp, const Tensor &Whp,
+                                           const optional<Tensor> &bias_, const optional<Tensor> &bhy_,
+                                           const optional<Tensor> &len_, const Tensor &y0_, int64_t H, int64_t act,
+                                           int64_t out_act, const optional<Tensor> &zone,
+                                           const optional<Tensor> &rmask, const Into *into) {
     check_input(x_);
     check_act(act, "activation");
     check_act(out_act, "output activation");
@@ -653,14 +695,22 @@ std::tuple<Tensor, Tensor> jordan_fwd(const Tensor &x_, const Tensor &Wxp, const
     check_packed(Wyp, x, 1, 4 * v, H, O, "packed W_yh");
     check_packed(Whp, x, 1, 4 * v, O, H, "packed W_hy");
     const Tensor bias = opt(bias_, x, "bias", {H}), bhy = opt(bhy_, x, "b_hy", {O}), len = lengths(len_, T, B);
-    Tensor Ys = states(y0, T), Hh = at::empty({T, B, H}, x.options());
+    Tensor Ys, Hh = at::empty({T, B, H}, x.options());
+    void *yout = state_rows(into, &Into::h, y0, T, Ys);
     const Reg reg = regularisers(zone, rmask, x, B, O, &y0, false);
     rk_jordan_fwd_args a = {T, B, H, O, F, (int)act, (int)out_act, ptr(x), ptr(Wxp), ptr(Wyp), ptr(Whp),
-                                  ptr(bias), ptr(bhy), lptr(len), ptr(y0), (char *)mptr(Ys) + B * O * x.element_size(),
+                                  ptr(bias), ptr(bhy), lptr(len), ptr(y0), yout,
                                   mptr(Hh), step_threads(B * H * (F + 2 * O))};
     a.reg = reg.ptr();
     if (T > 0 && B > 0) kernels(x).jordan_fwd(&a), contended(kernels(x), a.nth, T);
     return {Ys, Hh};
+}
+
+std::tuple<Tensor, Tensor> jordan_fwd(const Tensor &x, const Tensor &Wxp, const Tensor &Wyp, const Tensor &Whp,
+                                      const optional<Tensor> &bias, const optional<Tensor> &bhy,
+                                      const optional<Tensor> &len, const Tensor &y0, int64_t H, int64_t act,
+                                      int64_t out_act, const optional<Tensor> &zone, const optional<Tensor> &rmask) {
+    return jordan_fwd_into(x, Wxp, Wyp, Whp, bias, bhy, len, y0, H, act, out_act, zone, rmask, nullptr);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_bwd(const Tensor &Ys_, const Tensor &Hh_, const Tensor &W_yh,
@@ -803,11 +853,15 @@ std::vector<Tensor> ln_bwd(const Tensor &G_, const Tensor &Yh_, const Tensor &Rh
 // (the spec's pack() list), `state` each state tensor (num_layers, B, size); returns the new state tensors.
 std::vector<Tensor> step(const std::string &cell, const Tensor &x, const std::vector<Tensor> &state,
                          const std::vector<optional<Tensor>> &packed, at::IntArrayRef config) {
-    TORCH_CHECK_VALUE(!state.empty() && state[0].dim() == 3, "rnnkit kernels: expected states (L, B, size)");
+    TORCH_CHECK_VALUE(!state.empty() && state.size() <= 2 && state[0].dim() == 3,
+                      "rnnkit kernels: expected one or two states (L, B, size)");
     TORCH_CHECK_VALUE(x.dim() == 2, "rnnkit kernels: expected one step's input (B, F), got ", x.sizes());
     const int64_t L = state[0].size(0), per = L ? int64_t(packed.size()) / L : 0;
     TORCH_CHECK_VALUE(per * L == int64_t(packed.size()) && per >= 3, "rnnkit kernels: expected the packed weights of ",
                       L, " layers, got ", packed.size(), " tensors");
+    const int n_state = cell == "lstm" ? 2 : 1;
+    TORCH_CHECK_VALUE(int64_t(state.size()) == n_state, "rnnkit kernels: ", cell, " has ", n_state,
+                      " state tensors, got ", state.size());
     auto need = [&](int64_t l, int64_t i) -> const Tensor & {
         const optional<Tensor> &t = packed[l * per + i];
         TORCH_CHECK_VALUE(t.has_value() && t->defined(), "rnnkit kernels: packed weight ", i, " of layer ", l,
@@ -816,33 +870,27 @@ std::vector<Tensor> step(const std::string &cell, const Tensor &x, const std::ve
     };
     auto maybe = [&](int64_t l, int64_t i) -> const optional<Tensor> & { return packed[l * per + i]; };
     const optional<Tensor> none;
-    std::vector<std::vector<Tensor>> news(state.size());
+    std::vector<Tensor> out;  // the new states, (L, B, size) each: every layer writes its own row
+    for (const Tensor &s : state) out.push_back(at::empty(s.sizes(), s.options()));
     Tensor inp = x.unsqueeze(0);  // (1, B, F)
     for (int64_t l = 0; l < L; ++l) {
-        std::vector<Tensor> buffers;  // the forward's state buffers, each (2, B, size): row 1 is the new state
+        const Into into{out[0][l].data_ptr(), n_state > 1 ? out[1][l].data_ptr() : nullptr};
         if (cell == "lstm") {
-            auto r = lstm_fwd(inp, need(l, 0), need(l, 1), maybe(l, 2), maybe(l, 3), maybe(l, 4), none,
-                              state[0].select(0, l), state[1].select(0, l), config[0], config[1], false, false, none, none);
-            buffers = {std::get<0>(r), std::get<1>(r)};
+            lstm_fwd_into(inp, need(l, 0), need(l, 1), maybe(l, 2), maybe(l, 3), maybe(l, 4), none, state[0][l],
+                          state[1][l], config[0], config[1], false, false, none, none, &into);
         } else if (cell == "gru") {
-            buffers = {std::get<0>(gru_fwd(inp, need(l, 0), need(l, 1), maybe(l, 2), maybe(l, 3), maybe(l, 4), none,
-                                           state[0].select(0, l), config[0], config[1], config[3] != 0, false, false, none,
-                                           none))};
+            gru_fwd_into(inp, need(l, 0), need(l, 1), maybe(l, 2), maybe(l, 3), maybe(l, 4), none, state[0][l],
+                         config[0], config[1], config[3] != 0, false, false, none, none, &into);
         } else if (cell == "elman") {
-            buffers = {elman_fwd(inp, need(l, 0), need(l, 1), maybe(l, 2), none, state[0].select(0, l), config[0], none, none)};
+            elman_fwd_into(inp, need(l, 0), need(l, 1), maybe(l, 2), none, state[0][l], config[0], none, none, &into);
         } else if (cell == "jordan") {
-            buffers = {std::get<0>(jordan_fwd(inp, need(l, 0), need(l, 1), need(l, 2), maybe(l, 3), maybe(l, 4), none,
-                                              state[0].select(0, l), config[3], config[0], config[1], none, none))};
+            jordan_fwd_into(inp, need(l, 0), need(l, 1), need(l, 2), maybe(l, 3), maybe(l, 4), none, state[0][l],
+                            config[3], config[0], config[1], none, none, &into);
         } else {
             TORCH_CHECK_VALUE(false, "rnnkit kernels: no one-step path for cell '", cell, "'");
         }
-        TORCH_CHECK_VALUE(buffers.size() == state.size(), "rnnkit kernels: ", cell, " has ", buffers.size(),
-                          " state tensors, got ", state.size());
-        for (size_t s = 0; s < buffers.size(); ++s) news[s].push_back(buffers[s].narrow(0, 1, 1));
-        inp = news[0].back();  // (1, B, S): the next layer reads this one's output
+        inp = out[0][l].unsqueeze(0);  // (1, B, S): the next layer reads this one's output
     }
-    std::vector<Tensor> out;
-    for (auto &n : news) out.push_back(L == 1 ? n[0] : at::cat(n, 0));
     return out;
 }
 
