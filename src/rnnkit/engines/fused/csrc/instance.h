@@ -23,7 +23,7 @@ static const rk_kernels RK(table) = {
     NULL,
 #endif
     RK(peak_entry),
-    rk_take_long_waits,
+    rk_take_waited_ns,
     RK(indrnn_fwd_entry),
     RK(indrnn_bwd_entry),
     RK(ln_fwd_entry),

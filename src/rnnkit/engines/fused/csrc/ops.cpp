@@ -117,7 +117,7 @@ std::string info() {
     return std::string(k.isa) + " (vectors of " + std::to_string(k.vector_bytes) + " bytes)";
 }
 
-// Until when kernels run on one thread because their threads kept waiting for each other (see contended()).
+// Until when kernels run on one thread because their threads kept waiting for each other (see timed()).
 std::chrono::steady_clock::time_point g_alone_until;
 
 // Threads for a kernel: torch's setting, or one while the machine is too busy for our threads to meet (every
@@ -130,14 +130,19 @@ int threads() { return std::chrono::steady_clock::now() < g_alone_until ? 1 : at
 int64_t g_min_step_macs = int64_t(1) << 18;
 int step_threads(int64_t macs) { return macs < g_min_step_macs ? 1 : threads(); }
 
-// After a kernel of `steps` steps on `nth` threads: if more than one step in eight had a thread wait past its
-// spinning (the machine is busy: a partner thread was descheduled), run the next second of kernels on one
-// thread — a per-step meeting with a thread that is not running costs a scheduler time slice each time. On a
-// busy 2-core machine this keeps most of one core's speed instead of falling to a fraction of it.
-void contended(const rk_kernels &k, int nth, int64_t steps) {
+// Run a sequence kernel `run()` on `nth` threads, timed: if its threads spent more than a quarter of its time
+// waiting for each other past their spinning (the machine is busy: a partner thread was descheduled), run the
+// next second of kernels on one thread — a per-step meeting with a thread that is not running costs up to a
+// scheduler time slice each time. On a busy 2-core machine this keeps most of one core's speed instead of
+// falling to a fraction of it.
+template <class F>
+void timed(const rk_kernels &k, int nth, F &&run) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
     if (nth <= 1) return;
-    if (k.take_long_waits() * 8 > steps)
-        g_alone_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    const auto now = std::chrono::steady_clock::now();
+    const long wall = (long)std::chrono::duration_cast<std::chrono::nanoseconds>(now - t0).count();
+    if (k.take_waited_ns() * 4 > wall) g_alone_until = now + std::chrono::seconds(1);
 }
 
 // Set that threshold (tests set 0 to run small problems on every thread); returns the previous one.
@@ -426,7 +431,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd_into(const Tensor &x_, const
                                 hout, cout, mptr(G), mptr(M), step_threads(B * 4 * H * (F + S) + B * P * H),
                                 bf16 ? bf16_mode() : 0, kpad(F), kpad(S), ptr(xb), mptr(hb)};
     a.reg = reg.ptr();
-    if (T > 0 && B > 0) kernels(x).lstm_fwd(&a), contended(kernels(x), a.nth, T);
+    if (T > 0 && B > 0) timed(kernels(x), a.nth, [&] { kernels(x).lstm_fwd(&a); });
     return {Hs, Cs, G, M};
 }
 
@@ -486,7 +491,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
                                 mptr(dm), step_threads(B * 4 * H * S + B * P * H), bf16 ? bf16_mode() : 0, ptr(Wtp),
                                 mptr(dpb), bf16 ? kpad(4 * H) : 0};
     a.reg = reg.ptr();
-    if (T > 0 && B > 0) kernels(G).lstm_bwd(&a), contended(kernels(G), a.nth, T);
+    if (T > 0 && B > 0) timed(kernels(G), a.nth, [&] { kernels(G).lstm_bwd(&a); });
     dh.add_(gHs.select(0, 0));  // Hs[0] is the initial state itself
     if (gCs.defined()) dc.add_(gCs.select(0, 0));
     return {dPre, dh, dc, db, dpeep, dHt};
@@ -537,7 +542,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd_into(const Tensor &x_, const Tensor &
                                step_threads(B * 3 * H * (F + H)), bf16 ? (int)bf16_mode() : 0, kpad(F), kpad(H),
                                ptr(xb), mptr(hb)};
     a.reg = reg.ptr();
-    if (T > 0 && B > 0) kernels(x).gru_fwd(&a), contended(kernels(x), a.nth, T);
+    if (T > 0 && B > 0) timed(kernels(x), a.nth, [&] { kernels(x).gru_fwd(&a); });
     return {Hs, G, HN};
 }
 
@@ -586,7 +591,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, con
                                step_threads(B * 3 * H * H), bf16 ? (int)bf16_mode() : 0, ptr(Wtp), mptr(dpb),
                                bf16 ? kpad(3 * H) : 0};
     a.reg = reg.ptr();
-    if (T > 0 && B > 0) kernels(G).gru_bwd(&a), contended(kernels(G), a.nth, T);
+    if (T > 0 && B > 0) timed(kernels(G), a.nth, [&] { kernels(G).gru_bwd(&a); });
     dh.add_(gHs.select(0, 0));
     return {dPre, dHH, dh, db_ih, db_hh};
 }
@@ -609,7 +614,7 @@ Tensor elman_fwd_into(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp, con
     rk_elman_fwd_args a = {T, B, H, F, (int)act, ptr(x), ptr(Wxp), ptr(Wp), ptr(bias), lptr(len), ptr(h0),
                            hout, step_threads(B * H * (F + H))};
     a.reg = reg.ptr();
-    if (T > 0 && B > 0) kernels(x).elman_fwd(&a), contended(kernels(x), a.nth, T);
+    if (T > 0 && B > 0) timed(kernels(x), a.nth, [&] { kernels(x).elman_fwd(&a); });
     return Hs;
 }
 
@@ -637,7 +642,7 @@ std::tuple<Tensor, Tensor, Tensor> elman_bwd(const Tensor &Hs_, const Tensor &W_
                            (const char *)ptr(gHs) + B * H * Hs.element_size(), mptr(dh), mptr(dh2), mptr(dPre),
                            mptr(db), step_threads(B * H * H)};
     a.reg = reg.ptr();
-    if (T > 0 && B > 0) kernels(Hs).elman_bwd(&a), contended(kernels(Hs), a.nth, T);
+    if (T > 0 && B > 0) timed(kernels(Hs), a.nth, [&] { kernels(Hs).elman_bwd(&a); });
     dh.add_(gHs.select(0, 0));
     return {dPre, dh, db};
 }
@@ -702,7 +707,7 @@ std::tuple<Tensor, Tensor> jordan_fwd_into(const Tensor &x_, const Tensor &Wxp, 
                                   ptr(bias), ptr(bhy), lptr(len), ptr(y0), yout,
                                   mptr(Hh), step_threads(B * H * (F + 2 * O))};
     a.reg = reg.ptr();
-    if (T > 0 && B > 0) kernels(x).jordan_fwd(&a), contended(kernels(x), a.nth, T);
+    if (T > 0 && B > 0) timed(kernels(x), a.nth, [&] { kernels(x).jordan_fwd(&a); });
     return {Ys, Hh};
 }
 
@@ -738,7 +743,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_bwd(const Tensor &Ys_,
                                   ptr(gHh), mptr(dy), mptr(dy2), mptr(dh), mptr(dPre), mptr(dPreY), mptr(db),
                                   mptr(db_hy), step_threads(B * H * 2 * O)};
     a.reg = reg.ptr();
-    if (T > 0 && B > 0) kernels(Hh).jordan_bwd(&a), contended(kernels(Hh), a.nth, T);
+    if (T > 0 && B > 0) timed(kernels(Hh), a.nth, [&] { kernels(Hh).jordan_bwd(&a); });
     dy.add_(gYs.select(0, 0));
     return {dPre, dPreY, dy, db, db_hy};
 }
@@ -785,7 +790,7 @@ std::vector<Tensor> ln_fwd(const Tensor &zx_, const Tensor &ax_, const optional<
                               ptr(ah), ptr(ac), ptr(bc), lptr(len), ptr(h0), ptr(c0), (char *)mptr(Hs) + B * H * es,
                               lstm ? (char *)mptr(Cs) + B * H * es : nullptr, mptr(G), mptr(Yh), mptr(Rh), mptr(Mx),
                               mptr(Rx), mptr(Mc), mptr(Rc), ln_threads(B, B * GH * H)};
-    if (T > 0 && B > 0) kernels(zx).ln_fwd(&a), contended(kernels(zx), a.nth, T);
+    if (T > 0 && B > 0) timed(kernels(zx), a.nth, [&] { kernels(zx).ln_fwd(&a); });
     return {Hs, Cs, G, keep ? Yh : none_like(zx), Rh, Mx, Rx, Mc, Rc};
 }
 
@@ -839,7 +844,7 @@ std::vector<Tensor> ln_bwd(const Tensor &G_, const Tensor &Yh_, const Tensor &Rh
                               ptr(ah), ptr(ac), ptr(bc), lptr(len), (const char *)ptr(gHs) + B * H * es,
                               gCs.defined() ? (const char *)ptr(gCs) + B * H * es : nullptr, ptr(gG), mptr(dZx),
                               mptr(dZ), mptr(dh), mptr(dh2), mptr(dc), mptr(sums), mptr(scratch), nth};
-    if (T > 0 && B > 0) kernels(G).ln_bwd(&a), contended(kernels(G), a.nth, T);
+    if (T > 0 && B > 0) timed(kernels(G), a.nth, [&] { kernels(G).ln_bwd(&a); });
     dh.add_(gHs.select(0, 0));  // Hs[0] is the initial state itself
     if (gCs.defined()) dc.add_(gCs.select(0, 0));
     return {dZx, dZ, dh, dc, nth > 1 ? sums.sum(0) : sums.select(0, 0)};

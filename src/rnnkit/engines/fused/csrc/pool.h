@@ -44,14 +44,15 @@ typedef struct {
     atomic_int sense;
 } rk_barrier;
 
-/* Waits of a millisecond or more: the partner thread was descheduled (another process wants the core), which
-   costs a scheduler time slice. ops.cpp reads and resets the count after each kernel; many of them make it run
-   the next calls on one thread for a while, since a kernel whose threads meet every step runs at the pace of
-   the slowest. A shorter wait is only uneven work (at 1024 hidden units a step takes ~1 ms per thread, and the
-   threads arrive tens of µs apart): counting those sent big kernels to one thread on a quiet machine. */
-static atomic_long rk_long_waits;
+/* Time spent waiting past the spinning (ns, all threads): where a partner thread was descheduled (another process
+   wants the core) or arrived much later. ops.cpp reads and resets it after each kernel and compares it with the
+   kernel's time: a kernel whose threads meet every step runs at the pace of the slowest, so when waiting is a
+   large part of the time, the next calls run on one thread for a while. A share, not a fixed duration: at 1024
+   hidden units a step takes ~1 ms per thread and the threads arrive tens of µs apart (uneven work, a few % of
+   the time), while at 256 units a step takes ~0.1 ms and a busy machine makes each wait as long or longer. */
+static atomic_long rk_waited_ns;
 
-static long rk_take_long_waits(void) { return atomic_exchange(&rk_long_waits, 0); }
+static long rk_take_waited_ns(void) { return atomic_exchange(&rk_waited_ns, 0); }
 
 static void rk_barrier_wait(rk_barrier *b, int nth, int *sense) {
     if (nth <= 1) return;
@@ -75,8 +76,8 @@ static void rk_barrier_wait(rk_barrier *b, int nth, int *sense) {
     if (spins > 2000) {
         struct timespec t1;
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        if ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) >= 1000000L)
-            atomic_fetch_add_explicit(&rk_long_waits, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&rk_waited_ns, (t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec),
+                                  memory_order_relaxed);
     }
 }
 

@@ -273,7 +273,7 @@ typedef struct {
     void (*dropout)(const rk_dropout_args *);
     void (*pack_bf16)(const rk_pack_args *); /* NULL where this build has no bf16 products (bf16.h) */
     double (*peak)(long iters, int nth);      /* flops of a pure multiply-add loop (gemm.h) */
-    long (*take_long_waits)(void);            /* barrier waits that had to yield since the last call (pool.h) */
+    long (*take_waited_ns)(void);             /* barrier waiting past the spinning since the last call, ns (pool.h) */
     void (*indrnn_fwd)(const rk_indrnn_fwd_args *);
     void (*indrnn_bwd)(const rk_indrnn_bwd_args *);
     void (*ln_fwd)(const rk_ln_fwd_args *);   /* layer-normalised LSTM and GRU (lnorm.h) */
