@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import rnnkit
+from _kernel_checks import assert_gradcheck_with_lengths, assert_stepper_matches_layer
 from rnnkit.engines import ENGINES, select_engine
 from rnnkit.engines.fused import build
 
@@ -56,28 +57,11 @@ def test_auto_takes_the_kernel_and_float32_agrees():
 
 
 def test_double_backward_and_gradcheck():
-    layer = rnnkit.IndRNN(2, 3, dtype=D, engine="fused", activation="tanh", bidirectional=True)
-    names = [n for n, _ in layer.named_parameters()]
-    x = torch.randn(4, 2, 2, dtype=D, requires_grad=True)
-    ps = [p.detach().clone().requires_grad_() for p in layer.parameters()]
-
-    def f(x, *ps):
-        return torch.func.functional_call(layer, dict(zip(names, ps)), (x,), {"lengths": torch.tensor([4, 3])})[0]
-
-    assert torch.autograd.gradcheck(f, (x, *ps))
-    assert torch.autograd.gradgradcheck(f, (x, *ps))
+    assert_gradcheck_with_lengths(rnnkit.IndRNN(2, 3, dtype=D, engine="fused", activation="tanh", bidirectional=True))
 
 
 def test_stepper_runs_the_kernel_per_token():
-    layer = rnnkit.IndRNN(3, 5, num_layers=2, dtype=D)
-    step = layer.stepper()
-    x = torch.randn(5, 2, 3, dtype=D)
-    out, hn = layer(x)
-    state = None
-    for t in range(5):
-        y, state = step(x[t], state)
-        torch.testing.assert_close(y, out[t], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(state, hn, rtol=1e-12, atol=1e-12)
+    assert_stepper_matches_layer(rnnkit.IndRNN(3, 5, num_layers=2, dtype=D))
 
 
 def test_bad_input_is_one_line():
