@@ -459,7 +459,8 @@ def test_language_model_passes_the_options_and_is_deterministic_in_eval() -> Non
     tokens = torch.randint(0, 11, (2, 5))
     model.eval()
     torch.testing.assert_close(model(tokens)[0], model(tokens)[0], rtol=0, atol=0)
-    logits, state = model.step(tokens[:, 0])  # zoneout: no stepper, the layer itself (its expectation)
+    logits, state = model.step(tokens[:, 0])  # the stepper, with zoneout's expectation
+    assert model._stepper_cache is not None
     torch.testing.assert_close(logits, model(tokens[:, :1])[0][:, 0])
     with pytest.raises(TypeError, match="unexpected keyword argument"):
         LanguageModel(11, zonout=0.1)

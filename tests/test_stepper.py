@@ -113,3 +113,34 @@ def test_follows_a_converted_layer() -> None:
     with torch.no_grad():
         expected, _ = layer(x.unsqueeze(0))
     torch.testing.assert_close(stepper(x)[0], expected[0], rtol=0, atol=1e-12)
+
+
+def zoned(kind: str, p: float, p_cell: float) -> rnnkit.Recurrent:
+    kw = {"num_layers": 2, "dtype": F64, "zoneout": p}
+    return {
+        "rnn": lambda: rnnkit.RNN(3, 5, **kw),
+        "gru": lambda: rnnkit.GRU(3, 5, **kw),
+        "gru_reset_before": lambda: rnnkit.GRU(3, 5, reset_after=False, **kw),
+        "lstm": lambda: rnnkit.LSTM(3, 5, zoneout_cell=p_cell, **kw),
+        "jordan": lambda: rnnkit.Jordan(3, 5, 4, **kw),
+        "mingru": lambda: rnnkit.MinGRU(3, 5, **kw),
+    }[kind]().eval()
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "gru_reset_before", "lstm", "jordan", "mingru"])
+def test_zoneout_steps_as_the_layer_evaluates(kind: str) -> None:
+    """A layer trained with zoneout evaluates with its expectation p·old + (1 - p)·new; so does its stepper."""
+    torch.manual_seed(0)
+    layer, plain = zoned(kind, 0.3, 0.2), zoned(kind, 0.0, 0.0)
+    plain.load_state_dict(layer.state_dict())
+    x = torch.randn(6, 2, 3, dtype=F64)
+    with torch.no_grad():
+        expected, expected_state = layer(x)
+        assert not torch.allclose(plain(x)[0], expected)  # zoneout changes the outputs: the test compares something
+    stepper, state = layer.stepper(), None
+    for t in range(6):
+        y, state = stepper(x[t], state)
+        torch.testing.assert_close(y, expected[t], rtol=0, atol=1e-12)
+    for got, exp in zip(state if isinstance(state, tuple) else (state,),
+                        expected_state if isinstance(expected_state, tuple) else (expected_state,)):  # fmt: skip
+        torch.testing.assert_close(got, exp, rtol=0, atol=1e-12)

@@ -217,10 +217,10 @@ class Recurrent(nn.Module):
     def stepper(self) -> Any:
         """A :class:`~rnnkit.engines.fused.stepper.Stepper`: this layer one token at a time, little overhead
         (on a CUDA device, :class:`rnnkit.engines.triton.stepper.Stepper`: the Triton kernels, same API)."""
-        if self.regularisers.zoneout or self.regularisers.zoneout_cell:
-            raise ValueError("a layer with zoneout cannot be stepped by the fused stepper (it has no zoneout); "
-                             "run the layer on one-step sequences instead")  # fmt: skip
         if self.weight_ih_l0.device.type == "cuda":
+            if self.regularisers.zoneout or self.regularisers.zoneout_cell:
+                raise ValueError("a layer with zoneout cannot be stepped by the GPU stepper (it has no zoneout); "
+                                 "run the layer on one-step sequences instead")  # fmt: skip
             from rnnkit.engines.triton.stepper import Stepper as GPUStepper
 
             return GPUStepper(self)

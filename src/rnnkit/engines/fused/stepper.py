@@ -36,8 +36,9 @@ STEPPED: tuple[type, ...] = (MinGRUCell, MinLSTMCell)
 ONE_CALL = ("lstm", "gru", "elman", "jordan")
 
 
-def _step(cell: str, x: Tensor, state: tuple[Tensor, ...], packed: list[Tensor | None], config: list[int]) -> Any:
-    return torch.ops.rnnkit_c.step(cell, x, state, packed, config)
+def _step(cell: str, x: Tensor, state: tuple[Tensor, ...], packed: list[Tensor | None], config: list[int],
+          zone: Tensor | None = None) -> Any:  # fmt: skip
+    return torch.ops.rnnkit_c.step(cell, x, state, packed, config, zone)
 
 
 class Stepper:
@@ -53,10 +54,16 @@ class Stepper:
             raise ValueError("a bidirectional layer cannot be stepped one token at a time: its reverse half needs "
                              "the whole sequence; run the layer on the sequence instead")  # fmt: skip
         if type(layer.cells[0]) not in STEPPED:
-            reason = ENGINES["fused"].unsupported(layer, layer.weight_ih_l0, False)
+            with torch.no_grad():  # what the kernels can run without a gradient: the stepper gives none
+                reason = ENGINES["fused"].unsupported(layer, layer.weight_ih_l0, False)
             if reason is not None:
                 raise ValueError(f"Stepper needs the fused engine's kernels: {reason}")
         self.layer = layer
+        # zoneout, as in evaluation: the expectation p·old + (1 - p)·new of h (and c); the other regularisers
+        # are off in evaluation. The kernels take it as their zone tensor with the training flag off.
+        regs = layer.regularisers
+        self.zoneout = (float(regs.zoneout), float(regs.zoneout_cell))
+        self.zone = torch.tensor([*self.zoneout, 0.0, 0.0, 0.0], dtype=torch.float64) if any(self.zoneout) else None
         self._params = list(layer.parameters())
         self._versions: tuple[Any, ...] | None = None
         self.native = build.available()
@@ -123,16 +130,18 @@ class Stepper:
                                  f"{[(tuple(s.shape), s.dtype) for s in state]}")  # fmt: skip
         spec0 = self.specs[0]
         if self.native and spec0 is not None and spec0.name in ONE_CALL:  # every layer's kernel, in one call
-            new_state = tuple(_step(spec0.name, x, state, self.flat_packed, self.configs[0]))
+            new_state = tuple(_step(spec0.name, x, state, self.flat_packed, self.configs[0], self.zone))
         else:
             finals = []
             for k, (spec, config) in enumerate(zip(self.specs, self.configs, strict=True)):
                 layer_state = [s[k] for s in state]
                 if self.native and spec is not None:  # the sequence kernel for one step
-                    buffers = spec.run(config, self.packed[k], x.unsqueeze(0), layer_state, None, False)
+                    reg = {"reg": [self.zone, x.new_empty(0)]} if self.zone is not None else {}
+                    buffers = spec.run(config, self.packed[k], x.unsqueeze(0), layer_state, None, False, **reg)
                     new = spec.outputs(config, buffers)[1]
                 else:
                     new = self.layer.cells[k].step(x, tuple(layer_state), self.weights[k])[0]
+                    new = [p * old + (1 - p) * n if p else n for p, old, n in zip(self.zoneout, layer_state, new)]
                 finals.append(new)
                 x = new[0]  # the next layer reads this one's output
             new_state = tuple(torch.stack(s) for s in zip(*finals))

@@ -855,9 +855,11 @@ std::vector<Tensor> ln_bwd(const Tensor &G_, const Tensor &Yh_, const Tensor &Rh
 // One token through a unidirectional stack (Stepper, engines/fused/stepper.py): each layer's forward kernel for
 // one step, fed the new h of the layer below, all in one call. At batch 1 a Python call per layer, and the slicing
 // and stacking around it, cost more than the kernels themselves. `packed` holds each layer's packed weights in turn
-// (the spec's pack() list), `state` each state tensor (num_layers, B, size); returns the new state tensors.
+// (the spec's pack() list), `state` each state tensor (num_layers, B, size); `zone`: zoneout's (p_h, p_c, 0, 0, 0)
+// for a layer trained with it (the evaluation's expectation), or none. Returns the new state tensors.
 std::vector<Tensor> step(const std::string &cell, const Tensor &x, const std::vector<Tensor> &state,
-                         const std::vector<optional<Tensor>> &packed, at::IntArrayRef config) {
+                         const std::vector<optional<Tensor>> &packed, at::IntArrayRef config,
+                         const optional<Tensor> &zone) {
     TORCH_CHECK_VALUE(!state.empty() && state.size() <= 2 && state[0].dim() == 3,
                       "rnnkit kernels: expected one or two states (L, B, size)");
     TORCH_CHECK_VALUE(x.dim() == 2, "rnnkit kernels: expected one step's input (B, F), got ", x.sizes());
@@ -882,15 +884,15 @@ std::vector<Tensor> step(const std::string &cell, const Tensor &x, const std::ve
         const Into into{out[0][l].data_ptr(), n_state > 1 ? out[1][l].data_ptr() : nullptr};
         if (cell == "lstm") {
             lstm_fwd_into(inp, need(l, 0), need(l, 1), maybe(l, 2), maybe(l, 3), maybe(l, 4), none, state[0][l],
-                          state[1][l], config[0], config[1], false, false, none, none, &into);
+                          state[1][l], config[0], config[1], false, false, zone, none, &into);
         } else if (cell == "gru") {
             gru_fwd_into(inp, need(l, 0), need(l, 1), maybe(l, 2), maybe(l, 3), maybe(l, 4), none, state[0][l],
-                         config[0], config[1], config[3] != 0, false, false, none, none, &into);
+                         config[0], config[1], config[3] != 0, false, false, zone, none, &into);
         } else if (cell == "elman") {
-            elman_fwd_into(inp, need(l, 0), need(l, 1), maybe(l, 2), none, state[0][l], config[0], none, none, &into);
+            elman_fwd_into(inp, need(l, 0), need(l, 1), maybe(l, 2), none, state[0][l], config[0], zone, none, &into);
         } else if (cell == "jordan") {
             jordan_fwd_into(inp, need(l, 0), need(l, 1), need(l, 2), maybe(l, 3), maybe(l, 4), none, state[0][l],
-                            config[3], config[0], config[1], none, none, &into);
+                            config[3], config[0], config[1], zone, none, &into);
         } else {
             TORCH_CHECK_VALUE(false, "rnnkit kernels: no one-step path for cell '", cell, "'");
         }
@@ -944,7 +946,8 @@ TORCH_LIBRARY(rnnkit_c, m) {
           "int act, int out_act, bool need_dy0, Tensor? zone=None, Tensor? rmask=None) "
           "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
           &jordan_bwd);
-    m.def("step(str cell, Tensor x, Tensor[] state, Tensor?[] packed, int[] config) -> Tensor[]", &step);
+    m.def("step(str cell, Tensor x, Tensor[] state, Tensor?[] packed, int[] config, Tensor? zone=None) -> Tensor[]",
+          &step);
     m.def("ln_fwd(Tensor zx, Tensor ax, Tensor? bx, Tensor Wp, Tensor? b_hh, Tensor ah, Tensor? ac, Tensor? bc, "
           "Tensor? lengths, Tensor h0, Tensor? c0, int act, int rec_act, bool keep) -> Tensor[]",
           &ln_fwd);
