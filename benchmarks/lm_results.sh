@@ -66,11 +66,17 @@ for g in $GROUPS_; do case $g in
     for cell in lstm lnlstm lngru mgu indrnn mingru minlstm peephole; do variants+=("$cell --model.cell $cell"); done
     for v in "${variants[@]}"; do
       read -r tag args <<< "$v"
-      # shellcheck disable=SC2086
-      run "ablation-tm-$tag" "" --preset recommended "${TM[@]}" --max-time 0 --epochs 0 --steps "$steps" $args
-      # shellcheck disable=SC2086
-      run "ablation-shakespeare-$tag" "--window 64" --preset recommended --data tinyshakespeare --lm.split 0.9,0.1,0 \
-        --lm.eval_window 64 --eval-every 200 --max-time 0 --epochs 0 --steps "$steps" $args
+      # ABLATION_ONLY="tag …" / ABLATION_CORPORA="tm shakespeare": a subset (to split the runs between processes)
+      [[ -z "${ABLATION_ONLY:-}" || " $ABLATION_ONLY " == *" $tag "* ]] || continue
+      if [[ " ${ABLATION_CORPORA:-tm shakespeare} " == *" tm "* ]]; then
+        # shellcheck disable=SC2086
+        run "ablation-tm-$tag" "" --preset recommended "${TM[@]}" --max-time 0 --epochs 0 --steps "$steps" $args
+      fi
+      if [[ " ${ABLATION_CORPORA:-tm shakespeare} " == *" shakespeare "* ]]; then
+        # shellcheck disable=SC2086
+        run "ablation-shakespeare-$tag" "--window 64" --preset recommended --data tinyshakespeare \
+          --lm.split 0.9,0.1,0 --lm.eval_window 64 --eval-every 200 --max-time 0 --epochs 0 --steps "$steps" $args
+      fi
     done ;;
   quickstart)  # README's `rnnkit train` with no arguments (embedded stdlib corpus, recommended preset)
     run "quickstart" "" ;;
