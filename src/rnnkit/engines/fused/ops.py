@@ -100,9 +100,6 @@ def _setup(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:
     ctx.n_reg = len(reg)
     ctx.save_for_backward(x, *state, *params, *([lengths] if lengths is not None else []), *reg, *output)
     ctx.n_params = len(params)
-    # an unused buffer's gradient stays None: no zero-filled (T, B, ·) tensors for the kernels' private
-    # buffers (the compiled graph would otherwise build and pass them to the backward on every step)
-    ctx.set_materialize_grads(False)
 
 
 def _input_grads(ctx: Any, grads: list[Tensor | None], backward_impl: Any) -> list[Tensor | None]:
@@ -157,6 +154,7 @@ class _Direct(torch.autograd.Function):
         buffers = impls[0](cell, config, x, state, params, lengths, keep, bf16, reg)
         _setup(ctx, (cell, config, x, state, params, lengths, keep, bf16, reg), buffers)
         ctx.backward_impl = impls[1]
+        ctx.set_materialize_grads(False)  # an unused buffer's gradient stays None: no zero-filled (T, B, ·) tensors
         return tuple(buffers)
 
     @staticmethod
@@ -320,8 +318,8 @@ torch.library.register_autograd("rnnkit::dropout", _dropout_backward, setup_cont
 
 
 class _DirectDropout(torch.autograd.Function):
-    """``rnnkit::dropout`` without the dispatcher and the custom-operator wrappers (~0.15 ms a forward and
-    backward, as much as the hash itself for a 1024 × 256 matrix), for plain eager calls (:func:`call_dropout`)."""
+    """``rnnkit::dropout`` without the dispatcher and the custom-operator wrappers, for plain eager calls
+    (:func:`call_dropout`): a forward and backward over a 1024 × 256 matrix took 74 µs against the operator's 97."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, p: float, seed: Tensor) -> Tensor:
