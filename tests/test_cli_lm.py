@@ -247,3 +247,18 @@ def test_every_named_corpus_is_offered_alike():
         resolve_corpus_path("no-such-corpus")
     for name in ["stdlib", *CORPORA]:
         assert name in help_text and name in str(e.value)
+
+
+def test_evaluate_says_when_the_loss_is_not_finite(run, monkeypatch, caplog):
+    """A state that grows without bound over a carried stream (an IndRNN with |u| > 1) scores NaN: one line says why."""
+    import rnnkit.tasks.lm as lm
+
+    def exploding(*args, **kwargs):
+        return {"loss": float("nan"), "ppl": float("nan"), "bpc": float("nan"), "tokens": 10}
+
+    monkeypatch.setattr(lm, "score", exploding)
+    with caplog.at_level("WARNING", logger="rnnkit.evaluate"):
+        result = evaluate_checkpoint(EvaluateCommand(checkpoint=str(run)))
+    assert result["loss"] != result["loss"]  # NaN, reported as it is
+    assert "the loss is not finite: the state grew without bound over the carried stream" in caplog.text
+    assert "--window" in caplog.text

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -73,6 +74,11 @@ def evaluate_checkpoint(cfg: EvaluateCommand) -> dict[str, Any]:
     with torch.no_grad():
         result = score(model, ids, level=vocab.level, window=cfg.window, batch_size=cfg.batch_size,
                        num_steps=cfg.num_steps)  # fmt: skip
+    if not math.isfinite(result["loss"]):
+        # e.g. an IndRNN whose |u| grew past 1 in training: fine over its training windows, unbounded over a stream
+        log.warning("the loss is not finite: the state grew without bound over %s; %s", "the carried stream"
+                    if not cfg.window else f"{cfg.window}-token windows", "score shorter --window N instead"
+                    if not cfg.window else "the model itself is unstable")  # fmt: skip
     return {"checkpoint": str(saved.path), "step": saved.step, "data": corpus.name, "split": split,
             "window": cfg.window, "unknown_tokens": unknown, **result}  # fmt: skip
 
