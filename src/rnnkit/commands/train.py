@@ -109,18 +109,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },  # fmt: skip
 }
-# The recommended preset with rnnkit's recurrent regularisers (docs/regularisers.md), for runs long enough to
-# overfit (tiny-shakespeare past ~3 minutes, the Time Machine past ~10 epochs): zoneout 0.1 on h (Krueger et
-# al. 2017; inside the fused GRU kernels) and DropConnect 0.3 on W_hh (Merity et al. 2018, milder than
-# AWD-LSTM's 0.5 for this small model; one mask per call, outside the kernels), and a 40-epoch cap, so that
-# the cosine schedule spans a 10-minute tiny-shakespeare run (~15 s per epoch at full speed) instead of
-# annealing at 10 epochs. Provisional: chosen on short runs, and measured since (docs/results.md,
-# 2026-12-02) it does not beat the recommended preset yet — on tiny-shakespeare's 10 minutes the 2 × 256 GRU
-# under-fits with these regularisers (val 1.501 against 1.468 without), on the Time Machine it ties (3.75).
+# The recommended preset with zoneout 0.1 on h (Krueger et al. 2017; inside the fused GRU kernels), for runs
+# long enough to overfit (the Time Machine past ~10 epochs), and no epoch cap: the cosine schedule spans the
+# whole time budget, which zoneout lets the model use. Chosen by the ablation in docs/results.md (2026-12-02,
+# 2 cores): of each regulariser alone, zoneout 0.1 helped the Time Machine most (test ppl 3.69 after 3,000
+# steps, against 3.99 without and 3.74 with DropConnect 0.3), and in 180 s this preset reaches 3.69-3.70
+# against the recommended preset's 3.76 — with DropConnect 0.3 added, 3.74 in the same minutes. On
+# tiny-shakespeare, which the 2 × 256 GRU does not overfit within 3,000 steps, zoneout cost 0.06 nats there.
 PRESETS["regularised"] = {
     **PRESETS["recommended"],
-    "epochs": 40,
-    "model": {**PRESETS["recommended"]["model"], "zoneout": 0.1, "weight_dropout": 0.3},
+    "epochs": 0,
+    "model": {**PRESETS["recommended"]["model"], "zoneout": 0.1},
 }
 
 
