@@ -26,6 +26,7 @@ from rnnkit.cells import MinGRUCell, MinLSTMCell
 from rnnkit.engines.fused import build
 from rnnkit.engines.fused.specs import SPECS
 from rnnkit.engines.registry import ENGINES
+from rnnkit.regularisers import CallMasks, kernel_args
 
 if TYPE_CHECKING:
     from rnnkit.layer import Recurrent
@@ -59,11 +60,11 @@ class Stepper:
             if reason is not None:
                 raise ValueError(f"Stepper needs the fused engine's kernels: {reason}")
         self.layer = layer
-        # zoneout, as in evaluation: the expectation p·old + (1 - p)·new of h (and c); the other regularisers
-        # are off in evaluation. The kernels take it as their zone tensor with the training flag off.
-        regs = layer.regularisers
-        self.zoneout = (float(regs.zoneout), float(regs.zoneout_cell))
-        self.zone = torch.tensor([*self.zoneout, 0.0, 0.0, 0.0], dtype=torch.float64) if any(self.zoneout) else None
+        # the layer's regularisers as in evaluation: zoneout is its expectation p·old + (1 - p)·new, the dropouts
+        # are off. ``reg``: what the kernels take for it ([] without zoneout, else [zone, no recurrent mask]).
+        self.masks = CallMasks(layer.regularisers, training=False, seed=None)
+        self.reg = kernel_args(self.masks, 0, layer.weight_ih_l0)
+        self.zone = self.reg[0] if self.reg else None
         self._params = list(layer.parameters())
         self._versions: tuple[Any, ...] | None = None
         self.native = build.available()
@@ -136,12 +137,12 @@ class Stepper:
             for k, (spec, config) in enumerate(zip(self.specs, self.configs, strict=True)):
                 layer_state = [s[k] for s in state]
                 if self.native and spec is not None:  # the sequence kernel for one step
-                    reg = {"reg": [self.zone, x.new_empty(0)]} if self.zone is not None else {}
+                    reg = {"reg": self.reg} if self.reg else {}
                     buffers = spec.run(config, self.packed[k], x.unsqueeze(0), layer_state, None, False, **reg)
                     new = spec.outputs(config, buffers)[1]
                 else:
                     new = self.layer.cells[k].step(x, tuple(layer_state), self.weights[k])[0]
-                    new = [p * old + (1 - p) * n if p else n for p, old, n in zip(self.zoneout, layer_state, new)]
+                    new = self.masks.zoneout_step(k, 0, tuple(layer_state), new)
                 finals.append(new)
                 x = new[0]  # the next layer reads this one's output
             new_state = tuple(torch.stack(s) for s in zip(*finals))
