@@ -268,3 +268,60 @@ def test_batched_gradients_through_the_fused_backward() -> None:
         (one,) = torch.autograd.grad(out, x, vs[i], retain_graph=True)
         torch.testing.assert_close(batched[i], one)
     assert torch.autograd.gradcheck(lambda v: lay(v)[0], (x[:4].detach().requires_grad_(),), check_batched_grad=True)
+
+
+@pytest.mark.parametrize("kind", ["lstm_proj", "gru", "gru_reset_before", "peephole", "rnn", "jordan", "indrnn", "mgu"])
+@pytest.mark.parametrize("uses", ["output", "final", "both"])
+def test_output_rows_and_final_state_gradients(kind: str, uses: str) -> None:
+    """The output sequence is its own autograd output of the direct call (its gradient reaches the kernels as
+    (T, B, S) rows); the final state's gradient still goes through the buffer. Whichever the loss reads, the
+    gradients equal the reference loop's, with ragged lengths and both directions."""
+    torch.manual_seed(12)
+    lay = layer(kind, dtype=F64, bidirectional=True, num_layers=2)
+    x = torch.randn(6, 3, 3, dtype=F64, requires_grad=True)
+    lengths = torch.tensor([6, 2, 5])
+    results = []
+    for engine in ("reference", "fused"):
+        lay.engine = engine
+        lay.zero_grad()
+        x.grad = None
+        out, state = lay(x, lengths=lengths)
+        finals = state if isinstance(state, tuple) else (state,)
+        loss = out.sin().sum() if uses != "final" else 0
+        loss = loss + sum(s.cos().sum() for s in finals) if uses != "output" else loss
+        loss.backward()
+        results.append([x.grad, *(p.grad for p in lay.parameters())])
+    for e, g in zip(*results, strict=True):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+def test_sequence_backward_takes_the_output_rows_alone() -> None:
+    """``rnnkit::sequence_backward`` reads the states' gradient as (T + 1, B, S) or as its rows 1..T alone."""
+    from rnnkit.engines.fused.specs import SPECS
+
+    torch.manual_seed(13)
+    lay = layer("gru", dtype=F64)
+    cell = lay.cells[0]
+    spec = SPECS[type(cell)]
+    config, params = spec.config_and_params(cell, lay.weights(0))
+    x, h0 = torch.randn(4, 2, 3, dtype=F64), torch.randn(2, 5, dtype=F64)
+    buffers = torch.ops.rnnkit.sequence(spec.name, config, x, [h0], params, None, True, False, [])
+    g_rows = torch.randn(4, 2, 5, dtype=F64)
+    needs = [True] * (2 + len(params))
+    grads = [torch.cat([torch.zeros(1, 2, 5, dtype=F64), g_rows]), torch.empty(0), torch.empty(0)]
+    call = torch.ops.rnnkit.sequence_backward
+    full = call(spec.name, config, x, [h0], params, None, buffers, grads, needs, False, [])
+    rows = call(spec.name, config, x, [h0], params, None, buffers, [g_rows, *grads[1:]], needs, False, [])
+    for a, b in zip(full, rows, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"expected the gradient of Hs of shape \(5, 2, 5\) or \(4, 2, 5\)"):
+        call(spec.name, config, x, [h0], params, None, buffers, [g_rows[:3], *grads[1:]], needs, False, [])
+
+
+def test_changing_the_output_in_place_fails_the_backward() -> None:
+    """The output rows share the saved states' version counter: changed in place, the backward says so."""
+    lay = layer("gru", engine="fused")
+    out, _ = lay(torch.randn(4, 2, 3, requires_grad=True))
+    out.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()

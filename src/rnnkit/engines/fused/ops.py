@@ -145,7 +145,12 @@ def _(info: Any, in_dims: tuple, *args: Any) -> tuple:
 class _Direct(torch.autograd.Function):
     """``rnnkit::sequence`` without the dispatcher: the same implementation, the same saved tensors and the same
     backward (:func:`_setup`, :func:`_input_grads`), for plain eager calls (:func:`call_sequence`) and for the
-    Triton kernels on CPU tensors under their interpreter."""
+    Triton kernels on CPU tensors under their interpreter.
+
+    It returns the output rows ``Hs[1:]`` as an output of their own, ahead of the buffers, so that the layer
+    output's gradient arrives here as (T, B, S) and goes to the kernels as it is. Through ``Hs[1:]`` autograd
+    would zero-fill a (T + 1)-row gradient and copy it in: cheap on a quiet machine, but two parallel passes that
+    wait for a descheduled thread on a busy one (a third of a d2l GRU step with one core taken)."""
 
     @staticmethod
     def forward(ctx: Any, impls: tuple, cell: str, config: list[int], lengths: Tensor | None, keep: bool,
@@ -155,13 +160,26 @@ class _Direct(torch.autograd.Function):
         _setup(ctx, (cell, config, x, state, params, lengths, keep, bf16, reg), buffers)
         ctx.backward_impl = impls[1]
         ctx.set_materialize_grads(False)  # an unused buffer's gradient stays None: no zero-filled (T, B, ·) tensors
-        return tuple(buffers)
+        # detached: a view of an output would be a second view of one base, which autograd forbids (it shares the
+        # version counter, so an in-place change of the rows still fails the backward, as a change of Hs does)
+        return (buffers[0][1:].detach(), *buffers)
 
     @staticmethod
-    def backward(ctx: Any, *grads: Tensor | None) -> tuple:
+    def backward(ctx: Any, g_rows: Tensor | None, *grads: Tensor | None) -> tuple:
+        grads = list(grads)
         # under vmap (autograd.grad(..., is_grads_batched=True), as gradcheck does) the operator's batching rule
         impl = torch.ops.rnnkit.sequence_backward if func_transforms_active() else ctx.backward_impl
-        return (None,) * 8 + tuple(_input_grads(ctx, list(grads), impl))
+        # the C kernels take rows 1..T alone; the Triton kernels and the double-backward recomputation the buffer
+        takes_rows = (
+            impl in (sequence_backward_impl, torch.ops.rnnkit.sequence_backward) and not torch.is_grad_enabled()
+        )
+        if g_rows is not None:
+            if grads[0] is None and takes_rows:
+                grads[0] = g_rows
+            else:  # (T + 1) rows: the final state has a gradient too, or the backward needs the buffer's shape
+                full = g_rows.new_zeros((g_rows.shape[0] + 1, *g_rows.shape[1:])) if grads[0] is None else grads[0]
+                grads[0] = torch.cat([full[:1], full[1:] + g_rows])
+        return (None,) * 8 + tuple(_input_grads(ctx, grads, impl))
 
 
 def plain_eager(tensors: Sequence[Tensor]) -> bool:
@@ -178,21 +196,28 @@ def plain_eager(tensors: Sequence[Tensor]) -> bool:
 
 def call_sequence(cell: str, config: list[int], x: Tensor, state: list[Tensor], params: list[Tensor],
                   lengths: Tensor | None, keep: bool, bf16: bool,
-                  impls: tuple | None = None, reg: list[Tensor] | None = None) -> list[Tensor]:  # fmt: skip
+                  impls: tuple | None = None,
+                  reg: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
     """``torch.ops.rnnkit.sequence(...)``, or in plain eager mode the same implementation called directly — the
     dispatcher and the custom-operator wrappers cost ~60 µs a call, a tenth of a small layer's. Whatever records
     or transforms the call (torch.compile, torch.export, jit.trace, a dispatch or function mode, tensor
     subclasses) sees the operator. ``impls``: another (forward, backward) implementation pair (the Triton
-    kernels under their CPU interpreter), always called directly. ``reg``: the in-loop regularisers (specs.py)."""
+    kernels under their CPU interpreter), always called directly. ``reg``: the in-loop regularisers (specs.py).
+
+    Returns the output sequence (T, B, S) — the values of ``buffers[0][1:]``; directly called, its own autograd
+    output (:class:`_Direct`) — and the buffers."""
     tensors = [x, *state, *params]
     reg = list(reg or [])
-    if impls is None and not plain_eager(tensors):
-        return torch.ops.rnnkit.sequence(cell, config, x, state, params, lengths, keep, bf16, reg)
+    if impls is None and (x.device.type != "cpu" or not plain_eager(tensors)):  # CUDA: the Triton kernels
+        buffers = torch.ops.rnnkit.sequence(cell, config, x, state, params, lengths, keep, bf16, reg)
+        return buffers[0][1:], buffers
     impls = impls or (sequence_impl, sequence_backward_impl)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return list(_Direct.apply(impls, cell, config, lengths, keep, bf16, reg, len(state), *tensors))
+        rows, *buffers = _Direct.apply(impls, cell, config, lengths, keep, bf16, reg, len(state), *tensors)
+        return rows, buffers
     with torch.no_grad():
-        return impls[0](cell, config, x, state, params, lengths, keep, bf16, reg)
+        buffers = impls[0](cell, config, x, state, params, lengths, keep, bf16, reg)
+    return buffers[0][1:], buffers
 
 
 # CUDA tensors: the Triton kernels (rnnkit.engines.triton), same buffers, so the fake and autograd above serve both

@@ -41,7 +41,7 @@ static void RK(indrnn_bwd_task)(void *ctx, int tid, int nth) {
         REAL *d = dh + b * H; /* dL/dh_t, carried backwards; starts at 0 past the last step */
         for (long k = 0; k < H; k++) d[k] = 0;
         for (long t = a->T - 1; t >= 0; t--) {
-            const REAL *g = gout + ((t + 1) * B + b) * H, *h = Hs + ((t + 1) * B + b) * H, *hp = h - B * H;
+            const REAL *g = gout + (t * B + b) * H, *h = Hs + ((t + 1) * B + b) * H, *hp = h - B * H;
             REAL *dp = dPre + (t * B + b) * H;
             const int alive = !a->len || t < a->len[b];
             for (long k = 0; k < H; k += VL) {

@@ -213,6 +213,30 @@ Tensor lengths(const optional<Tensor> &len, int64_t T, int64_t B) {
     return l;
 }
 
+// The gradient of a state sequence (T + 1, B, n) — or of its rows 1..T alone, (T, B, n): the layer's output, whose
+// gradient autograd then hands over as it is instead of zero-filling T + 1 rows and copying it in (under a competing
+// load those two parallel passes cost more than the kernels). The kernels read rows 1..T (`rows`); row 0, the
+// initial state's own gradient, is `first` when given (the caller adds it to dh0).
+struct StateGrad {
+    Tensor g, first;
+    const char *rows;
+};
+
+StateGrad state_grad(const Tensor &g_, const Tensor &ref, int64_t T, int64_t B, int64_t n, const char *what) {
+    const bool full = g_.dim() == 3 && g_.size(0) == T + 1;
+    TORCH_CHECK_VALUE(g_.dim() == 3 && (full || g_.size(0) == T) && g_.size(1) == B && g_.size(2) == n,
+                      "rnnkit kernels: expected ", what, " of shape (", T + 1, ", ", B, ", ", n, ") or (", T, ", ", B,
+                      ", ", n, "), got ", g_.sizes());
+    const Tensor g = input(g_, ref, what);
+    const char *rows = (const char *)ptr(g);
+    if (full && rows) rows += B * n * g.element_size();
+    return {g, full ? g.select(0, 0) : Tensor(), rows};
+}
+
+void add_first(Tensor &d, const StateGrad &g) {
+    if (g.first.defined()) d.add_(g.first);  // Hs[0] is the initial state itself
+}
+
 const int64_t *lptr(const Tensor &l) { return l.defined() ? l.data_ptr<int64_t>() : nullptr; }
 
 int64_t vl(const Tensor &like) { return kernels(like).vector_bytes / like.element_size(); }
@@ -458,8 +482,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const Tensor G = input(G_, G_, "G");
     check_shape(Cs_, {T + 1, B, H}, "Cs");
     check_shape(W_hh, {4 * H, S}, "W_hh");
-    check_shape(gHs_, {T + 1, B, S}, "the gradient of Hs");
-    const Tensor Cs = input(Cs_, G, "Cs"), gHs = input(gHs_, G, "the gradient of Hs"), W = padded(input(W_hh, G, "W_hh"));
+    const StateGrad gHs = state_grad(gHs_, G, T, B, S, "the gradient of Hs");
+    const Tensor Cs = input(Cs_, G, "Cs"), W = padded(input(W_hh, G, "W_hh"));
     Tensor M, Whr;
     if (proj) {
         check_shape(*W_hr, {P, H}, "W_hr");
@@ -486,13 +510,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     TORCH_CHECK_VALUE(!(bf16 && reg.on), "rnnkit kernels: bf16 products take no regularisers");
     rk_lstm_bwd_args a = {T, B, H, P, (int)act, (int)rec, (int)need_dh0, ptr(G), ptr(Cs), ptr(M), ptr(W),
                                 ptr(Whr), W.size(1), proj ? Whr.size(1) : 0, ptr(peep), lptr(len),
-                                (const char *)ptr(gHs) + B * S * es, gCs.defined() ? (const char *)ptr(gCs) + B * H * es : nullptr,
+                                gHs.rows, gCs.defined() ? (const char *)ptr(gCs) + B * H * es : nullptr,
                                 ptr(gG), mptr(dh), mptr(dh2), mptr(dc), mptr(dPre), mptr(db), mptr(dpeep), mptr(dHt),
                                 mptr(dm), step_threads(B * 4 * H * S + B * P * H), bf16 ? bf16_mode() : 0, ptr(Wtp),
                                 mptr(dpb), bf16 ? kpad(4 * H) : 0};
     a.reg = reg.ptr();
     if (T > 0 && B > 0) timed(kernels(G), a.nth, [&] { kernels(G).lstm_bwd(&a); });
-    dh.add_(gHs.select(0, 0));  // Hs[0] is the initial state itself
+    add_first(dh, gHs);
     if (gCs.defined()) dc.add_(gCs.select(0, 0));
     return {dPre, dh, dc, db, dpeep, dHt};
 }
@@ -567,9 +591,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, con
     check_shape(HN_, {T, B, H}, "HN");
     check_shape(Hs_, {T + 1, B, H}, "Hs");
     check_shape(W_hh, {3 * H, H}, "W_hh");
-    check_shape(gHs_, {T + 1, B, H}, "the gradient of Hs");
     const Tensor HN = input(HN_, G, "HN"), Hs = input(Hs_, G, "Hs"), W = padded(input(W_hh, G, "W_hh"));
-    const Tensor gHs = input(gHs_, G, "the gradient of Hs"), gG = opt(gG_, G, "the gradient of G", {T, B, 3 * H});
+    const StateGrad gHs = state_grad(gHs_, G, T, B, H, "the gradient of Hs");
+    const Tensor gG = opt(gG_, G, "the gradient of G", {T, B, 3 * H});
     const Tensor len = lengths(len_, T, B);
     Tensor dh = at::zeros({B, H}, G.options()), dh2 = at::empty({B, H}, G.options());
     Tensor dPre = at::empty({T, B, 3 * H}, G.options());
@@ -586,13 +610,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, con
     const Reg reg = regularisers(zone, rmask, G, B, H, nullptr, true);
     TORCH_CHECK_VALUE(!(bf16 && reg.on), "rnnkit kernels: bf16 products take no regularisers");
     rk_gru_bwd_args a = {T, B, H, (int)act, (int)rec, (int)reset_after, (int)need_dh0, ptr(G), ptr(HN), ptr(Hs),
-                               ptr(W), W.size(1), lptr(len), (const char *)ptr(gHs) + B * H * G.element_size(),
+                               ptr(W), W.size(1), lptr(len), gHs.rows,
                                ptr(gG), mptr(dh), mptr(dh2), mptr(dPre), mptr(dHH), mptr(db_ih), mptr(db_hh), mptr(drh),
                                step_threads(B * 3 * H * H), bf16 ? (int)bf16_mode() : 0, ptr(Wtp), mptr(dpb),
                                bf16 ? kpad(3 * H) : 0};
     a.reg = reg.ptr();
     if (T > 0 && B > 0) timed(kernels(G), a.nth, [&] { kernels(G).gru_bwd(&a); });
-    dh.add_(gHs.select(0, 0));
+    add_first(dh, gHs);
     return {dPre, dHH, dh, db_ih, db_hh};
 }
 
@@ -632,18 +656,18 @@ std::tuple<Tensor, Tensor, Tensor> elman_bwd(const Tensor &Hs_, const Tensor &W_
                       Hs_.sizes());
     const int64_t T = Hs_.size(0) - 1, B = Hs_.size(1), H = Hs_.size(2);
     check_shape(W_hh, {H, H}, "W_hh");
-    check_shape(gHs_, {T + 1, B, H}, "the gradient of Hs");
-    const Tensor Hs = input(Hs_, Hs_, "Hs"), W = padded(input(W_hh, Hs, "W_hh")), gHs = input(gHs_, Hs, "gHs");
+    const Tensor Hs = input(Hs_, Hs_, "Hs"), W = padded(input(W_hh, Hs, "W_hh"));
+    const StateGrad gHs = state_grad(gHs_, Hs, T, B, H, "the gradient of Hs");
     const Tensor len = lengths(len_, T, B);
     Tensor dh = at::zeros({B, H}, Hs.options()), dh2 = at::empty({B, H}, Hs.options());
     Tensor dPre = at::empty({T, B, H}, Hs.options()), db = at::zeros({H}, Hs.options());
     const Reg reg = regularisers(zone, rmask, Hs, B, H, nullptr, false);
     rk_elman_bwd_args a = {T, B, H, (int)act, (int)need_dh0, ptr(Hs), ptr(W), W.size(1), lptr(len),
-                           (const char *)ptr(gHs) + B * H * Hs.element_size(), mptr(dh), mptr(dh2), mptr(dPre),
+                           gHs.rows, mptr(dh), mptr(dh2), mptr(dPre),
                            mptr(db), step_threads(B * H * H)};
     a.reg = reg.ptr();
     if (T > 0 && B > 0) timed(kernels(Hs), a.nth, [&] { kernels(Hs).elman_bwd(&a); });
-    dh.add_(gHs.select(0, 0));
+    add_first(dh, gHs);
     return {dPre, dh, db};
 }
 
@@ -671,16 +695,16 @@ std::tuple<Tensor, Tensor, Tensor> indrnn_bwd(const Tensor &Hs_, const Tensor &u
                       Hs_.sizes());
     const int64_t T = Hs_.size(0) - 1, B = Hs_.size(1), H = Hs_.size(2);
     check_shape(u_, {H}, "u (weight_hh)");
-    check_shape(gHs_, {T + 1, B, H}, "the gradient of Hs");
-    const Tensor Hs = input(Hs_, Hs_, "Hs"), u = input(u_, Hs, "u"), gHs = input(gHs_, Hs, "gHs");
+    const Tensor Hs = input(Hs_, Hs_, "Hs"), u = input(u_, Hs, "u");
+    const StateGrad gHs = state_grad(gHs_, Hs, T, B, H, "the gradient of Hs");
     const Tensor len = lengths(len_, T, B);
     const int nth = step_threads(T * B * H);
     Tensor dh = at::zeros({B, H}, Hs.options()), dPre = at::empty({T, B, H}, Hs.options());
     Tensor du = at::zeros({nth, H}, Hs.options());
-    const rk_indrnn_bwd_args a = {T, B, H, (int)act, ptr(Hs), ptr(u), lptr(len), ptr(gHs), mptr(dPre), mptr(dh),
+    const rk_indrnn_bwd_args a = {T, B, H, (int)act, ptr(Hs), ptr(u), lptr(len), gHs.rows, mptr(dPre), mptr(dh),
                                   mptr(du), nth};
     if (T > 0 && B > 0 && H > 0) kernels(Hs).indrnn_bwd(&a);
-    dh.add_(gHs.select(0, 0));
+    add_first(dh, gHs);
     return {dPre, dh, du.sum(0)};
 }
 
@@ -730,8 +754,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_bwd(const Tensor &Ys_,
     check_shape(Ys_, {T + 1, B, O}, "Ys");
     check_shape(W_yh, {H, O}, "W_yh");
     check_shape(W_hy, {O, H}, "W_hy");
-    check_shape(gYs_, {T + 1, B, O}, "the gradient of Ys");
-    const Tensor Hh = input(Hh_, Hh_, "Hh"), Ys = input(Ys_, Hh, "Ys"), gYs = input(gYs_, Hh, "gYs");
+    const Tensor Hh = input(Hh_, Hh_, "Hh"), Ys = input(Ys_, Hh, "Ys");
+    const StateGrad gYs = state_grad(gYs_, Hh, T, B, O, "the gradient of Ys");
     const Tensor Wy = padded(input(W_yh, Hh, "W_yh")), Wh = padded(input(W_hy, Hh, "W_hy"));
     const Tensor gHh = opt(gHh_, Hh, "the gradient of Hh", {T, B, H}), len = lengths(len_, T, B);
     Tensor dy = at::zeros({B, O}, Hh.options()), dy2 = at::empty({B, O}, Hh.options()), dh = at::empty({B, H}, Hh.options());
@@ -739,12 +763,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_bwd(const Tensor &Ys_,
     Tensor db = at::zeros({H}, Hh.options()), db_hy = at::zeros({O}, Hh.options());
     const Reg reg = regularisers(zone, rmask, Hh, B, O, nullptr, false);
     rk_jordan_bwd_args a = {T, B, H, O, (int)act, (int)out_act, (int)need_dy0, ptr(Ys), ptr(Hh), ptr(Wy), ptr(Wh),
-                                  Wy.size(1), Wh.size(1), lptr(len), (const char *)ptr(gYs) + B * O * Hh.element_size(),
+                                  Wy.size(1), Wh.size(1), lptr(len), gYs.rows,
                                   ptr(gHh), mptr(dy), mptr(dy2), mptr(dh), mptr(dPre), mptr(dPreY), mptr(db),
                                   mptr(db_hy), step_threads(B * H * 2 * O)};
     a.reg = reg.ptr();
     if (T > 0 && B > 0) timed(kernels(Hh), a.nth, [&] { kernels(Hh).jordan_bwd(&a); });
-    dy.add_(gYs.select(0, 0));
+    add_first(dy, gYs);
     return {dPre, dPreY, dy, db, db_hy};
 }
 
@@ -814,12 +838,12 @@ std::vector<Tensor> ln_bwd(const Tensor &G_, const Tensor &Yh_, const Tensor &Rh
     check_shape(Rx_, {T, B}, "Rx");
     check_shape(Hs_, {T + 1, B, H}, "Hs");
     check_shape(W_hh, {GH, H}, "W_hh");
-    check_shape(gHs_, {T + 1, B, H}, "the gradient of Hs");
     check_shape(ax_, {GH}, "the gain of LN(W_ih x)");
     check_shape(ah_, {GH}, "the gain of LN(W_hh h)");
     const Tensor Yh = input(Yh_, G, "Yh"), Rh = input(Rh_, G, "Rh"), Hs = input(Hs_, G, "Hs");
     const Tensor Zx = input(Zx_, G, "Zx"), Mx = input(Mx_, G, "Mx"), Rx = input(Rx_, G, "Rx");
-    const Tensor W = padded(input(W_hh, G, "W_hh")), gHs = input(gHs_, G, "the gradient of Hs");
+    const Tensor W = padded(input(W_hh, G, "W_hh"));
+    const StateGrad gHs = state_grad(gHs_, G, T, B, H, "the gradient of Hs");
     const Tensor ax = input(ax_, G, "the gain of LN(W_ih x)");
     const Tensor ah = input(ah_, G, "the gain of LN(W_hh h)"), bhh = opt(bhh_, G, "b_hh", {GH});
     Tensor Cs, Mc, Rc, ac, bc, gCs;
@@ -841,11 +865,11 @@ std::vector<Tensor> ln_bwd(const Tensor &G_, const Tensor &Yh_, const Tensor &Rh
     const int64_t es = G.element_size();
     const rk_ln_bwd_args a = {T, B, H, NG, (int)act, (int)rec, (int)need_dh0, ptr(G), ptr(Yh), ptr(Rh), ptr(Hs),
                               ptr(Cs), ptr(Mc), ptr(Rc), ptr(Zx), ptr(Mx), ptr(Rx), ptr(W), W.size(1), ptr(ax), ptr(bhh),
-                              ptr(ah), ptr(ac), ptr(bc), lptr(len), (const char *)ptr(gHs) + B * H * es,
+                              ptr(ah), ptr(ac), ptr(bc), lptr(len), gHs.rows,
                               gCs.defined() ? (const char *)ptr(gCs) + B * H * es : nullptr, ptr(gG), mptr(dZx),
                               mptr(dZ), mptr(dh), mptr(dh2), mptr(dc), mptr(sums), mptr(scratch), nth};
     if (T > 0 && B > 0) timed(kernels(G), a.nth, [&] { kernels(G).ln_bwd(&a); });
-    dh.add_(gHs.select(0, 0));  // Hs[0] is the initial state itself
+    add_first(dh, gHs);
     if (gCs.defined()) dc.add_(gCs.select(0, 0));
     return {dZx, dZ, dh, dc, nth > 1 ? sums.sum(0) : sums.select(0, 0)};
 }

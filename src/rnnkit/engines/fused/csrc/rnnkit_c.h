@@ -192,9 +192,9 @@ typedef struct {
 } rk_jordan_bwd_args;
 
 /* IndRNN (Li et al. 2018): h_t = act(XW_t + u ⊙ h_{t-1}), XW (T, B, H) = W_ih x + b_ih + b_hh (one GEMM before),
-   u (H). Hs (T + 1, B, H): row 0 = h_0 (the caller's), the kernel writes rows 1..T. Backward: gout (T + 1, B, H)
-   = dL/dh_t from outside; out dPre (T, B, H), dh (B, H) = dL/dh_0 through the recurrence (the caller adds
-   gout[0]), du (nth, H) per-thread partial sums, zeroed by the caller. */
+   u (H). Hs (T + 1, B, H): row 0 = h_0 (the caller's), the kernel writes rows 1..T. Backward: gout (T, B, H)
+   = dL/dh_t (t = 1 … T) from outside; out dPre (T, B, H), dh (B, H) = dL/dh_0 through the recurrence (the caller
+   adds the initial state's own gradient), du (nth, H) per-thread partial sums, zeroed by the caller. */
 typedef struct {
     long T, B, H;
     int act;
