@@ -144,3 +144,32 @@ def test_zoneout_steps_as_the_layer_evaluates(kind: str) -> None:
     for got, exp in zip(state if isinstance(state, tuple) else (state,),
                         expected_state if isinstance(expected_state, tuple) else (expected_state,)):  # fmt: skip
         torch.testing.assert_close(got, exp, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_handed_back_state_steps_as_a_fresh_one(kind: str) -> None:
+    """A loop that hands back the state the stepper returned skips its checks: the same numbers as a copy of it
+    (which is checked), batched and unbatched; a state of the wrong shape is still refused."""
+    torch.manual_seed(14)
+    layer = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[kind](3, 5, num_layers=2).eval()
+    step = layer.stepper()
+    for shape in ((2, 3), (3,)):
+        xs = torch.randn(4, *shape)
+        _, state = step(xs[0])
+        _, copied = step(xs[0])
+        for x in xs[1:]:
+            y, state = step(x, state)
+            y2, copied = step(x, tuple(s.clone() for s in copied) if kind == "lstm" else copied.clone())
+            torch.testing.assert_close(y, y2, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="expected a state of shapes"):
+        step(torch.randn(2, 3), tuple(s[:, :1] for s in state) if kind == "lstm" else state[:, :1])
+
+
+def test_outputs_carry_no_gradient() -> None:
+    """Inference only: an input or a state that requires a gradient gives outputs that do not."""
+    layer = rnnkit.GRU(3, 5).eval()
+    step = layer.stepper()
+    x, h0 = torch.randn(2, 3, requires_grad=True), torch.zeros(1, 2, 5, requires_grad=True)
+    y, h = step(x, h0)
+    assert not y.requires_grad and not h.requires_grad
+    torch.testing.assert_close(y, step(x.detach(), h0.detach())[0], rtol=0, atol=0)

@@ -68,6 +68,7 @@ class Stepper:
         self._params = list(layer.parameters())
         self._versions: tuple[Any, ...] | None = None
         self.native = build.available()
+        self._returned: Any = None  # the state the last call returned (a loop that hands it back skips its checks)
         if not self.native and type(layer.cells[0]) not in STEPPED:
             build.announce_fallback("layer.stepper()")
         self._prepare()
@@ -105,7 +106,6 @@ class Stepper:
         ``layer.to(...)`` and ``.data = …`` give it new storage, so a new address)."""
         return tuple((p._version, p.data_ptr()) for p in self._params)
 
-    @torch.no_grad()
     def __call__(self, x: Tensor, state: Tensor | tuple[Tensor, ...] | None = None):
         if self._current_versions() != self._versions:
             self._prepare()
@@ -117,39 +117,58 @@ class Stepper:
         if x.dtype != self.dtype or x.device.type != "cpu":
             raise ValueError(f"Stepper: expected a {self.dtype} input on the CPU, got {x.dtype} on {x.device}; "
                              "convert it with x.to(...)")  # fmt: skip
-        sizes = self.layer.cells[0].state_sizes
-        L, B = self.layer.num_layers, x.shape[0]
-        if state is None:
-            state = tuple(x.new_zeros(L, B, s) for s in sizes)
+        if state is None or state is not self._returned:  # a generation loop hands back what it got: checked then
+            state = self._checked_state(state, x.shape[0], unbatched)
+        elif unbatched:
+            state = tuple(s.unsqueeze(1) for s in ((state,) if isinstance(state, Tensor) else state))
         else:
-            state = (state,) if isinstance(state, Tensor) else tuple(state)
-            if unbatched:
-                state = tuple(s.unsqueeze(1) for s in state)
-            want = [(L, B, s) for s in sizes]
-            if [tuple(s.shape) for s in state] != want or any(s.dtype != self.dtype for s in state):
-                raise ValueError(f"Stepper: expected a state of shapes {want} ({self.dtype}), got "
-                                 f"{[(tuple(s.shape), s.dtype) for s in state]}")  # fmt: skip
+            state = (state,) if isinstance(state, Tensor) else state
         spec0 = self.specs[0]
         if self.native and spec0 is not None and spec0.name in ONE_CALL:  # every layer's kernel, in one call
+            # a raw kernel: no autograd records it, so no no_grad() (a microsecond a token) is needed
+            if x.requires_grad:
+                x = x.detach()
+            state = tuple(s.detach() for s in state) if any(s.requires_grad for s in state) else state
             new_state = tuple(_step(spec0.name, x, state, self.flat_packed, self.configs[0], self.zone))
         else:
-            finals = []
-            for k, (spec, config) in enumerate(zip(self.specs, self.configs, strict=True)):
-                layer_state = [s[k] for s in state]
-                if self.native and spec is not None:  # the sequence kernel for one step
-                    reg = {"reg": self.reg} if self.reg else {}
-                    buffers = spec.run(config, self.packed[k], x.unsqueeze(0), layer_state, None, False, **reg)
-                    new = spec.outputs(config, buffers)[1]
-                else:
-                    new = self.layer.cells[k].step(x, tuple(layer_state), self.weights[k])[0]
-                    new = self.masks.zoneout_step(k, 0, tuple(layer_state), new)
-                finals.append(new)
-                x = new[0]  # the next layer reads this one's output
-            new_state = tuple(torch.stack(s) for s in zip(*finals))
+            with torch.no_grad():
+                new_state = self._layer_by_layer(x, state)
         y = new_state[0][-1]  # the top layer's output
         if unbatched:
             y, new_state = y.squeeze(0), tuple(s.squeeze(1) for s in new_state)
-        return y, (new_state[0] if len(new_state) == 1 else new_state)
+        out = new_state[0] if len(new_state) == 1 else new_state
+        self._returned = out
+        return y, out
+
+    def _checked_state(self, state: Tensor | tuple[Tensor, ...] | None, B: int, unbatched: bool) -> tuple[Tensor, ...]:
+        sizes = self.layer.cells[0].state_sizes
+        L = self.layer.num_layers
+        if state is None:
+            return tuple(torch.zeros(L, B, s, dtype=self.dtype) for s in sizes)
+        state = (state,) if isinstance(state, Tensor) else tuple(state)
+        if unbatched:
+            state = tuple(s.unsqueeze(1) for s in state)
+        want = [(L, B, s) for s in sizes]
+        if [tuple(s.shape) for s in state] != want or any(s.dtype != self.dtype for s in state):
+            raise ValueError(f"Stepper: expected a state of shapes {want} ({self.dtype}), got "
+                             f"{[(tuple(s.shape), s.dtype) for s in state]}")  # fmt: skip
+        return state
+
+    def _layer_by_layer(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """One call per layer: the sequence kernel for one step, or the cell's readable step."""
+        finals = []
+        for k, (spec, config) in enumerate(zip(self.specs, self.configs, strict=True)):
+            layer_state = [s[k] for s in state]
+            if self.native and spec is not None:  # the sequence kernel for one step
+                reg = {"reg": self.reg} if self.reg else {}
+                buffers = spec.run(config, self.packed[k], x.unsqueeze(0), layer_state, None, False, **reg)
+                new = spec.outputs(config, buffers)[1]
+            else:
+                new = self.layer.cells[k].step(x, tuple(layer_state), self.weights[k])[0]
+                new = self.masks.zoneout_step(k, 0, tuple(layer_state), new)
+            finals.append(new)
+            x = new[0]  # the next layer reads this one's output
+        return tuple(torch.stack(s) for s in zip(*finals))
 
 
 def kept_stepper(owner: Any, layer: Recurrent) -> Stepper | None:
