@@ -368,3 +368,30 @@ def test_numpy_bptt_matches_autograd_on_the_layer(case: str, engine: str):
     np.testing.assert_allclose(result.grads["V"], V.grad.numpy(), **tol)
     np.testing.assert_allclose(result.dx, xt.grad.numpy(), **tol)
     np.testing.assert_allclose(result.dstate0[0], h0.grad[0].numpy(), **tol)
+
+
+def test_recurrent_max_keeps_u_inside_the_bound():
+    """IndRNN's constraint (Li et al. 2018): constrain_() clips |u| of every layer and direction to recurrent_max
+    and leaves every other parameter alone; without recurrent_max it changes nothing; bad bounds fail in one line."""
+    torch.manual_seed(15)
+    layer = rnnkit.IndRNN(3, 6, num_layers=2, bidirectional=True, recurrent_max=0.5)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 2)
+    before = {n: p.detach().clone() for n, p in layer.named_parameters()}
+    rnnkit.constrain(torch.nn.Sequential(layer))
+    for name, p in layer.named_parameters():
+        if name.startswith("weight_hh"):
+            torch.testing.assert_close(p.detach(), before[name].clamp(-0.5, 0.5), rtol=0, atol=0)
+            assert float(p.detach().abs().max()) == 0.5  # some entries were outside the bound
+        else:
+            torch.testing.assert_close(p.detach(), before[name], rtol=0, atol=0)
+    free = rnnkit.IndRNN(3, 6)
+    with torch.no_grad():
+        free.weight_hh_l0.fill_(3.0)
+    free.constrain_()
+    assert float(free.weight_hh_l0.detach().min()) == 3.0
+    assert "recurrent_max=0.5" in repr(layer)
+    for bad in (0, -1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="recurrent_max must be a positive bound on \\|u\\| or None"):
+            IndRNNCell(3, 4, recurrent_max=bad)

@@ -168,3 +168,18 @@ def test_config_validation():
         OptimConfig(betas=(0.9,))
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=0)
+
+
+def test_trainer_keeps_indrnn_inside_its_bound(tmp_path):
+    """model.recurrent_max: after every optimiser step the trainer clips IndRNN's |u| (drawn from U(0, 1), so mostly
+    past 0.3, and moved by an lr of 0.5); another cell with recurrent_max is refused in one line."""
+    torch.manual_seed(0)
+    net = LanguageModel(6, "indrnn", 16, 2, 0.0, "embedding", 8, dtype=torch.float64, recurrent_max=0.3)
+    u0 = net.rnn.weight_hh_l1.detach().clone()
+    train(net, ToyTask(), TrainConfig(steps=3, plot=False, optim=OptimConfig(lr=0.5)), out_dir=tmp_path)
+    for name, p in net.rnn.named_parameters():
+        if name.startswith("weight_hh"):
+            assert float(p.detach().abs().max()) <= 0.3
+    assert not torch.equal(net.rnn.weight_hh_l1.detach(), u0)
+    with pytest.raises(ValueError, match="model.recurrent_max bounds IndRNN's recurrent weights"):
+        LanguageModel(6, "lstm", 16, recurrent_max=0.3)

@@ -24,7 +24,7 @@ from rnnkit.cells import (
 from rnnkit.compat import to_torch
 from rnnkit.engines import ENGINES, register_engine
 from rnnkit.errors import DeviceError, DtypeError, ShapeError
-from rnnkit.layer import Recurrent
+from rnnkit.layer import Recurrent, constrain
 from rnnkit.rnn import (
     GRU,
     LSTM,
@@ -71,6 +71,7 @@ __all__ = [
     "Recurrent",
     "RecurrentCell",
     "ShapeError",
+    "constrain",
     "get_activation",
     "register_engine",
     "to_torch",

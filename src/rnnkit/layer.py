@@ -214,6 +214,16 @@ class Recurrent(nn.Module):
         for k, cell in enumerate(self._cells):
             cell.init_parameters({n: t for n, t in vars(self.weights(k)).items() if t is not None})
 
+    @torch.no_grad()
+    def constrain_(self) -> None:
+        """Clip every parameter that its cell bounds (:meth:`~rnnkit.cells.base.RecurrentCell.constraints`, e.g.
+        IndRNN's ``recurrent_max``) back inside the bound, in place. rnnkit's trainer calls it after every optimiser
+        step; in a loop of your own, call it after ``optimizer.step()``. A no-op for cells without bounds."""
+        for k, cell in enumerate(self._cells):
+            w = self.weights(k)
+            for name, bound in cell.constraints().items():
+                getattr(w, name).clamp_(-bound, bound)
+
     def stepper(self) -> Any:
         """A :class:`~rnnkit.engines.fused.stepper.Stepper`: this layer one token at a time, little overhead
         (on a CUDA device, :class:`rnnkit.engines.triton.stepper.Stepper`: the Triton kernels, same API)."""
@@ -475,3 +485,10 @@ class Recurrent(nn.Module):
             check_like(name, what, s, x)
             out.append(s if batched else s.unsqueeze(1))
         return tuple(out)
+
+
+def constrain(model: nn.Module) -> None:
+    """:meth:`Recurrent.constrain_` on every rnnkit layer inside ``model`` (after ``optimizer.step()``)."""
+    for module in model.modules():
+        if isinstance(module, Recurrent):
+            module.constrain_()

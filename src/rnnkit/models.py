@@ -61,6 +61,8 @@ class ModelConfig:
     """zoneout on the LSTM's memory cell c (cell lstm or peephole)"""
     weight_dropout: float = 0.0
     """DropConnect on the recurrent matrix W_hh, one mask per forward call (AWD-LSTM, Merity et al. 2018)"""
+    recurrent_max: float = 0.0
+    """indrnn: clip |u| to this after every optimiser step, as Li et al. 2018 (2^(1/T) for T steps); 0 = no clip"""
 
     def __post_init__(self) -> None:
         check_cell(self.cell, "model.cell")
@@ -75,6 +77,15 @@ class ModelConfig:
         if self.zoneout_cell and self.cell not in ("lstm", "peephole"):
             raise ValueError(f"model.zoneout_cell needs a memory cell (model.cell lstm or peephole), got model.cell "
                              f"{self.cell!r}: use model.zoneout")  # fmt: skip
+        if (
+            isinstance(self.recurrent_max, bool)
+            or not isinstance(self.recurrent_max, (int, float))
+            or not (0 <= self.recurrent_max < float("inf"))
+        ):
+            raise ValueError(f"model.recurrent_max must be a bound >= 0 (0 = none), got {self.recurrent_max!r}")
+        if self.recurrent_max and self.cell != "indrnn":
+            raise ValueError(f"model.recurrent_max bounds IndRNN's recurrent weights (model.cell indrnn), got "
+                             f"model.cell {self.cell!r}: leave it at 0")  # fmt: skip
         if self.input not in ("onehot", "embedding"):
             raise ValueError(f"model.input must be onehot or embedding, got {self.input!r}")
         if self.embed_size < 0:
@@ -111,6 +122,7 @@ class LanguageModel(nn.Module):
         engine: str = "auto",
         device: Any = None,
         dtype: torch.dtype | None = None,
+        recurrent_max: float = 0.0,
         **regularisers: float,
     ) -> None:
         super().__init__()
@@ -120,8 +132,10 @@ class LanguageModel(nn.Module):
         if unknown:
             raise TypeError(f"LanguageModel got unexpected keyword argument(s) {', '.join(unknown)}")
         self.config = ModelConfig(cell, hidden_size, num_layers, dropout, input, embed_size, tie_weights, engine,
-                                  **regularisers)  # fmt: skip
+                                  recurrent_max=recurrent_max, **regularisers)  # fmt: skip
         regularisers = {k: v for k, v in regularisers.items() if v}  # only the ones that are on reach the layer
+        if recurrent_max:
+            regularisers["recurrent_max"] = recurrent_max  # IndRNN's bound on |u| (the layer's constrain_())
         self.vocab_size = vocab_size
         factory = {"device": device, "dtype": dtype}
         embed_size = embed_size or hidden_size

@@ -224,7 +224,8 @@ class MGU(Recurrent):
 
 class IndRNN(Recurrent):
     """Independently recurrent network (Li et al. 2018): ``u ⊙ h`` instead of ``W_hh h``, ReLU by default;
-    ``max_steps=T`` draws ``u`` from the paper's ``U(0, 2^{1/T})`` (see :class:`~rnnkit.cells.indrnn.IndRNNCell`)."""
+    ``max_steps=T`` draws ``u`` from the paper's ``U(0, 2^{1/T})``; ``recurrent_max=m`` keeps ``|u| ≤ m`` after every
+    optimiser step (:meth:`constrain_`; see :class:`~rnnkit.cells.indrnn.IndRNNCell`)."""
 
     def __init__(
         self,
@@ -240,10 +241,11 @@ class IndRNN(Recurrent):
         *,
         activation: str | Activation = "relu",
         max_steps: int | None = None,
+        recurrent_max: float | None = None,
         engine: str = "auto",
         **options: Any,
     ) -> None:
-        kwargs = {"activation": activation, "max_steps": max_steps}
+        kwargs = {"activation": activation, "max_steps": max_steps, "recurrent_max": recurrent_max}
         super().__init__(
             IndRNNCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             device, dtype, engine=engine, cell_kwargs=kwargs, **options,

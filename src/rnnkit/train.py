@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from rnnkit import checkpoint as ckpt
 from rnnkit import progress as ui  # (train() has a `progress` flag: the bar)
 from rnnkit.config import to_dict
+from rnnkit.layer import constrain
 from rnnkit.metrics_log import MetricsLog, plot_curves
 
 log = logging.getLogger("rnnkit.train")
@@ -395,8 +396,9 @@ def train(
         if o.clip_norm:
             nn.utils.clip_grad_norm_(model.parameters(), o.clip_norm)
 
-        # ---- 6. step ------------------------------------------------------------------------
+        # ---- 6. step, then weights back inside their cells' bounds (IndRNN's recurrent_max) -----
         optimizer.step()
+        constrain(model)
         step += 1
         window_loss += loss.detach()
         window_steps += 1

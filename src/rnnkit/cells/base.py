@@ -42,6 +42,11 @@ class RecurrentCell(nn.Module):
     #: refuses ``recurrent_dropout`` on a cell that does not, rather than silently not applying it)
     supports_recurrent_dropout: bool = False
 
+    def constraints(self) -> dict[str, float]:
+        """Bounds on parameters, ``{name: m}``: keep ``|param| ≤ m`` after every optimiser step (enforced by
+        :meth:`rnnkit.layer.Recurrent.constrain_`). None by default."""
+        return {}
+
     def __init__(
         self,
         input_size: int,

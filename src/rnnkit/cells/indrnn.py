@@ -9,6 +9,7 @@ faster than its inputs nor grow more than twofold over T steps.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -29,8 +30,10 @@ class IndRNNCell(RecurrentCell):
     Init: ``weight_ih`` and the biases ``U(-1/sqrt(H), 1/sqrt(H))`` as torch's RNN; ``u`` as the paper
     recommends for ReLU, ``U(0, 2^{1/T})`` with ``T = max_steps`` — the bound under which no unit grows more
     than twofold over T steps — and ``U(0, 1)`` when ``max_steps`` is not given (inside that bound for any T).
-    The paper also keeps ``|u|`` within the bound during training (clipping after each optimiser step); rnnkit
-    leaves the weights to the optimiser: clip ``weight_hh`` yourself if you need the guarantee.
+    The paper also keeps ``|u|`` within a bound during training, clipping it after each optimiser step:
+    ``recurrent_max=m`` does the same (``|u| ≤ m``; the layer's ``constrain_()``, which rnnkit's trainer calls
+    after every step — call it after ``optimizer.step()`` in a loop of your own). Without it ``u`` is left to the
+    optimiser, and a unit whose ``|u|`` passes 1 can grow without bound over a long carried stream.
     """
 
     gate_names = ("h",)
@@ -45,12 +48,17 @@ class IndRNNCell(RecurrentCell):
         *,
         activation: str | Activation = "relu",
         max_steps: int | None = None,
+        recurrent_max: float | None = None,
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         if max_steps is not None and (not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1):
             raise ValueError(f"max_steps must be a positive number of time steps or None, got {max_steps!r}")
+        number = isinstance(recurrent_max, (int, float)) and not isinstance(recurrent_max, bool)
+        if recurrent_max is not None and not (number and 0 < recurrent_max < math.inf):
+            raise ValueError(f"recurrent_max must be a positive bound on |u| or None, got {recurrent_max!r}")
         self.max_steps = max_steps
+        self.recurrent_max = recurrent_max
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self.activation = get_activation(activation)
         self.reset_parameters()
@@ -70,6 +78,9 @@ class IndRNNCell(RecurrentCell):
         with torch.no_grad():
             nn.init.uniform_(params["weight_hh"], 0.0, u_max)
 
+    def constraints(self) -> dict[str, float]:
+        return {} if self.recurrent_max is None else {"weight_hh": float(self.recurrent_max)}  # |u| ≤ recurrent_max
+
     def recurrence(self, xw: Tensor, state: State, w: Any) -> tuple[State, Gates]:
         (h,) = state  # (B, H)
         pre = xw + w.weight_hh * self.recurrent_input(h, w)  # W_ih x_t + b_ih + u ⊙ h_{t-1}: each unit sees itself
@@ -79,4 +90,5 @@ class IndRNNCell(RecurrentCell):
         return (h,), {"h": h}
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (f", max_steps={self.max_steps}" if self.max_steps is not None else "")
+        s = super().extra_repr() + (f", max_steps={self.max_steps}" if self.max_steps is not None else "")
+        return s + (f", recurrent_max={self.recurrent_max}" if self.recurrent_max is not None else "")
