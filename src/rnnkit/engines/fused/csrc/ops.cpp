@@ -13,6 +13,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <string>
@@ -131,10 +132,15 @@ int64_t g_min_step_macs = int64_t(1) << 18;
 int step_threads(int64_t macs) { return macs < g_min_step_macs ? 1 : threads(); }
 
 // Run a sequence kernel `run()` on `nth` threads, timed: if its threads spent more than a quarter of its time
-// waiting for each other past their spinning (the machine is busy: a partner thread was descheduled), run the
-// next second of kernels on one thread — a per-step meeting with a thread that is not running costs up to a
-// scheduler time slice each time. On a busy 2-core machine this keeps most of one core's speed instead of
-// falling to a fraction of it.
+// waiting for each other past their spinning (a partner thread was descheduled), and so did the kernel before it,
+// run the next second of kernels on one thread — a per-step meeting with a thread that is not running costs up to
+// a scheduler time slice each time. On a busy 2-core machine (another process holds a core) every kernel waits,
+// and one thread keeps most of one core's speed instead of falling to a fraction of it. A single kernel that
+// waited is not enough: in a VM the host takes a vCPU away now and then for a few ms, and a quiet-machine
+// d2l LSTM step then spent half its kernels in the one-thread second (measured on a Zen 4 VM: 1.26-1.53x
+// torch.nn.LSTM's time instead of 0.98-1.10x; with one core busy, the same kept speed either way).
+std::atomic<int> g_waited_in_a_row{0};
+
 template <class F>
 void timed(const rk_kernels &k, int nth, F &&run) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -142,7 +148,12 @@ void timed(const rk_kernels &k, int nth, F &&run) {
     if (nth <= 1) return;
     const auto now = std::chrono::steady_clock::now();
     const long wall = (long)std::chrono::duration_cast<std::chrono::nanoseconds>(now - t0).count();
-    if (k.take_waited_ns() * 4 > wall) g_alone_until = now + std::chrono::seconds(1);
+    if (k.take_waited_ns() * 4 <= wall) {
+        g_waited_in_a_row = 0;
+    } else if (++g_waited_in_a_row >= 2) {
+        g_alone_until = now + std::chrono::seconds(1);
+        g_waited_in_a_row = 0;
+    }
 }
 
 // Set that threshold (tests set 0 to run small problems on every thread); returns the previous one.
