@@ -74,7 +74,8 @@ def _mm(a: Tensor, b: Tensor) -> Tensor:
 
 def _mm_bf16(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` from bf16 operands (float32 result), on torch's bf16 GEMM (oneDNN: AMX where the CPU has it);
-    for the weight gradients under autocast, as autocast computes a Linear layer's."""
+    for the weight gradients under autocast, as autocast computes a Linear layer's. (An operand already in bf16
+    is used as it is.)"""
     return torch.mm(a.bfloat16(), b.bfloat16()).float()
 
 
@@ -187,6 +188,8 @@ class LSTMSpec:
         T, B, H4 = dPre.shape
         dPre2 = dPre.view(T * B, H4)
         mm = _mm_bf16 if bf16 else _mm
+        if bf16:  # converted once for both weight gradients (and dx), not once per product
+            dPre2 = dPre2.bfloat16()
         dx, dW_ih = _input_grads([needs[0], needs[3]], dPre2, x, W_ih, mm)
         grads_p = [dW_ih, mm(dPre2.t(), _prev(Hs, rmask))]  # dW_hh = Σ_t dPre_tᵀ h_{t-1}
         grads_p += [db, db.clone()] if b_ih is not None else []
@@ -278,6 +281,8 @@ class GRUSpec:
         T, B, H3 = dPre.shape
         dPre2, Hp = dPre.view(T * B, H3), _prev(Hs, rmask)
         mm = _mm_bf16 if bf16 else _mm
+        if bf16:  # converted once for dx and dW_ih, not once per product
+            dPre2 = dPre2.bfloat16()
         dx, dW_ih = _input_grads([needs[0], needs[2]], dPre2, x, W_ih, mm)
         if config[3]:  # reset after: dW_hh = Σ_t dHH_tᵀ h_{t-1}
             dW_hh = mm(dHH.view(T * B, H3).t(), Hp)
