@@ -40,6 +40,20 @@ def layer(kind: str, **kw) -> rnnkit.Recurrent:
     }[kind]()
 
 
+def assert_engines_agree(lay: rnnkit.Recurrent, x: torch.Tensor, run) -> None:
+    """``run(lay)`` computes and back-propagates a loss and returns any further tensors to compare: on the fused
+    engine it must give what it gives on the reference loop (those tensors, x's and every parameter's gradient)."""
+    results = []
+    for engine in ("reference", "fused"):
+        lay.engine = engine
+        lay.zero_grad()
+        x.grad = None
+        extra = run(lay)
+        results.append([*extra, x.grad, *(p.grad for p in lay.parameters())])
+    for e, g in zip(*results, strict=True):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize(
     "kind,reg",
     [("lstm_proj", False), ("gru_reset_before", False), ("peephole", False), ("rnn", False), ("jordan", False),
@@ -168,18 +182,14 @@ def test_double_backward_equals_the_reference(kind: str) -> None:
     lay = layer(kind, dtype=F64, bidirectional=True)
     x = torch.randn(5, 3, 3, dtype=F64, requires_grad=True)
     lengths = torch.tensor([5, 2, 4])
-    results = []
-    for engine in ("reference", "fused"):
-        lay.engine = engine
-        lay.zero_grad()
-        x.grad = None
+
+    def penalty(lay: rnnkit.Recurrent) -> list[torch.Tensor]:
         out, _ = lay(x, lengths=lengths)
         (gx,) = torch.autograd.grad(out.tanh().sum(), x, create_graph=True)
-        penalty = gx.square().sum()
-        penalty.backward()
-        results.append([gx.detach(), x.grad, *(p.grad for p in lay.parameters())])
-    for e, g in zip(*results, strict=True):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+        gx.square().sum().backward()
+        return [gx.detach()]
+
+    assert_engines_agree(lay, x, penalty)
 
 
 def test_gradgradcheck() -> None:
@@ -280,19 +290,16 @@ def test_output_rows_and_final_state_gradients(kind: str, uses: str) -> None:
     lay = layer(kind, dtype=F64, bidirectional=True, num_layers=2)
     x = torch.randn(6, 3, 3, dtype=F64, requires_grad=True)
     lengths = torch.tensor([6, 2, 5])
-    results = []
-    for engine in ("reference", "fused"):
-        lay.engine = engine
-        lay.zero_grad()
-        x.grad = None
+
+    def loss(lay: rnnkit.Recurrent) -> list[torch.Tensor]:
         out, state = lay(x, lengths=lengths)
         finals = state if isinstance(state, tuple) else (state,)
-        loss = out.sin().sum() if uses != "final" else 0
-        loss = loss + sum(s.cos().sum() for s in finals) if uses != "output" else loss
-        loss.backward()
-        results.append([x.grad, *(p.grad for p in lay.parameters())])
-    for e, g in zip(*results, strict=True):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+        total = out.sin().sum() if uses != "final" else 0
+        total = total + sum(s.cos().sum() for s in finals) if uses != "output" else total
+        total.backward()
+        return []
+
+    assert_engines_agree(lay, x, loss)
 
 
 def test_sequence_backward_takes_the_output_rows_alone() -> None:
