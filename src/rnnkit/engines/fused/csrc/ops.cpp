@@ -229,7 +229,7 @@ Tensor lengths(const optional<Tensor> &len, int64_t T, int64_t B) {
 // load those two parallel passes cost more than the kernels). The kernels read rows 1..T (`rows`); row 0, the
 // initial state's own gradient, is `first` when given (the caller adds it to dh0).
 struct StateGrad {
-    Tensor g, first;
+    Tensor g, first;  // g: the contiguous gradient `rows` points into (held here so that it outlives the kernel)
     const char *rows;
 };
 
