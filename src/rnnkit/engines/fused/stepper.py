@@ -117,12 +117,12 @@ class Stepper:
         if x.dtype != self.dtype or x.device.type != "cpu":
             raise ValueError(f"Stepper: expected a {self.dtype} input on the CPU, got {x.dtype} on {x.device}; "
                              "convert it with x.to(...)")  # fmt: skip
-        if state is None or state is not self._returned:  # a generation loop hands back what it got: checked then
+        if state is None or state is not self._returned:
             state = self._checked_state(state, x.shape[0], unbatched)
-        elif unbatched:
-            state = tuple(s.unsqueeze(1) for s in ((state,) if isinstance(state, Tensor) else state))
-        else:
+        else:  # what the last call returned (a generation loop hands it back): checked then
             state = (state,) if isinstance(state, Tensor) else state
+            if unbatched:
+                state = tuple(s.unsqueeze(1) for s in state)
         spec0 = self.specs[0]
         if self.native and spec0 is not None and spec0.name in ONE_CALL:  # every layer's kernel, in one call
             # a raw kernel: no autograd records it, so no no_grad() (a microsecond a token) is needed
