@@ -40,18 +40,32 @@ def layer(kind: str, **kw) -> rnnkit.Recurrent:
     }[kind]()
 
 
-def assert_engines_agree(lay: rnnkit.Recurrent, x: torch.Tensor, run) -> None:
+class _Recorded(torch.overrides.TorchFunctionMode):
+    """A function mode that changes nothing but makes the fused engine call its operator through the dispatcher
+    (what torch.compile and torch.export record) instead of calling the implementation directly."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def assert_engines_agree(lay: rnnkit.Recurrent, x: torch.Tensor, run, operator: bool = False) -> None:
     """``run(lay)`` computes and back-propagates a loss and returns any further tensors to compare: on the fused
-    engine it must give what it gives on the reference loop (those tensors, x's and every parameter's gradient)."""
+    engine it must give what it gives on the reference loop (those tensors, x's and every parameter's gradient).
+    ``operator``: the fused engine's operator form too (its own outputs, autograd formula and backward op)."""
     results = []
-    for engine in ("reference", "fused"):
+    for engine, mode in [("reference", None), ("fused", None)] + [("fused", _Recorded)] * operator:
         lay.engine = engine
         lay.zero_grad()
         x.grad = None
-        extra = run(lay)
+        if mode is None:
+            extra = run(lay)
+        else:
+            with mode():
+                extra = run(lay)
         results.append([*extra, x.grad, *(p.grad for p in lay.parameters())])
-    for e, g in zip(*results, strict=True):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+    for other in results[1:]:
+        for e, g in zip(results[0], other, strict=True):
+            torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize(
@@ -281,25 +295,54 @@ def test_batched_gradients_through_the_fused_backward() -> None:
 
 
 @pytest.mark.parametrize("kind", ["lstm_proj", "gru", "gru_reset_before", "peephole", "rnn", "jordan", "indrnn", "mgu"])
-@pytest.mark.parametrize("uses", ["output", "final", "both"])
+@pytest.mark.parametrize("uses", ["output", "final", "both", "gates"])
 def test_output_rows_and_final_state_gradients(kind: str, uses: str) -> None:
-    """The output sequence is its own autograd output of the direct call (its gradient reaches the kernels as
-    (T, B, S) rows); the final state's gradient still goes through the buffer. Whichever the loss reads, the
-    gradients equal the reference loop's, with ragged lengths and both directions."""
+    """The output sequence and the final states are outputs of their own (their gradients reach the kernels
+    without zero-filled (T + 1)-row tensors); the gates are views of the buffers. Whichever the loss reads, the
+    gradients equal the reference loop's, with ragged lengths and both directions, called directly and through
+    the operator."""
     torch.manual_seed(12)
     lay = layer(kind, dtype=F64, bidirectional=True, num_layers=2)
     x = torch.randn(6, 3, 3, dtype=F64, requires_grad=True)
     lengths = torch.tensor([6, 2, 5])
 
     def loss(lay: rnnkit.Recurrent) -> list[torch.Tensor]:
-        out, state = lay(x, lengths=lengths)
+        out, state, gates = lay(x, lengths=lengths, return_gates=True)
         finals = state if isinstance(state, tuple) else (state,)
         total = out.sin().sum() if uses != "final" else 0
         total = total + sum(s.cos().sum() for s in finals) if uses != "output" else total
+        if uses == "gates":  # the LSTM's gates include the cell states: both buffers take a gradient
+            total = total + sum((g * (i + 1)).tanh().sum() for i, g in enumerate(gates.values()))
         total.backward()
         return []
 
-    assert_engines_agree(lay, x, loss)
+    assert_engines_agree(lay, x, loss, operator=True)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_the_operator_with_no_steps_passes_the_final_gradient_to_the_initial_state(kind: str) -> None:
+    """T = 0: the final states are the initial ones, so their gradients are the initial states' (operator and
+    direct call)."""
+    lay = layer(kind, dtype=F64, engine="fused")
+    cell = lay.cells[0]
+    from rnnkit.engines.fused import ops
+    from rnnkit.engines.fused.specs import SPECS
+
+    spec = SPECS[type(cell)]
+    config, params = spec.config_and_params(cell, lay.weights(0))
+    x = torch.zeros(0, 2, 3, dtype=F64)
+    state = [torch.randn(2, 5, dtype=F64, requires_grad=True) for _ in range(spec.n_state)]
+    for direct in (True, False):
+        if direct:
+            rows, finals, _ = ops.call_sequence(spec.name, config, x, state, params, None, True, False)
+        else:
+            with _Recorded():
+                rows, finals, _ = ops.call_sequence(spec.name, config, x, state, params, None, True, False)
+        assert rows.shape == (0, 2, 5)
+        weights = [torch.randn(2, 5, dtype=F64) for _ in finals]
+        grads = torch.autograd.grad([(f * w).sum() for f, w in zip(finals, weights)], state)
+        for g, w in zip(grads, weights, strict=True):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
 
 
 def test_sequence_backward_takes_the_output_rows_alone() -> None:
@@ -312,7 +355,7 @@ def test_sequence_backward_takes_the_output_rows_alone() -> None:
     spec = SPECS[type(cell)]
     config, params = spec.config_and_params(cell, lay.weights(0))
     x, h0 = torch.randn(4, 2, 3, dtype=F64), torch.randn(2, 5, dtype=F64)
-    buffers = torch.ops.rnnkit.sequence(spec.name, config, x, [h0], params, None, True, False, [])
+    buffers = torch.ops.rnnkit.sequence(spec.name, config, x, [h0], params, None, True, False, [])[2:]
     g_rows = torch.randn(4, 2, 5, dtype=F64)
     needs = [True] * (2 + len(params))
     grads = [torch.cat([torch.zeros(1, 2, 5, dtype=F64), g_rows]), torch.empty(0), torch.empty(0)]

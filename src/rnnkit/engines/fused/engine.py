@@ -127,7 +127,7 @@ def run_by_operator(
 ) -> RunResult:
     """Depth and direction (:func:`run_stack`), each (layer, direction) one call of ``rnnkit::sequence``
     (:func:`.ops.call_sequence`) — or of ``sequence``, another callable with its signature (the Triton engine) —
-    which returns the output sequence and the buffers that give the final states and the gates (``spec.outputs``)."""
+    which returns the output sequence, the final states and the buffers that give the gates (``spec.outputs``)."""
     call = sequence or ops.call_sequence
     masks = getattr(layer, "call_masks", None)
     # a traced graph must not depend on the grad mode it was traced under (torch.jit.trace checks it)
@@ -144,8 +144,10 @@ def run_by_operator(
         reg = kernel_args(masks, k, state[0])  # zoneout, recurrent dropout: inside the kernels' time loop
         low = bf16 and spec.bf16_products(config) and not reg
         extra = {"reg": reg} if reg else {}
-        out, buffers = call(spec.name, config, inp, list(state), params, lengths, keep, low, **extra)
-        _, finals, gates = spec.outputs(config, buffers)  # out: the same rows, with a gradient path of their own
+        # the output rows and final states come with gradient paths of their own (ops.op_outputs); the gates are
+        # views of the buffers
+        out, finals, buffers = call(spec.name, config, inp, list(state), params, lengths, keep, low, **extra)
+        gates = spec.outputs(config, buffers)[2]
         if mask is not None:  # outputs (and gates) past a sequence's end are zero
             out = torch.where(mask, out, 0.0)
             gates = [torch.where(mask, g, 0.0) for g in gates]

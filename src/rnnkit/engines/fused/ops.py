@@ -3,7 +3,8 @@
 ``torch.ops.rnnkit.sequence(cell, config, x, state, params, lengths, keep, bf16, reg)`` runs one direction of one
 layer of any built-in cell over a whole sequence (``cell`` names a spec of :mod:`.specs`; ``config`` and
 ``params`` come from its ``config_and_params``; ``reg`` is ``[]`` or the in-loop regularisers, ``[zone, rmask]``,
-tensors so that a new seed per call is data, not a recompile) and returns the spec's buffers. Because it is a
+tensors so that a new seed per call is data, not a recompile) and returns the output rows (T, B, S), the final
+states (B, ·) each, then the spec's buffers (:func:`op_outputs`). Because it is a
 ``torch.library`` operator with a fake (shape-only) implementation and a registered autograd formula,
 ``torch.compile`` sees one node per call instead of a graph break, ``torch.export`` records it, and
 ``torch.jit.trace`` keeps it. Its backward is the operator ``rnnkit::sequence_backward`` (the C kernels'
@@ -52,13 +53,36 @@ def sequence_impl(
     return spec.run(config, spec.pack(config, list(params), bf16), x, list(state), lengths, keep, bf16, **extra)
 
 
-sequence = torch.library.custom_op("rnnkit::sequence", mutates_args=(), device_types="cpu")(sequence_impl)
+def op_outputs(buffers: list[Tensor], n_state: int) -> list[Tensor]:
+    """The operator's outputs from a kernel's buffers: the output rows ``Hs[1:]`` (T, B, S), the final states
+    (row T of each state buffer), then the buffers. The rows and finals are copies — an operator's outputs may not
+    alias one another — so that their gradients reach the backward as they are: through views of the buffers a
+    compiled graph would zero-fill (T + 1)-row gradients and scatter them in (a tenth of a d2l GRU step)."""
+    return [buffers[0][1:].clone(), *(buffers[k][-1].clone() for k in range(n_state)), *buffers]
+
+
+def _sequence_op(
+    cell: str,
+    config: Sequence[int],
+    x: Tensor,
+    state: Sequence[Tensor],
+    params: Sequence[Tensor],
+    lengths: Tensor | None,
+    keep: bool,
+    bf16: bool,
+    reg: Sequence[Tensor],
+) -> list[Tensor]:
+    return op_outputs(sequence_impl(cell, config, x, state, params, lengths, keep, bf16, reg), len(state))
+
+
+sequence = torch.library.custom_op("rnnkit::sequence", mutates_args=(), device_types="cpu")(_sequence_op)
 
 
 @sequence.register_fake
 def _(cell, config, x, state, params, lengths, keep, bf16, reg):
     shapes = BY_NAME[cell].buffer_shapes(list(config), x, list(state), keep)
-    return [x.new_empty(s) for s in shapes]
+    rows, finals = (shapes[0][0] - 1, *shapes[0][1:]), [shapes[k][1:] for k in range(len(state))]
+    return [x.new_empty(s) for s in (rows, *finals, *shapes)]
 
 
 def sequence_backward_impl(
@@ -92,14 +116,43 @@ def _(cell, config, x, state, params, lengths, buffers, grads, needs, bf16, reg)
     return [t.new_empty(t.shape) if n else x.new_empty(0) for t, n in zip(like, needs, strict=True)]
 
 
-def _setup(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:
+def _setup(ctx: Any, inputs: tuple, buffers: list[Tensor], takes_rows: bool) -> None:
+    """``takes_rows``: whether the backward implementation reads a state's gradient as rows 1..T alone (the C
+    kernels do; the Triton ones and the double-backward recomputation take all T + 1)."""
     cell, config, x, state, params, lengths, keep, bf16, reg = inputs
     ctx.cell, ctx.config, ctx.n_state, ctx.keep, ctx.bf16 = cell, list(config), len(state), keep, bf16
     ctx.needs = [t.requires_grad for t in (x, *state, *params)]
     ctx.has_lengths = lengths is not None
     ctx.n_reg = len(reg)
-    ctx.save_for_backward(x, *state, *params, *([lengths] if lengths is not None else []), *reg, *output)
+    ctx.save_for_backward(x, *state, *params, *([lengths] if lengths is not None else []), *reg, *buffers)
     ctx.n_params = len(params)
+    ctx.state_shapes = [buffers[k].shape for k in range(len(state))]
+    ctx.takes_rows = takes_rows
+    ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no zero-filled (T, B, ·) tensors
+
+
+def _fold(ctx: Any, grads: Sequence[Tensor | None]) -> list[Tensor | None]:
+    """The buffers' gradients, given those of all outputs (rows, finals, buffers): the rows' and the finals'
+    folded into their state buffer's — as rows 1..T alone where the backward takes them and nothing else is
+    there, else as all T + 1 rows."""
+    n = ctx.n_state
+    g_rows, g_finals, g_bufs = grads[0], grads[1 : 1 + n], list(grads[1 + n :])
+    takes_rows = ctx.takes_rows and not torch.is_grad_enabled()
+    for k in range(n):
+        rows, final, whole = (g_rows if k == 0 else None), g_finals[k], g_bufs[k]
+        if rows is None and final is None:
+            continue
+        if whole is None and rows is not None and takes_rows and rows.shape[0]:
+            g_bufs[k] = rows if final is None else torch.cat([rows[:-1], (rows[-1] + final).unsqueeze(0)])
+            continue
+        if whole is None:
+            whole = (final if rows is None else rows).new_zeros(ctx.state_shapes[k])
+        if rows is not None:
+            whole = torch.cat([whole[:1], whole[1:] + rows])
+        if final is not None:
+            whole = torch.cat([whole[:-1], (whole[-1] + final).unsqueeze(0)])
+        g_bufs[k] = whole
+    return g_bufs
 
 
 def _input_grads(ctx: Any, grads: list[Tensor | None], backward_impl: Any) -> list[Tensor | None]:
@@ -117,13 +170,17 @@ def _input_grads(ctx: Any, grads: list[Tensor | None], backward_impl: Any) -> li
     return [g if n else None for g, n in zip(res, ctx.needs, strict=True)]
 
 
-def _backward(ctx: Any, grads: list[Tensor]) -> tuple:
-    res = _input_grads(ctx, grads, torch.ops.rnnkit.sequence_backward)
+def _setup_op(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:
+    _setup(ctx, inputs, output[1 + len(inputs[3]) :], takes_rows=inputs[2].device.type == "cpu")
+
+
+def _backward(ctx: Any, grads: list[Tensor | None]) -> tuple:
+    res = _input_grads(ctx, _fold(ctx, grads), torch.ops.rnnkit.sequence_backward)
     no_reg = [None] * ctx.n_reg  # the masks and the seed take no gradient
     return None, None, res[0], res[1 : 1 + ctx.n_state], res[1 + ctx.n_state :], None, None, None, no_reg
 
 
-torch.library.register_autograd("rnnkit::sequence", _backward, setup_context=_setup)
+torch.library.register_autograd("rnnkit::sequence", _backward, setup_context=_setup_op)
 
 
 @torch.library.register_vmap("rnnkit::sequence_backward")
@@ -143,43 +200,33 @@ def _(info: Any, in_dims: tuple, *args: Any) -> tuple:
 
 
 class _Direct(torch.autograd.Function):
-    """``rnnkit::sequence`` without the dispatcher: the same implementation, the same saved tensors and the same
-    backward (:func:`_setup`, :func:`_input_grads`), for plain eager calls (:func:`call_sequence`) and for the
-    Triton kernels on CPU tensors under their interpreter.
-
-    It returns the output rows ``Hs[1:]`` as an output of their own, ahead of the buffers, so that the layer
-    output's gradient arrives here as (T, B, S) and goes to the kernels as it is. Through ``Hs[1:]`` autograd
-    would zero-fill a (T + 1)-row gradient and copy it in: cheap on a quiet machine, but two parallel passes that
-    wait for a descheduled thread on a busy one (a third of a d2l GRU step with one core taken)."""
+    """``rnnkit::sequence`` without the dispatcher: the same implementation, outputs, saved tensors and backward
+    (:func:`_setup`, :func:`_fold`, :func:`_input_grads`), for plain eager calls (:func:`call_sequence`) and for
+    the Triton kernels on CPU tensors under their interpreter. The output rows and final states are views of the
+    buffers here (no copies), detached: a view of an output would be a second view of one base, which autograd
+    forbids. They share the buffers' version counter, so an in-place change of the rows still fails the backward.
+    """
 
     @staticmethod
     def forward(ctx: Any, impls: tuple, cell: str, config: list[int], lengths: Tensor | None, keep: bool,
                 bf16: bool, reg: list[Tensor], n_state: int, *tensors: Tensor) -> tuple[Tensor, ...]:  # fmt: skip
         x, state, params = tensors[0], list(tensors[1 : 1 + n_state]), list(tensors[1 + n_state :])
         buffers = impls[0](cell, config, x, state, params, lengths, keep, bf16, reg)
-        _setup(ctx, (cell, config, x, state, params, lengths, keep, bf16, reg), buffers)
+        inputs = (cell, config, x, state, params, lengths, keep, bf16, reg)
+        _setup(ctx, inputs, buffers, takes_rows=impls[1] is sequence_backward_impl)
         ctx.backward_impl = impls[1]
-        ctx.set_materialize_grads(False)  # an unused buffer's gradient stays None: no zero-filled (T, B, ·) tensors
-        # detached: a view of an output would be a second view of one base, which autograd forbids (it shares the
-        # version counter, so an in-place change of the rows still fails the backward, as a change of Hs does)
-        return (buffers[0][1:].detach(), *buffers)
+        return tuple(t.detach() for t in _views(buffers, n_state)) + tuple(buffers)
 
     @staticmethod
-    def backward(ctx: Any, g_rows: Tensor | None, *grads: Tensor | None) -> tuple:
-        grads = list(grads)
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple:
         # under vmap (autograd.grad(..., is_grads_batched=True), as gradcheck does) the operator's batching rule
         impl = torch.ops.rnnkit.sequence_backward if func_transforms_active() else ctx.backward_impl
-        # the C kernels take rows 1..T alone; the Triton kernels and the double-backward recomputation the buffer
-        takes_rows = (
-            impl in (sequence_backward_impl, torch.ops.rnnkit.sequence_backward) and not torch.is_grad_enabled()
-        )
-        if g_rows is not None:
-            if grads[0] is None and takes_rows:
-                grads[0] = g_rows
-            else:  # (T + 1) rows: the final state has a gradient too, or the backward needs the buffer's shape
-                full = g_rows.new_zeros((g_rows.shape[0] + 1, *g_rows.shape[1:])) if grads[0] is None else grads[0]
-                grads[0] = torch.cat([full[:1], full[1:] + g_rows])
-        return (None,) * 8 + tuple(_input_grads(ctx, grads, impl))
+        return (None,) * 8 + tuple(_input_grads(ctx, _fold(ctx, grads), impl))
+
+
+def _views(buffers: list[Tensor], n_state: int) -> list[Tensor]:
+    """The output rows and the final states as views of the buffers."""
+    return [buffers[0][1:], *(buffers[k][-1] for k in range(n_state))]
 
 
 def plain_eager(tensors: Sequence[Tensor]) -> bool:
@@ -197,31 +244,32 @@ def plain_eager(tensors: Sequence[Tensor]) -> bool:
 def call_sequence(cell: str, config: list[int], x: Tensor, state: list[Tensor], params: list[Tensor],
                   lengths: Tensor | None, keep: bool, bf16: bool,
                   impls: tuple | None = None,
-                  reg: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
+                  reg: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor], list[Tensor]]:  # fmt: skip
     """``torch.ops.rnnkit.sequence(...)``, or in plain eager mode the same implementation called directly — the
     dispatcher and the custom-operator wrappers cost ~60 µs a call, a tenth of a small layer's. Whatever records
     or transforms the call (torch.compile, torch.export, jit.trace, a dispatch or function mode, tensor
     subclasses) sees the operator. ``impls``: another (forward, backward) implementation pair (the Triton
     kernels under their CPU interpreter), always called directly. ``reg``: the in-loop regularisers (specs.py).
 
-    Returns the output sequence (T, B, S) — the values of ``buffers[0][1:]``; directly called, its own autograd
-    output (:class:`_Direct`) — and the buffers."""
-    tensors = [x, *state, *params]
+    Returns the output sequence (T, B, S), the final states and the buffers; the first two with gradient paths
+    of their own (:func:`op_outputs`)."""
+    tensors, n = [x, *state, *params], len(state)
     reg = list(reg or [])
     if impls is None and (x.device.type != "cpu" or not plain_eager(tensors)):  # CUDA: the Triton kernels
-        buffers = torch.ops.rnnkit.sequence(cell, config, x, state, params, lengths, keep, bf16, reg)
-        return buffers[0][1:], buffers
+        outs = torch.ops.rnnkit.sequence(cell, config, x, state, params, lengths, keep, bf16, reg)
+        return outs[0], list(outs[1 : 1 + n]), list(outs[1 + n :])
     impls = impls or (sequence_impl, sequence_backward_impl)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        rows, *buffers = _Direct.apply(impls, cell, config, lengths, keep, bf16, reg, len(state), *tensors)
-        return rows, buffers
+        rows, *rest = _Direct.apply(impls, cell, config, lengths, keep, bf16, reg, n, *tensors)
+        return rows, rest[:n], rest[n:]
     with torch.no_grad():
         buffers = impls[0](cell, config, x, state, params, lengths, keep, bf16, reg)
-    return buffers[0][1:], buffers
+    rows, *finals = _views(buffers, n)
+    return rows, finals, buffers
 
 
 # CUDA tensors: the Triton kernels (rnnkit.engines.triton), same buffers, so the fake and autograd above serve both
-register_cuda(sequence, sequence_backward)
+register_cuda(sequence, sequence_backward, op_outputs)
 
 
 def reference_buffers(cell: str, config: list[int], x: Tensor, state: list[Tensor], params: list[Tensor],

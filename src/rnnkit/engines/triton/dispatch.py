@@ -61,9 +61,14 @@ def backward(cell: str, config: Sequence[int], x: Tensor, state: Sequence[Tensor
     return _impl().sequence_backward(cell, config, x, state, params, lengths, buffers, grads, needs)
 
 
-def register_cuda(sequence_op: Any, backward_op: Any) -> None:
-    """Register the Triton implementations as the CUDA kernels of the two custom operators."""
-    sequence_op.register_kernel("cuda")(forward)
+def register_cuda(sequence_op: Any, backward_op: Any, outputs: Any) -> None:
+    """Register the Triton implementations as the CUDA kernels of the two custom operators; ``outputs(buffers,
+    n_state)`` makes the operator's outputs from the forward's buffers."""
+
+    def sequence(cell, config, x, state, params, lengths, keep, bf16, reg):  # noqa: ANN001, ANN202
+        return outputs(forward(cell, config, x, state, params, lengths, keep, bf16, reg), len(state))
+
+    sequence_op.register_kernel("cuda")(sequence)
     backward_op.register_kernel("cuda")(backward)
 
 
