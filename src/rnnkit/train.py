@@ -106,6 +106,8 @@ class TrainConfig:
     """write curves.png (train/val loss) at the end"""
     autocast: Literal["none", "bf16"] = "none"
     """mixed precision: bf16 runs each training forward under torch.autocast (float32 weights and optimizer)"""
+    compile: bool = False
+    """run the training forward and loss through torch.compile (inductor): compiles once (seconds) on first use"""
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
@@ -360,6 +362,9 @@ def train(
         0,
     )
     stop_reason, lr = "", learning_rate(o, step, 0.0)
+    # the model's forward and the task's loss as one graph (inductor fuses the head's bias into the loss); the
+    # evaluation and the checkpoints use the model itself
+    task_loss = torch.compile(task.loss) if cfg.compile else task.loss
     model.train()
     while True:
         # ---- stop? (steps, stop_at, time budget) ------------------------------------------------
@@ -384,7 +389,7 @@ def train(
 
         # ---- 3. forward + loss (the task carries detached state between batches) ---------------
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.autocast == "bf16"):
-            loss, carry, units = task.loss(net, batch, carry)
+            loss, carry, units = task_loss(net, batch, carry)
 
         # ---- 4. backward ----------------------------------------------------------------------
         optimizer.zero_grad(set_to_none=True)
