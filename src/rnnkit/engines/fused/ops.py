@@ -17,6 +17,7 @@ reference loop) under autograd, which can be differentiated again — slower, an
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,18 +62,9 @@ def op_outputs(buffers: list[Tensor], n_state: int) -> list[Tensor]:
     return [buffers[0][1:].clone(), *(buffers[k][-1].clone() for k in range(n_state)), *buffers]
 
 
-def _sequence_op(
-    cell: str,
-    config: Sequence[int],
-    x: Tensor,
-    state: Sequence[Tensor],
-    params: Sequence[Tensor],
-    lengths: Tensor | None,
-    keep: bool,
-    bf16: bool,
-    reg: Sequence[Tensor],
-) -> list[Tensor]:
-    return op_outputs(sequence_impl(cell, config, x, state, params, lengths, keep, bf16, reg), len(state))
+@functools.wraps(sequence_impl)  # the operator's schema comes from sequence_impl's signature
+def _sequence_op(*args: Any) -> list[Tensor]:
+    return op_outputs(sequence_impl(*args), len(args[3]))
 
 
 sequence = torch.library.custom_op("rnnkit::sequence", mutates_args=(), device_types="cpu")(_sequence_op)
