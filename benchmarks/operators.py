@@ -22,35 +22,44 @@ from rnnkit.models import LanguageModel
 from rnnkit.timing import time_interleaved
 
 
-def lm_step(model: torch.nn.Module, opt: torch.optim.Optimizer, tokens: torch.Tensor) -> None:
+def lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     logits, _ = model(tokens[:, :-1])
-    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+
+
+def lm_step(model: torch.nn.Module, opt: torch.optim.Optimizer, tokens: torch.Tensor, loss_fn=lm_loss) -> None:
+    loss = loss_fn(model, tokens)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
 
 
-def compile_vs_eager(rounds: int = 7) -> None:
+def compile_vs_eager(rounds: int = 15) -> None:
     """Training steps of the recommended language model (2 x 256 GRU, embedding 64, 64-token windows of 32):
-    eager against torch.compile (inductor), after the compiled one has warmed up."""
-    results = {}
+    eager against torch.compile (inductor) of the model, and of the model and the loss together (what
+    ``rnnkit train --compile`` compiles), after the compiled ones have warmed up."""
     for cell in ("gru", "lstm"):
         torch.manual_seed(0)
-        eager = LanguageModel(65, cell, hidden_size=256, num_layers=2, input="embedding", embed_size=64)
-        compiled_model = LanguageModel(65, cell, hidden_size=256, num_layers=2, input="embedding", embed_size=64)
-        compiled_model.load_state_dict(eager.state_dict())
-        compiled = torch.compile(compiled_model)
+        models = [LanguageModel(65, cell, hidden_size=256, num_layers=2, input="embedding", embed_size=64)]
+        for _ in range(2):
+            models.append(LanguageModel(65, cell, hidden_size=256, num_layers=2, input="embedding", embed_size=64))
+            models[-1].load_state_dict(models[0].state_dict())
         tokens = torch.randint(0, 65, (32, 65))
-        opts = [torch.optim.AdamW(m.parameters(), lr=1e-3) for m in (eager, compiled_model)]
-        start = time.perf_counter()
-        lm_step(compiled, opts[1], tokens)  # compiles
-        compile_s = time.perf_counter() - start
-        calls = [partial(lm_step, eager, opts[0], tokens), partial(lm_step, compiled, opts[1], tokens)]
-        e, c = time_interleaved(calls, repeats=rounds, warmup=2, min_time=0.2)
-        ratio = statistics.median(a / b for a, b in zip(e, c))
-        results[cell] = (statistics.median(e) * 1e3, statistics.median(c) * 1e3, ratio, compile_s)
-        print(f"{cell}: eager {results[cell][0]:.2f} ms/step, compiled {results[cell][1]:.2f} ms/step, "
-              f"compiled/eager speed {ratio:.2f}x (first compiled step, compiling: {compile_s:.1f} s)")  # fmt: skip
+        opts = [torch.optim.AdamW(m.parameters(), lr=1e-3) for m in models]
+        calls = [partial(lm_step, models[0], opts[0], tokens),
+                 partial(lm_step, torch.compile(models[1]), opts[1], tokens),
+                 partial(lm_step, models[2], opts[2], tokens, torch.compile(lm_loss))]  # fmt: skip
+        compile_s = []
+        for call in calls[1:]:
+            start = time.perf_counter()
+            call()  # compiles
+            compile_s.append(time.perf_counter() - start)
+        eager, *compiled = time_interleaved(calls, repeats=rounds, warmup=2, min_time=0.2)
+        for what, times, secs in zip(("model", "model and loss"), compiled, compile_s, strict=True):
+            ratio = statistics.median(a / b for a, b in zip(eager, times))
+            print(f"{cell}: eager {statistics.median(eager) * 1e3:.2f} ms/step, compiled {what} "
+                  f"{statistics.median(times) * 1e3:.2f} ms/step, compiled/eager speed {ratio:.2f}x "
+                  f"(first compiled step, compiling: {secs:.1f} s)")  # fmt: skip
 
 
 def _busy(stop) -> None:
