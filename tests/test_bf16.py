@@ -162,3 +162,36 @@ def test_language_model_trains_under_autocast_like_float32() -> None:
             losses[mode] = torch.nn.functional.cross_entropy(logits[0, :-1], data[1:400]).item()
     assert losses["none"] < 1.0  # it learnt the repeated sentence
     assert abs(losses["bf16"] - losses["none"]) < 0.05, losses
+
+
+@pytest.mark.skipif(not bf16_kernels(), reason="this CPU has no AVX512_BF16: float32 products under autocast")
+@pytest.mark.parametrize(
+    "kind,options",
+    [("lstm", {"zoneout": 0.3}), ("lstm", {"zoneout": 0.2, "zoneout_cell": 0.3}), ("lstm", {"recurrent_dropout": 0.3}),
+     ("gru", {"zoneout": 0.3}), ("gru", {"zoneout": 0.2, "recurrent_dropout": 0.3})],
+)  # fmt: skip
+def test_bf16_products_with_the_in_loop_regularisers(kind: str, options: dict) -> None:
+    """Zoneout and recurrent dropout inside the bf16 kernels: with the same masks (same seed) the outputs, final
+    states and every gradient are float32's to bf16 precision — two layers, both directions, ragged lengths —
+    while other masks give other numbers (so the masks are applied, forward and backward)."""
+    torch.manual_seed(1)
+    layer = getattr(rnnkit, kind.upper())(24, 48, num_layers=2, bidirectional=True, engine="fused", **options)
+    x, lengths = torch.randn(12, 5, 24), torch.tensor([12, 3, 9, 12, 1])
+
+    def run(bf16: bool, seed: int = 5) -> list[torch.Tensor]:
+        torch.manual_seed(seed)
+        xx = x.clone().requires_grad_()
+        layer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out, state = layer(xx, lengths=lengths)
+        state = state if isinstance(state, tuple) else (state,)
+        weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+        ((out.float() * weights).sum() + sum(s.float().square().sum() for s in state)).backward()
+        grads = [xx.grad, *(p.grad for p in layer.parameters())]
+        return [out.detach().float(), *(s.detach().float() for s in state), *grads]
+
+    exact, low, other = run(False), run(True), run(True, seed=6)
+    assert not torch.equal(low[0], exact[0])  # bf16 products ran (float32 ones would be bitwise equal)
+    for e, g in zip(exact, low, strict=True):
+        assert ((g - e).norm() / e.norm()).item() < 0.02
+    assert max(((o - e).norm() / e.norm()).item() for o, e in zip(other, exact, strict=True)) > 0.2

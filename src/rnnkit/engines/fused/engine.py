@@ -142,7 +142,7 @@ def run_by_operator(
         # compiled graph must see the same layout as its trace (a batch-first input is a transposed view)
         inp = inp.contiguous()
         reg = kernel_args(masks, k, state[0])  # zoneout, recurrent dropout: inside the kernels' time loop
-        low = bf16 and spec.bf16_products(config) and not reg
+        low = bf16 and spec.bf16_products(config)
         extra = {"reg": reg} if reg else {}
         # the output rows and final states come with gradient paths of their own (ops.op_outputs); the gates are
         # views of the buffers

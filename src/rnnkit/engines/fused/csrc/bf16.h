@@ -103,6 +103,13 @@ RK_BF16 static void rk_store_bf16(uint16_t *p, const float *src, long n) {
     _mm256_mask_storeu_epi16(p, m, h);
 }
 
+/* Units [lo, hi) of the B rows of src (row stride lds) in bf16 into dst (row stride ldd): under recurrent dropout,
+   the next step's product operand m ⊙ h_t from the float32 ring reg.h keeps. */
+RK_BF16 static void rk_store_bf16_rows(uint16_t *dst, long ldd, const float *src, long lds, long B, long lo, long hi) {
+    for (long b = 0; b < B; b++)
+        for (long u = lo; u < hi; u += 16) rk_store_bf16(dst + b * ldd + u, src + b * lds + u, hi - u < 16 ? hi - u : 16);
+}
+
 /* out[:, n_lo:n_hi] += A · W[:, n_lo:n_hi] for the B rows of A (bf16, B × 2·KK, row stride lda), with Wᵀ packed
    by rk_pack_bf16 in panels of 16 units (NG = 1, U = 16); n_lo a multiple of 16. The backward's per-step
    product in bf16. */

@@ -161,6 +161,11 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
         }
         if (after) {
             RK(reg_store_hd)(g, t, B, H, u_lo, u_hi, hn);
+#if RK_BF16_HERE
+            if (a->bf16 && g && g->rmask) /* recurrent dropout: the next product reads m ⊙ h_t */
+                rk_store_bf16_rows((uint16_t *)a->hb + ((t + 1) % 2) * B * a->Hp, a->Hp,
+                                   (const float *)g->hd + ((t + 1) % 2) * B * H, H, B, u_lo, u_hi);
+#endif
             rk_barrier_wait(&j->bar, nth, &sense);
             continue;
         }
@@ -288,11 +293,14 @@ static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
         rk_barrier_wait(&j->bar, nth, &sense);
 #if RK_BF16_HERE
         if (dpb) {
-            if (t > 0 || a->need_dh0) {
+            if (t > 0 || a->need_dh0) { /* into acc, as below: masked into nxt at the end under recurrent dropout */
+                if (acc != nxt)
+                    for (long b = 0; b < B; b++)
+                        for (long u = u_lo; u < u_hi; u++) acc[b * H + u] = 0;
                 if (a->bf16 == 2)
-                    rk_amx_add_rows_product(B, K3, dpb, K3, a->Wtp, u_lo, u_hi, nxt, H);
+                    rk_amx_add_rows_product(B, K3, dpb, K3, a->Wtp, u_lo, u_hi, acc, H);
                 else
-                    rk_add_rows_product_bf16(B, K3 / 2, dpb, K3, a->Wtp, u_lo, u_hi, nxt, H);
+                    rk_add_rows_product_bf16(B, K3 / 2, dpb, K3, a->Wtp, u_lo, u_hi, acc, H);
             }
         } else
 #endif

@@ -143,6 +143,11 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
             }
         }
         if (!P) RK(reg_store_hd)(g, t, B, H, u_lo, u_hi, hn);
+#if RK_BF16_HERE
+        if (a->bf16 && g && g->rmask) /* recurrent dropout: the next product reads m ⊙ h_t (no projection here) */
+            rk_store_bf16_rows((uint16_t *)a->hb + ((t + 1) % 2) * B * a->Sp, a->Sp,
+                               (const float *)g->hd + ((t + 1) % 2) * B * H, H, B, u_lo, u_hi);
+#endif
         rk_barrier_wait(&j->bar, nth, &sense);
         if (P) { /* h_t = W_hr m_t for the thread's own units of h; ended sequences keep h_{t-1} */
             RK(panels_step)(RK_IDENTITY, B, t, a->len, q_lo, q_hi, P, mn, H, a->Whrp, NULL, 0, NULL, NULL, hp, hn, g);
@@ -284,16 +289,16 @@ static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
                     rk_store_bf16(dpb + b * K4 + k * H + u, dp + b * 4 * H + k * H + u, u_hi - u < VL ? u_hi - u : VL);
 #endif
         rk_barrier_wait(&j->bar, nth, &sense);
+        if (t > 0 || a->need_dh0) {
 #if RK_BF16_HERE
-        if (dpb && (t > 0 || a->need_dh0)) {
-            if (a->bf16 == 2)
-                rk_amx_add_rows_product(B, K4, dpb, K4, a->Wtp, v_lo, v_hi, nxt, S);
-            else
-                rk_add_rows_product_bf16(B, K4 / 2, dpb, K4, a->Wtp, v_lo, v_hi, nxt, S);
-        } else
+            if (dpb) {
+                if (a->bf16 == 2)
+                    rk_amx_add_rows_product(B, K4, dpb, K4, a->Wtp, v_lo, v_hi, nxt, S);
+                else
+                    rk_add_rows_product_bf16(B, K4 / 2, dpb, K4, a->Wtp, v_lo, v_hi, nxt, S);
+            } else
 #endif
-            if (t > 0 || a->need_dh0) {
-            RK(add_rows_product)(B, 4 * H, dp, 4 * H, a->W, a->ldw, v_lo, v_hi, nxt, S);
+                RK(add_rows_product)(B, 4 * H, dp, 4 * H, a->W, a->ldw, v_lo, v_hi, nxt, S);
             RK(reg_bwd_fix)(g, t, B, a->len, S, v_lo, v_hi, cur, go, nxt); /* recurrent dropout, zoneout's path */
         }
         REAL *swap = cur;

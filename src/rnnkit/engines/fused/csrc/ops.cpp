@@ -460,7 +460,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd_into(const Tensor &x_, const
     Tensor G = keep ? at::empty({T, B, 4 * H}, x.options()) : none_like(x);
     Tensor M = proj ? at::empty({T, B, H}, x.options()) : none_like(x);
     const Reg reg = regularisers(zone, rmask, x, B, S, &h0, false);
-    TORCH_CHECK_VALUE(!(bf16 && reg.on), "rnnkit kernels: bf16 products take no regularisers");
+    if (bf16 && reg.hd.defined()) hb.select(0, 0).narrow(-1, 0, S).copy_(reg.hd.select(0, 0));  // m ⊙ h0
     rk_lstm_fwd_args a = {T, B, H, P, F, (int)act, (int)rec, ptr(x), ptr(Wxp), ptr(Wp),
                                 proj ? ptr(*Whrp) : nullptr, ptr(bias), ptr(peep), lptr(len), ptr(h0), ptr(c0),
                                 hout, cout, mptr(G), mptr(M), step_threads(B * 4 * H * (F + S) + B * P * H),
@@ -518,7 +518,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     }
     const int64_t es = G.element_size();
     const Reg reg = regularisers(zone, rmask, G, B, S, nullptr, false);
-    TORCH_CHECK_VALUE(!(bf16 && reg.on), "rnnkit kernels: bf16 products take no regularisers");
     rk_lstm_bwd_args a = {T, B, H, P, (int)act, (int)rec, (int)need_dh0, ptr(G), ptr(Cs), ptr(M), ptr(W),
                                 ptr(Whr), W.size(1), proj ? Whr.size(1) : 0, ptr(peep), lptr(len),
                                 gHs.rows, gCs.defined() ? (const char *)ptr(gCs) + B * H * es : nullptr,
@@ -570,7 +569,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd_into(const Tensor &x_, const Tensor &
     Tensor HN = keep ? at::empty({T, B, H}, x.options()) : none_like(x);
     Tensor scratch = (!keep && !reset_after) ? at::empty({B, 4 * H}, x.options()) : none_like(x);
     const Reg reg = regularisers(zone, rmask, x, B, H, &h0, false);
-    TORCH_CHECK_VALUE(!(bf16 && reg.on), "rnnkit kernels: bf16 products take no regularisers");
+    if (bf16 && reg.hd.defined()) hb.select(0, 0).narrow(-1, 0, H).copy_(reg.hd.select(0, 0));  // m ⊙ h0
     rk_gru_fwd_args a = {T, B, H, F, (int)act, (int)rec, (int)reset_after, ptr(x), ptr(Wxp), ptr(Wp),
                                reset_after ? nullptr : ptr(*Wnp), ptr(bih), ptr(bhh), lptr(len), ptr(h0),
                                hout, mptr(G), mptr(HN), mptr(scratch),
@@ -619,7 +618,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, con
         dpb = at::zeros({2, B, kpad(3 * H)}, G.options().dtype(at::kBFloat16));  // padding stays zero
     }
     const Reg reg = regularisers(zone, rmask, G, B, H, nullptr, true);
-    TORCH_CHECK_VALUE(!(bf16 && reg.on), "rnnkit kernels: bf16 products take no regularisers");
     rk_gru_bwd_args a = {T, B, H, (int)act, (int)rec, (int)reset_after, (int)need_dh0, ptr(G), ptr(HN), ptr(Hs),
                                ptr(W), W.size(1), lptr(len), gHs.rows,
                                ptr(gG), mptr(dh), mptr(dh2), mptr(dPre), mptr(dHH), mptr(db_ih), mptr(db_hh), mptr(drh),
