@@ -152,7 +152,8 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
                         RK_GRU_DISPATCH(RK(gru_cell), nu, H, ax, ah, bw, hp + s, hn + s, gb, hnb, zh);
                 }
 #if RK_BF16_HERE
-                if (a->bf16) /* h_t in bf16 for the next step's product (ended rows: h_{t-1}, copied above) */
+                if (a->bf16 && !(g && g->rmask)) /* h_t in bf16 for the next step's product (ended rows: h_{t-1},
+                                                     copied above); under recurrent dropout m ⊙ h_t, below */
                     for (long r = 0; r < R; r++)
                         rk_store_bf16((uint16_t *)a->hb + ((t + 1) % 2) * B * a->Hp + (b0 + r) * a->Hp + u,
                                       hn + (b0 + r) * H + u, nu);

@@ -135,7 +135,8 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
                         RK_LSTM_CELL(nu, H, ax, ah, bw, pw, cp + s, cn + s, mn + s, gb, zh, hp + s, zc);
                 }
 #if RK_BF16_HERE
-                if (a->bf16) /* h_t in bf16 for the next step's product (ended rows: h_{t-1}, copied above) */
+                if (a->bf16 && !(g && g->rmask)) /* h_t in bf16 for the next step's product (ended rows: h_{t-1},
+                                                     copied above); under recurrent dropout m ⊙ h_t, below */
                     for (long r = 0; r < R; r++)
                         rk_store_bf16((uint16_t *)a->hb + ((t + 1) % 2) * B * a->Sp + (b0 + r) * a->Sp + u,
                                       mn + (b0 + r) * H + u, nu);
