@@ -24,11 +24,38 @@ static inline uint16_t rk_to_bf16(float f) {
 
 typedef struct {
     long NG, H, K, U, KK; /* KK: pairs of k, K padded (to 2 for vdpbf16ps, to 32 for AMX) */
+    long rs, cs;          /* W's strides: W[row, k] at W[row * rs + k * cs] (a transposed view packs as it is) */
     const float *W;
     uint16_t *Wp;
 } rk_pack_bf16_job;
 
-static void rk_pack_bf16_task(void *ctx, int tid, int nth) {
+/* 16 units' (k, k + 1) pairs, rows row0 … row0 + 15 of W, as 32 bf16 in the packed order (unit-major, k-minor). */
+RK_BF16 static void rk_pack_pairs16(const rk_pack_bf16_job *j, long row0, long k, uint16_t *dst) {
+    const float *w = j->W + row0 * j->rs + k * j->cs;
+    __m512i out;
+    if (j->cs == 1) { /* rows of W: each pair is 8 contiguous bytes, gathered 8 at a time */
+        const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)j->rs));
+        const __m512 lo = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx, w, 4));
+        const __m512 hi = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx, w + 8 * j->rs, 4));
+        out = (__m512i)_mm512_cvtne2ps_pbh(hi, lo); /* lo's 16 values first: v0 k, v0 k+1, v1 k, … */
+    } else { /* k apart by cs: the 16 units' k values, then their k + 1 values, interleaved after rounding */
+        __m512 a, b;
+        if (j->rs == 1) { /* a transposed view: the units are contiguous */
+            a = _mm512_loadu_ps(w), b = _mm512_loadu_ps(w + j->cs);
+        } else {
+            const __m512i idx = _mm512_mullo_epi32(
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)j->rs));
+            a = _mm512_i32gather_ps(idx, w, 4), b = _mm512_i32gather_ps(idx, w + j->cs, 4);
+        }
+        const __m512i ab = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* a's 16 values, then b's */
+        const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                               6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        out = _mm512_permutexvar_epi16(order, ab);
+    }
+    _mm512_storeu_si512(dst, out);
+}
+
+RK_BF16 static void rk_pack_bf16_task(void *ctx, int tid, int nth) {
     const rk_pack_bf16_job *j = ctx;
     const long U = j->U, K = j->K, KK = j->KK, nb = (j->H + U - 1) / U;
     long lo, hi;
@@ -37,12 +64,17 @@ static void rk_pack_bf16_task(void *ctx, int tid, int nth) {
         uint16_t *dst = j->Wp + p * KK * j->NG * U * 2;
         for (long kk = 0; kk < KK; kk++)
             for (long g = 0; g < j->NG; g++)
-                for (long v = 0; v < U; v++) { /* unit p·U + v: W's row g·H + p·U + v, columns 2kk and 2kk + 1 */
-                    const long u = p * U + v, row = g * j->H + u;
-                    for (int e = 0; e < 2; e++) {
-                        const long k = 2 * kk + e;
-                        *dst++ = (u < j->H && k < K) ? rk_to_bf16(j->W[row * K + k]) : 0;
+                for (long v0 = 0; v0 < U; v0 += 16, dst += 32) {
+                    const long u0 = p * U + v0;
+                    if (u0 + 16 <= j->H && 2 * kk + 1 < K) { /* 16 whole units, a whole pair */
+                        rk_pack_pairs16(j, g * j->H + u0, 2 * kk, dst);
+                        continue;
                     }
+                    for (long v = 0; v < 16; v++) /* the edges: units past H and k past K are zeros */
+                        for (int e = 0; e < 2; e++) {
+                            const long u = u0 + v, k = 2 * kk + e;
+                            dst[2 * v + e] = (u < j->H && k < K) ? rk_to_bf16(j->W[(g * j->H + u) * j->rs + k * j->cs]) : 0;
+                        }
                 }
     }
 }
@@ -50,7 +82,7 @@ static void rk_pack_bf16_task(void *ctx, int tid, int nth) {
 /* Wp holds ceil(H / U) · KK · NG · U · 2 values, KK = ceil(K / kmult) · kmult / 2. */
 static void rk_pack_bf16_entry(const rk_pack_args *a) {
     const long m = a->kmult > 2 ? a->kmult : 2;
-    rk_pack_bf16_job j = {a->NG, a->H, a->K, a->U, (a->K + m - 1) / m * m / 2, a->W, a->Wp};
+    rk_pack_bf16_job j = {a->NG, a->H, a->K, a->U, (a->K + m - 1) / m * m / 2, a->rs, a->cs, a->W, a->Wp};
     rk_parallel(rk_pack_bf16_task, &j, (double)a->NG * a->H * a->K < 1e5 ? 1 : a->nth);
 }
 

@@ -285,7 +285,7 @@ static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
         }
 #if RK_BF16_HERE
         const long K3 = a->K3;                                                       /* 3H, padded */
-        uint16_t *dpb = a->bf16 && after ? (uint16_t *)a->dpb + (t % 2) * B * K3 : NULL; /* dHH_t in bf16 */
+        uint16_t *dpb = a->bf16 && after ? (uint16_t *)a->dpb + t * B * K3 : NULL; /* dHH_t in bf16 */
         for (long b = 0; dpb && b < B; b++)
             for (int k = 0; k < 3; k++)
                 for (long u = u_lo; u < u_hi; u += VL)

@@ -283,7 +283,7 @@ static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
         }
 #if RK_BF16_HERE
         const long K4 = a->K4;                                                  /* 4H, padded */
-        uint16_t *dpb = a->bf16 ? (uint16_t *)a->dpb + (t % 2) * B * K4 : NULL; /* dPre_t in bf16: a ring of 2 */
+        uint16_t *dpb = a->bf16 ? (uint16_t *)a->dpb + t * B * K4 : NULL; /* dPre_t in bf16 */
         for (long b = 0; dpb && b < B; b++)
             for (int k = 0; k < 4; k++)
                 for (long u = u_lo; u < u_hi; u += VL)

@@ -354,10 +354,12 @@ Tensor pack_bf16(const Tensor &W, int64_t ngates, int64_t units) {
     TORCH_CHECK_VALUE(W.dim() == 2 && ngates > 0 && W.size(0) % ngates == 0 && units > 0 && units % 16 == 0,
                       "rnnkit kernels: cannot pack W of shape ", W.sizes(), " into ", ngates, " gates of ", units,
                       " units");
-    const Tensor w = W.contiguous();
+    // any strides (a transposed W_hh packs as it is); the packer gathers 16 rows by int32 offsets (≤ 15 · rs)
+    const Tensor w = W.stride(0) < (int64_t(1) << 27) ? W : W.contiguous();
     const int64_t H = W.size(0) / ngates, K = W.size(1), KK = kpad(K) / 2;
     Tensor Wp = at::empty({(H + units - 1) / units * KK * ngates * units * 2}, W.options().dtype(at::kBFloat16));
-    const rk_pack_args a = {ngates, H, K, units, w.data_ptr(), Wp.data_ptr(), threads(), bf16_kmult()};
+    const rk_pack_args a = {ngates, H, K, units, w.data_ptr(), Wp.data_ptr(), threads(), bf16_kmult(),
+                            w.stride(0), w.stride(1)};
     kernels(W).pack_bf16(&a);
     return Wp;
 }
@@ -370,6 +372,14 @@ Tensor to_bf16_pairs(const Tensor &t) {
     Tensor out = at::zeros(shape, t.options().dtype(at::kBFloat16));
     out.narrow(-1, 0, K).copy_(t);
     return out;
+}
+
+// (T, B, n) bf16 rows with n padded by zeros (kpad): where the backward kernels write each step's gate gradients in
+// bf16, the operand of their next product and, returned as a (T, B, n) view, of the weight gradients' GEMMs.
+Tensor bf16_rows(int64_t T, int64_t B, int64_t n, const Tensor &like) {
+    Tensor rows = at::empty({T, B, kpad(n)}, like.options().dtype(at::kBFloat16));
+    if (kpad(n) > n) rows.narrow(-1, n, kpad(n) - n).zero_();
+    return rows;
 }
 
 // a @ b (+ bias) for 2-D tensors of any strides (a transposed view costs nothing).
@@ -479,7 +489,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x, const Tenso
     return lstm_fwd_into(x, Wxp, Wp, Whrp, bias, peep, len, h0, c0, act, rec, keep, bf16, zone, rmask, nullptr);
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const Tensor &G_, const Tensor &Cs_, const Tensor &M_, const Tensor &W_hh, const optional<Tensor> &W_hr,
     const optional<Tensor> &peep_, const optional<Tensor> &len_, const Tensor &gHs_, const optional<Tensor> &gCs_,
     const optional<Tensor> &gG_, int64_t act, int64_t rec, bool need_dh0, bool bf16, const optional<Tensor> &zone,
@@ -513,8 +523,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     if (bf16) {
         check_bf16_products();
         TORCH_CHECK_VALUE(!proj, "rnnkit kernels: bf16 products take no projection");
-        Wtp = pack_bf16(W_hh.t().contiguous(), 1, 16);
-        dpb = at::zeros({2, B, kpad(4 * H)}, G.options().dtype(at::kBFloat16));  // padding stays zero
+        Wtp = pack_bf16(W_hh.t(), 1, 16);
+        dpb = bf16_rows(T, B, 4 * H, G);
     }
     const int64_t es = G.element_size();
     const Reg reg = regularisers(zone, rmask, G, B, S, nullptr, false);
@@ -528,7 +538,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     if (T > 0 && B > 0) timed(kernels(G), a.nth, [&] { kernels(G).lstm_bwd(&a); });
     add_first(dh, gHs);
     if (gCs.defined()) dc.add_(gCs.select(0, 0));
-    return {dPre, dh, dc, db, dpeep, dHt};
+    return {dPre, dh, dc, db, dpeep, dHt, bf16 ? dpb.narrow(-1, 0, 4 * H) : none_like(G)};
 }
 
 std::tuple<Tensor, Tensor, Tensor> gru_fwd_into(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp,
@@ -588,7 +598,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x, const Tensor &Wxp, c
     return gru_fwd_into(x, Wxp, Wp, Wnp, bih, bhh, len, h0, act, rec, reset_after, keep, bf16, zone, rmask, nullptr);
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, const Tensor &HN_, const Tensor &Hs_,
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, const Tensor &HN_, const Tensor &Hs_,
                                                            const Tensor &W_hh, const optional<Tensor> &len_,
                                                            const Tensor &gHs_, const optional<Tensor> &gG_, int64_t act,
                                                            int64_t rec, bool reset_after, bool need_dh0, bool bf16,
@@ -614,8 +624,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, con
     if (bf16) {
         check_bf16_products();
         TORCH_CHECK_VALUE(reset_after, "rnnkit kernels: bf16 products take the reset-after GRU");
-        Wtp = pack_bf16(W_hh.t().contiguous(), 1, 16);
-        dpb = at::zeros({2, B, kpad(3 * H)}, G.options().dtype(at::kBFloat16));  // padding stays zero
+        Wtp = pack_bf16(W_hh.t(), 1, 16);
+        dpb = bf16_rows(T, B, 3 * H, G);
     }
     const Reg reg = regularisers(zone, rmask, G, B, H, nullptr, true);
     rk_gru_bwd_args a = {T, B, H, (int)act, (int)rec, (int)reset_after, (int)need_dh0, ptr(G), ptr(HN), ptr(Hs),
@@ -626,7 +636,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, con
     a.reg = reg.ptr();
     if (T > 0 && B > 0) timed(kernels(G), a.nth, [&] { kernels(G).gru_bwd(&a); });
     add_first(dh, gHs);
-    return {dPre, dHH, dh, db_ih, db_hh};
+    return {dPre, dHH, dh, db_ih, db_hh, bf16 ? dpb.narrow(-1, 0, 3 * H) : none_like(G)};
 }
 
 Tensor elman_fwd_into(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp, const optional<Tensor> &bias_,
@@ -952,7 +962,7 @@ TORCH_LIBRARY(rnnkit_c, m) {
     m.def("lstm_bwd(Tensor G, Tensor Cs, Tensor M, Tensor W_hh, Tensor? W_hr, Tensor? peep, Tensor? lengths, "
           "Tensor gHs, Tensor? gCs, Tensor? gG, int act, int rec_act, bool need_dh0, bool bf16=False, Tensor? zone=None, "
           "Tensor? rmask=None) "
-          "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+          "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
           &lstm_bwd);
     m.def("gru_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? Wnp, Tensor? b_ih, Tensor? b_hh, Tensor? lengths, "
           "Tensor h0, int act, int rec_act, bool reset_after, bool keep, bool bf16=False, Tensor? zone=None, "
@@ -960,7 +970,7 @@ TORCH_LIBRARY(rnnkit_c, m) {
           &gru_fwd);
     m.def("gru_bwd(Tensor G, Tensor HN, Tensor Hs, Tensor W_hh, Tensor? lengths, Tensor gHs, Tensor? gG, int act, "
           "int rec_act, bool reset_after, bool need_dh0, bool bf16=False, Tensor? zone=None, Tensor? rmask=None) "
-          "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+          "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
           &gru_bwd);
     m.def("elman_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? bias, Tensor? lengths, Tensor h0, int act, "
           "Tensor? zone=None, Tensor? rmask=None) -> Tensor",

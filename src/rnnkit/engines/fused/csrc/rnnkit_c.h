@@ -51,6 +51,7 @@ typedef struct {
     void *Wp;
     int nth;
     long kmult; /* pack_bf16: k padded to a multiple of this (2, or 32 for AMX tiles) */
+    long rs, cs; /* pack_bf16: W's row and column strides in elements (any layout; pack takes it contiguous) */
 } rk_pack_args;
 
 /* LSTM (peepholes and projection optional). S = P if P > 0 else H: the width of h.
@@ -90,8 +91,8 @@ typedef struct {
     const void *gout, *gC, *gG;
     void *dh, *dh2, *dc, *dPre, *db, *dpeep, *dHt, *dm; /* dh2 (B, S), dm (B, H): scratch */
     int nth;
-    /* bf16 products (1, 2 as forward): Wtp = W_hhᵀ packed by pack_bf16 (NG 1, U 16); dpb (2, B, K4) a ring of
-       dPre_t in bf16, K4 = 4H padded by zeros as the forward's Fp */
+    /* bf16 products (1, 2 as forward): Wtp = W_hhᵀ packed by pack_bf16 (NG 1, U 16); dpb (T, B, K4) every step's
+       dPre_t in bf16 (the weight gradients' operand too), K4 = 4H padded by zeros as the forward's Fp */
     int bf16;
     const void *Wtp;
     void *dpb;
@@ -133,7 +134,7 @@ typedef struct {
     const void *gout, *gG;
     void *dh, *dh2, *dPre, *dHH, *db_ih, *db_hh, *drh;
     int nth;
-    /* bf16 products (reset after only), as the LSTM's: Wtp = W_hhᵀ packed, dpb (2, B, K3) a ring of dHH_t */
+    /* bf16 products (reset after only), as the LSTM's: Wtp = W_hhᵀ packed, dpb (T, B, K3) every step's dHH_t */
     int bf16;
     const void *Wtp;
     void *dpb;
