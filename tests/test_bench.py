@@ -115,6 +115,15 @@ def test_regularised_rows_time_training_next_to_the_plain_engine():
     assert any("has no recurrent weight matrix" in n for n in notes)
 
 
+def test_regularised_rows_are_timed_under_autocast_too():
+    cfg = BenchConfig(quick=True, workloads=("d2l",), cells=("gru",), engines=("fused",), scratch=False,
+                      regularisers=("zoneout=0.1",), autocast="bf16")  # fmt: skip
+    rows = run(cfg)["workloads"][0]["rows"]
+    train = [r["contender"] for r in rows if r["mode"] == "train"]
+    assert "rnnkit[fused] zoneout=0.1 bf16" in train and "rnnkit[fused] zoneout=0.1" in train
+    assert all("max_abs_diff" not in r for r in rows if "=" in r["contender"])
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
