@@ -195,3 +195,34 @@ def test_bf16_products_with_the_in_loop_regularisers(kind: str, options: dict) -
     for e, g in zip(exact, low, strict=True):
         assert ((g - e).norm() / e.norm()).item() < 0.02
     assert max(((o - e).norm() / e.norm()).item() for o, e in zip(other, exact, strict=True)) > 0.2
+
+
+def packed_reference(W: torch.Tensor, ngates: int, units: int, kmult: int) -> torch.Tensor:
+    """``rnnkit_c::pack_bf16``'s layout written out: per panel of ``units`` units, per k-pair, per gate, per unit
+    the pair (W[row, 2kk], W[row, 2kk + 1]) rounded to bf16, zeros past H and past K."""
+    H, K = W.shape[0] // ngates, W.shape[1]
+    pad = max(kmult, 2)
+    KK, panels = (K + pad - 1) // pad * pad // 2, (H + units - 1) // units
+    out = torch.zeros(panels, KK, ngates, units, 2, dtype=torch.bfloat16)
+    Wb = W.bfloat16()
+    for p in range(panels):
+        n = min(units, H - p * units)
+        for g in range(ngates):
+            for k in range(K):
+                out[p, k // 2, g, :n, k % 2] = Wb[g * H + p * units : g * H + p * units + n, k]
+    return out.flatten()
+
+
+@pytest.mark.skipif(not bf16_kernels(), reason="this CPU has no AVX512_BF16")
+@pytest.mark.parametrize("ngates,H,K,units", [(4, 64, 28, 16), (3, 37, 19, 16), (4, 48, 33, 64), (1, 20, 7, 16)])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "strided"])
+def test_bf16_packing_of_any_layout(ngates: int, H: int, K: int, units: int, layout: str) -> None:
+    """The packer rounds 16 units at a time and reads W through its strides (the backward packs W_hhᵀ as a
+    view): the same bits as the layout written out, ragged units and odd K included."""
+    torch.manual_seed(4)
+    W = torch.randn(ngates * H, K)
+    view = {"contiguous": W, "transposed": W.t().contiguous().t(),
+            "strided": torch.zeros(ngates * H, 2 * K)[:, ::2].copy_(W)}[layout]  # fmt: skip
+    kmult = 32 if torch.ops.rnnkit_c.bf16_mode() == 2 else 2
+    got = torch.ops.rnnkit_c.pack_bf16(view, ngates, units)
+    assert torch.equal(got.view(torch.int16), packed_reference(W, ngates, units, kmult).view(torch.int16))

@@ -3,8 +3,9 @@
 Depth and direction are :func:`rnnkit.engines.stack.run_stack`'s, as for every engine. Per (layer,
 direction) the engine hands the cell's configuration and parameters to the operator (:mod:`.ops`), which
 packs the weights and runs the whole sequence in C — every step's tile products and pointwise update, and
-on the way back the reverse walk, then the weight gradients as a few large GEMMs — and takes the output
-sequence, final states and (``return_gates=True``) gates as views of what it returns.
+on the way back the reverse walk, then the weight gradients as a few large GEMMs — and returns the output
+sequence and final states (each with its own gradient path) and the buffers, whose views are the gates
+(``return_gates=True``).
 
 It runs every built-in cell with any named activation, ``proj_size``, both GRU forms, ``lengths=`` and
 ``return_gates``, in float32 and float64 on the CPU (the MGU, run on the GRU's kernels, needs a sigmoid or
