@@ -30,6 +30,7 @@ import os
 import random
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +41,7 @@ from torch import Tensor, nn
 
 from rnnkit import checkpoint as ckpt
 from rnnkit import progress as ui  # (train() has a `progress` flag: the bar)
+from rnnkit.averaging import WeightAverage
 from rnnkit.config import to_dict
 from rnnkit.layer import constrain
 from rnnkit.metrics_log import MetricsLog, plot_curves
@@ -108,6 +110,8 @@ class TrainConfig:
     """mixed precision: bf16 runs each training forward under torch.autocast (float32 weights and optimizer)"""
     compile: bool = False
     """run the training forward and loss through torch.compile (inductor): compiles once (seconds) on first use"""
+    ema: float = 0.0
+    """evaluate, and keep as best/, an exponential moving average of the weights with this decay per step (0 = off)"""
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
@@ -116,6 +120,8 @@ class TrainConfig:
         for name in ("steps", "eval_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (0 = off; e.g. 0.999), got {self.ema!r}")
         if self.max_time < 0 or self.stop_at < 0:
             raise ValueError("max_time and stop_at must be >= 0 (0 = off)")
 
@@ -266,6 +272,7 @@ def train(
     record = to_dict(cfg) if record is None else record
     signature = {"model": ckpt.model_signature(model), "task": {"name": task.name, **task.metadata()}}
     optimizer = make_optimizer(model, cfg.optim)
+    average = WeightAverage(model, cfg.ema) if cfg.ema else None
     o = cfg.optim
 
     # ---- start fresh, or restore everything a resume needs -------------------------------------
@@ -283,6 +290,8 @@ def train(
         ckpt.optimizer_from_json(optimizer, saved.state["optimizer"], saved.tensors)
         ckpt.set_rng_state(saved.state["rng"], saved.tensors)
         carry = ckpt.carry_from_tensors(saved.state["carry"], saved.tensors, device)
+        if average is not None and not average.load(saved.tensors) and main_process:
+            log.warning("%s holds no weight average: it starts again from the resumed weights", saved.path)
         step, train_time = saved.step, float(saved.state["train_time"])
         best, last_eval = saved.state.get("best", {}), saved.state.get("last_eval", {})
         done = ui.finished(cfg, step, train_time)
@@ -334,15 +343,18 @@ def train(
         # Under torchrun each process carries its own rows' state; only rank 0 saves, so a resume restarts
         # the carried state from zero there (the one way a multi-process resume is not bit-exact).
         layout, carry_t = ckpt.carry_to_tensors(carry if world == 1 else None)
+        ema_t = average.tensors() if average is not None else {}
         state = {"step": step, "train_time": train_time, "best": best, "last_eval": last_eval,
                  "config": record, "signature": signature, "task": signature["task"],
                  "optimizer": opt_js, "rng": rng_js, "carry": layout, "world_size": world}  # fmt: skip
-        with ui.writing(f"checkpoint {name}/", out):
-            ckpt.save_checkpoint(out / name, model, state, {**opt_t, **rng_t, **carry_t})
+        # best/ holds the weights that were evaluated (the average, when there is one); last/ the live ones
+        averaged = average.swapped() if average is not None and name == "best" else nullcontext()
+        with ui.writing(f"checkpoint {name}/", out), averaged:
+            ckpt.save_checkpoint(out / name, model, state, {**opt_t, **rng_t, **carry_t, **ema_t})
 
     def evaluate() -> dict[str, Any]:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), average.swapped() if average is not None else nullcontext():
             result = {k: float(v) for k, v in task.evaluate(model).items()}
         model.train()
         return result
@@ -401,10 +413,12 @@ def train(
         if o.clip_norm:
             nn.utils.clip_grad_norm_(model.parameters(), o.clip_norm)
 
-        # ---- 6. step, then weights back inside their cells' bounds (IndRNN's recurrent_max) -----
+        # ---- 6. step, weights back inside their cells' bounds (IndRNN's recurrent_max), average --
         optimizer.step()
         constrain(model)
         step += 1
+        if average is not None:
+            average.update(step)
         window_loss += loss.detach()
         window_steps += 1
         window_units += int(units) * world
