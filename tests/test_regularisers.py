@@ -609,3 +609,13 @@ def test_newer_cells_auto_equals_reference_under_one_seed(kind: str, cfg: int) -
 def test_weight_dropout_refused_without_a_recurrent_matrix(kind: str) -> None:
     with pytest.raises(ValueError, match="has no recurrent weight matrix to drop connections from"):
         make(kind, weight_dropout=0.2)
+
+
+def test_any_sees_every_regulariser():
+    from dataclasses import fields
+
+    from rnnkit.regularisers import Regularisers
+
+    assert not Regularisers().any()
+    for f in fields(Regularisers):
+        assert Regularisers(**{f.name: 0.1}).any(), f.name

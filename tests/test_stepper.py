@@ -173,3 +173,76 @@ def test_outputs_carry_no_gradient() -> None:
     y, h = step(x, h0)
     assert not y.requires_grad and not h.requires_grad
     torch.testing.assert_close(y, step(x.detach(), h0.detach())[0], rtol=0, atol=0)
+
+
+# ---- a layer called one step at a time (a decoding loop) goes to the stepper it keeps ----------------------
+ONE_STEP = ["rnn", "gru", "lstm", "lstm_proj", "jordan"]
+
+
+def reference_copy(layer: rnnkit.Recurrent) -> rnnkit.Recurrent:
+    import copy
+
+    twin = copy.deepcopy(layer)
+    twin.engine = "reference"
+    return twin
+
+
+@pytest.mark.parametrize("kind", ONE_STEP)
+@pytest.mark.parametrize("engine", ["auto", "fused"])
+def test_one_step_calls_without_gradient_use_the_kept_stepper(kind: str, engine: str) -> None:
+    """``layer(x_t[None], state)`` under no_grad: the layer's kept stepper runs it (one native call for the
+    stack), with the same outputs and states as the reference loop, batched, unbatched and batch_first; the
+    output does not share memory with the state (as torch's do not)."""
+    torch.manual_seed(0)
+    layer = build(kind).eval()
+    layer.engine = engine
+    ref = reference_copy(layer)
+    state = ref_state = None
+    with torch.no_grad():
+        for _ in range(4):
+            x = torch.randn(1, 2, 3, dtype=F64)
+            y, state = layer(x, state)
+            y_ref, ref_state = ref(x, ref_state)
+            torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+            for a, b in zip(*(s if isinstance(s, tuple) else (s,) for s in (state, ref_state))):
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        assert "_one_step" in layer.__dict__
+        h = state[0] if isinstance(state, tuple) else state
+        before = h.clone()
+        y.add_(1.0)
+        assert torch.equal(h, before)
+        x1 = torch.randn(3, dtype=F64)  # unbatched (F,) as a one-step sequence (1, F)
+        y1, _ = layer(x1[None])
+        torch.testing.assert_close(y1, ref(x1[None])[0], rtol=1e-12, atol=1e-12)
+        layer.batch_first = ref.batch_first = True
+        xb = torch.randn(2, 1, 3, dtype=F64)
+        torch.testing.assert_close(layer(xb)[0], ref(xb)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_one_step_follows_weight_updates_and_stays_out_of_gradients_and_training_randomness() -> None:
+    import copy
+    import pickle
+
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(3, 5, num_layers=2, dropout=0.5, dtype=F64)
+    x = torch.randn(1, 2, 3, dtype=F64)
+    layer.eval()
+    with torch.no_grad():
+        layer(x)
+    assert "_one_step" in layer.__dict__
+    with torch.no_grad():  # an optimiser's in-place update: the kept stepper packs again
+        layer.weight_hh_l1.add_(0.1)
+        torch.testing.assert_close(layer(x)[0], reference_copy(layer)(x)[0], rtol=1e-12, atol=1e-12)
+    for twin in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):  # the stepper is not copied
+        assert "_one_step" not in twin.__dict__
+        with torch.no_grad():
+            torch.testing.assert_close(twin(x)[0], layer(x)[0], rtol=0, atol=0)
+
+    fresh = rnnkit.LSTM(3, 5, num_layers=2, dropout=0.5, dtype=F64)
+    with torch.no_grad():  # training mode with dropout between layers: random, so not the stepper
+        fresh.train()(x)
+    assert "_one_step" not in fresh.__dict__
+    fresh.eval()
+    y, _ = fresh(x.requires_grad_())  # a gradient is wanted: the operator, which records one
+    y.sum().backward()
+    assert "_one_step" not in fresh.__dict__ and x.grad is not None and fresh.weight_ih_l0.grad is not None

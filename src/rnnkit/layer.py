@@ -192,6 +192,12 @@ class Recurrent(nn.Module):
             out += [w[n] for n in self._cells[k].parameter_shapes() if w[n] is not None]
         return out
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling and ``copy.deepcopy`` leave out the kept one-step stepper (derived data, made again on use)."""
+        state = dict(super().__getstate__())
+        state.pop("_one_step", None)
+        return state
+
     def reset_states(self) -> None:
         """Forget the state a ``stateful`` layer carries: the next call starts from zeros (or the given state)."""
         self._carried = None

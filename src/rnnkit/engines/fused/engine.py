@@ -26,6 +26,7 @@ from torch import Tensor
 from rnnkit.engines.fused import build, ops
 from rnnkit.engines.fused.scan import SCAN_CELLS, run_scan
 from rnnkit.engines.fused.specs import SPECS, act_code
+from rnnkit.engines.fused.stepper import ONE_CALL, Stepper
 from rnnkit.engines.registry import ENGINES, RunResult, exporting_onnx, func_transforms_active, register_engine
 from rnnkit.engines.stack import run_stack
 from rnnkit.regularisers import in_loop_unsupported, kernel_args
@@ -103,8 +104,8 @@ class FusedEngine:
         if torch.compiler.is_compiling():
             return False  # one opaque operator per layer and direction: no graph breaks, no recompiles
         # the sequence kernels beat torch's once the per-call set-up (packing the weights) is paid off; one
-        # step per call (a generation loop) stays with torch — or better, layer.stepper()
-        return x.shape[0] < AUTO_MIN_STEPS
+        # step per call without a gradient (a decoding loop) goes to the layer's kept stepper, which packs once
+        return x.shape[0] < AUTO_MIN_STEPS and not (x.shape[0] == 1 and steppable(layer, x, return_gates))
 
     def run(
         self, layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None, return_gates: bool
@@ -114,7 +115,42 @@ class FusedEngine:
         if build.unavailable() is not None:
             build.announce_fallback("the fused engine")
             return ENGINES["reference"].run(layer, x, hx, lengths, return_gates)
+        if x.shape[0] == 1 and lengths is None and steppable(layer, x, return_gates):
+            return one_step(layer, x, hx)
         return run_by_operator(layer, x, hx, lengths, return_gates, bf16=bf16_products(x))
+
+
+def steppable(layer: Recurrent, x: Tensor, return_gates: bool) -> bool:
+    """Whether a one-step call can go to the layer's kept :class:`~.stepper.Stepper`: no gradient is wanted
+    (``torch.no_grad``/``inference_mode``), plain eager float32/float64 on the CPU without bf16 autocast, one
+    direction, a cell the stepper runs in one native call, and nothing random (no dropout between layers or
+    regulariser in training mode)."""
+    spec = SPECS.get(type(layer.cells[0]))
+    regs = getattr(layer, "regularisers", None)
+    return (
+        not torch.is_grad_enabled()
+        and not return_gates
+        and spec is not None
+        and spec.name in ONE_CALL
+        and not layer.bidirectional
+        and not (layer.training and (layer.dropout > 0 or (regs is not None and regs.any())))
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and not torch.is_autocast_enabled("cpu")
+        and ops.plain_eager([x])
+    )
+
+
+def one_step(layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...]) -> RunResult:
+    """One time step through the stepper the layer keeps (made on its first one-step call; it packs the weights
+    once and again only when a parameter changes): one native call for every layer of the stack, instead of
+    packing each layer's weights on every call."""
+    stepper = layer.__dict__.get("_one_step")
+    if stepper is None:
+        stepper = layer.__dict__["_one_step"] = Stepper(layer)
+    y, state = stepper(x[0], hx if len(hx) > 1 else hx[0])
+    final = (state,) if isinstance(state, Tensor) else tuple(state)
+    return y.clone().unsqueeze(0), final, None  # a copy: torch's output does not share memory with h_n
 
 
 def run_by_operator(
