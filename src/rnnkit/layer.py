@@ -423,6 +423,22 @@ class Recurrent(nn.Module):
 
     def _check_input(self, input: Tensor) -> tuple[Tensor, bool]:
         name = type(self).__name__
+        if isinstance(input, Tensor) and input.dim() in (2, 3) and input.shape[-1] == self.input_size:
+            check_like(name, "input", input, self.weight_ih_l0, label="RNN input")  # the usual case: no messages
+        else:  # a message for what is wrong (built only here: a one-token decoding loop calls this every step)
+            self._refuse_input(input)
+        time_dim = 1 if self.batch_first and input.dim() == 3 else 0
+        if input.shape[time_dim] == 0:  # an empty batch is fine; a sequence needs a step (torch: RuntimeError)
+            raise ShapeError(
+                f"{name}: Expected sequence length to be larger than 0 in RNN, got an input of shape "
+                f"{tuple(input.shape)} with no time steps"
+            )
+        if input.dim() == 2:
+            return input.unsqueeze(1), False
+        return (input.transpose(0, 1) if self.batch_first else input), True
+
+    def _refuse_input(self, input: Any) -> None:
+        name = type(self).__name__
         layout = "(B, T, {F})" if self.batch_first else "(T, B, {F})"
         expected = layout.format(F=self.input_size)
         if not isinstance(input, Tensor):
@@ -433,15 +449,6 @@ class Recurrent(nn.Module):
                 f"(T, {self.input_size}), got {tuple(input.shape)}"
             )
         self._check_features(input, f"input of shape {expected} (batch_first={self.batch_first})")
-        time_dim = 1 if self.batch_first and input.dim() == 3 else 0
-        if input.shape[time_dim] == 0:  # an empty batch is fine; a sequence needs a step (torch: RuntimeError)
-            raise ShapeError(
-                f"{name}: Expected sequence length to be larger than 0 in RNN, got an input of shape "
-                f"{tuple(input.shape)} with no time steps"
-            )
-        if input.dim() == 2:
-            return input.unsqueeze(1), False
-        return (input.transpose(0, 1) if self.batch_first else input), True
 
     def _check_lengths(self, lengths: Any, T: int, B: int, device: torch.device) -> Tensor | None:
         if lengths is None:

@@ -96,6 +96,8 @@ class FusedEngine:
         """Leave to torch's kernels what they were measured faster at (docs/engines.md)."""
         if layer.cells[0].torch_mode() is None or return_gates:
             return False  # torch cannot run it: fused is the fast path
+        if x.shape[0] == 1 and steppable(layer, x, return_gates):
+            return False  # one step without a gradient (a decoding loop): the layer's kept stepper
         other = ENGINES.get("torch")
         if other is not None and other.unsupported(layer, x, return_gates) is not None:
             return False  # e.g. zoneout or recurrent dropout, which torch's kernels cannot run either
@@ -103,9 +105,8 @@ class FusedEngine:
             return True  # without the native kernels, torch's own beat the reference loop
         if torch.compiler.is_compiling():
             return False  # one opaque operator per layer and direction: no graph breaks, no recompiles
-        # the sequence kernels beat torch's once the per-call set-up (packing the weights) is paid off; one
-        # step per call without a gradient (a decoding loop) goes to the layer's kept stepper, which packs once
-        return x.shape[0] < AUTO_MIN_STEPS and not (x.shape[0] == 1 and steppable(layer, x, return_gates))
+        # the sequence kernels beat torch's once the per-call set-up (packing the weights) is paid off
+        return x.shape[0] < AUTO_MIN_STEPS
 
     def run(
         self, layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None, return_gates: bool
@@ -148,9 +149,8 @@ def one_step(layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...]) -> RunResult:
     stepper = layer.__dict__.get("_one_step")
     if stepper is None:
         stepper = layer.__dict__["_one_step"] = Stepper(layer)
-    y, state = stepper(x[0], hx if len(hx) > 1 else hx[0])
-    final = (state,) if isinstance(state, Tensor) else tuple(state)
-    return y.clone().unsqueeze(0), final, None  # a copy: torch's output does not share memory with h_n
+    final = stepper.step_checked(x[0], hx)  # the layer has checked x and the state
+    return final[0][-1:].clone(), final, None  # a copy: torch's output does not share memory with h_n
 
 
 def run_by_operator(

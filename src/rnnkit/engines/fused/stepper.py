@@ -140,6 +140,19 @@ class Stepper:
         self._returned = out
         return y, out
 
+    def step_checked(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """One step for a caller that has checked ``x`` (B, F) and ``state`` ((L, B, S) each) itself — the layer's
+        one-step path (:func:`rnnkit.engines.fused.engine.one_step`); no gradient. Returns the new state."""
+        if self._current_versions() != self._versions:
+            self._prepare()
+        spec0 = self.specs[0]
+        if self.native and spec0 is not None and spec0.name in ONE_CALL:
+            x = x.detach() if x.requires_grad else x
+            state = tuple(s.detach() for s in state) if any(s.requires_grad for s in state) else state
+            return tuple(_step(spec0.name, x, state, self.flat_packed, self.configs[0], self.zone))
+        with torch.no_grad():
+            return self._layer_by_layer(x, state)
+
     def _checked_state(self, state: Tensor | tuple[Tensor, ...] | None, B: int, unbatched: bool) -> tuple[Tensor, ...]:
         sizes = self.layer.cells[0].state_sizes
         L = self.layer.num_layers
