@@ -206,7 +206,7 @@ def test_one_step_calls_without_gradient_use_the_kept_stepper(kind: str, engine:
             torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
             for a, b in zip(*(s if isinstance(s, tuple) else (s,) for s in (state, ref_state))):
                 torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-        assert "_one_step" in layer.__dict__
+        assert "_stepper_cache" in layer.__dict__
         h = state[0] if isinstance(state, tuple) else state
         before = h.clone()
         y.add_(1.0)
@@ -229,20 +229,20 @@ def test_one_step_follows_weight_updates_and_stays_out_of_gradients_and_training
     layer.eval()
     with torch.no_grad():
         layer(x)
-    assert "_one_step" in layer.__dict__
+    assert "_stepper_cache" in layer.__dict__
     with torch.no_grad():  # an optimiser's in-place update: the kept stepper packs again
         layer.weight_hh_l1.add_(0.1)
         torch.testing.assert_close(layer(x)[0], reference_copy(layer)(x)[0], rtol=1e-12, atol=1e-12)
     for twin in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):  # the stepper is not copied
-        assert "_one_step" not in twin.__dict__
+        assert "_stepper_cache" not in twin.__dict__
         with torch.no_grad():
             torch.testing.assert_close(twin(x)[0], layer(x)[0], rtol=0, atol=0)
 
     fresh = rnnkit.LSTM(3, 5, num_layers=2, dropout=0.5, dtype=F64)
     with torch.no_grad():  # training mode with dropout between layers: random, so not the stepper
         fresh.train()(x)
-    assert "_one_step" not in fresh.__dict__
+    assert "_stepper_cache" not in fresh.__dict__
     fresh.eval()
     y, _ = fresh(x.requires_grad_())  # a gradient is wanted: the operator, which records one
     y.sum().backward()
-    assert "_one_step" not in fresh.__dict__ and x.grad is not None and fresh.weight_ih_l0.grad is not None
+    assert "_stepper_cache" not in fresh.__dict__ and x.grad is not None and fresh.weight_ih_l0.grad is not None

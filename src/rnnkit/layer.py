@@ -195,7 +195,7 @@ class Recurrent(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         """Pickling and ``copy.deepcopy`` leave out the kept one-step stepper (derived data, made again on use)."""
         state = dict(super().__getstate__())
-        state.pop("_one_step", None)
+        state.pop("_stepper_cache", None)
         return state
 
     def reset_states(self) -> None:

@@ -26,7 +26,7 @@ from torch import Tensor
 from rnnkit.engines.fused import build, ops
 from rnnkit.engines.fused.scan import SCAN_CELLS, run_scan
 from rnnkit.engines.fused.specs import SPECS, act_code
-from rnnkit.engines.fused.stepper import ONE_CALL, Stepper
+from rnnkit.engines.fused.stepper import ONE_CALL, kept_stepper
 from rnnkit.engines.registry import ENGINES, RunResult, exporting_onnx, func_transforms_active, register_engine
 from rnnkit.engines.stack import run_stack
 from rnnkit.regularisers import in_loop_unsupported, kernel_args
@@ -117,12 +117,16 @@ class FusedEngine:
             build.announce_fallback("the fused engine")
             return ENGINES["reference"].run(layer, x, hx, lengths, return_gates)
         if x.shape[0] == 1 and lengths is None and steppable(layer, x, return_gates):
-            return one_step(layer, x, hx)
+            stepper = kept_stepper(layer, layer)  # made on the first such call, packed again when a weight changes
+            if stepper is not None:
+                final = stepper.step_checked(x[0], hx)  # the layer has checked x and the state
+                return final[0][-1:].clone(), final, None  # a copy: torch's output does not share memory with h_n
         return run_by_operator(layer, x, hx, lengths, return_gates, bf16=bf16_products(x))
 
 
 def steppable(layer: Recurrent, x: Tensor, return_gates: bool) -> bool:
-    """Whether a one-step call can go to the layer's kept :class:`~.stepper.Stepper`: no gradient is wanted
+    """Whether a one-step call can go to the layer's kept :class:`~.stepper.Stepper` (one native call for the
+    whole stack, weights packed once instead of on every call, as a decoding loop makes them): no gradient is wanted
     (``torch.no_grad``/``inference_mode``), plain eager float32/float64 on the CPU without bf16 autocast, one
     direction, a cell the stepper runs in one native call, and nothing random (no dropout between layers or
     regulariser in training mode)."""
@@ -140,17 +144,6 @@ def steppable(layer: Recurrent, x: Tensor, return_gates: bool) -> bool:
         and not torch.is_autocast_enabled("cpu")
         and ops.plain_eager([x])
     )
-
-
-def one_step(layer: Recurrent, x: Tensor, hx: tuple[Tensor, ...]) -> RunResult:
-    """One time step through the stepper the layer keeps (made on its first one-step call; it packs the weights
-    once and again only when a parameter changes): one native call for every layer of the stack, instead of
-    packing each layer's weights on every call."""
-    stepper = layer.__dict__.get("_one_step")
-    if stepper is None:
-        stepper = layer.__dict__["_one_step"] = Stepper(layer)
-    final = stepper.step_checked(x[0], hx)  # the layer has checked x and the state
-    return final[0][-1:].clone(), final, None  # a copy: torch's output does not share memory with h_n
 
 
 def run_by_operator(

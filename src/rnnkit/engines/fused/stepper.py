@@ -107,7 +107,7 @@ class Stepper:
         return tuple((p._version, p.data_ptr()) for p in self._params)
 
     def __call__(self, x: Tensor, state: Tensor | tuple[Tensor, ...] | None = None):
-        if self._current_versions() != self._versions:
+        if self._current_versions() != self._versions:  # first: a converted layer changes the dtype checked below
             self._prepare()
         unbatched = x.dim() == 1
         if unbatched:
@@ -123,16 +123,7 @@ class Stepper:
             state = (state,) if isinstance(state, Tensor) else state
             if unbatched:
                 state = tuple(s.unsqueeze(1) for s in state)
-        spec0 = self.specs[0]
-        if self.native and spec0 is not None and spec0.name in ONE_CALL:  # every layer's kernel, in one call
-            # a raw kernel: no autograd records it, so no no_grad() (a microsecond a token) is needed
-            if x.requires_grad:
-                x = x.detach()
-            state = tuple(s.detach() for s in state) if any(s.requires_grad for s in state) else state
-            new_state = tuple(_step(spec0.name, x, state, self.flat_packed, self.configs[0], self.zone))
-        else:
-            with torch.no_grad():
-                new_state = self._layer_by_layer(x, state)
+        new_state = self._run(x, state)
         y = new_state[0][-1]  # the top layer's output
         if unbatched:
             y, new_state = y.squeeze(0), tuple(s.squeeze(1) for s in new_state)
@@ -141,12 +132,16 @@ class Stepper:
         return y, out
 
     def step_checked(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        """One step for a caller that has checked ``x`` (B, F) and ``state`` ((L, B, S) each) itself — the layer's
-        one-step path (:func:`rnnkit.engines.fused.engine.one_step`); no gradient. Returns the new state."""
+        """One step of checked ``x`` (B, F) and ``state`` ((L, B, S) each): what ``__call__`` runs after its checks,
+        and what a layer called one step at a time runs (it has checked both); no gradient. The new state."""
         if self._current_versions() != self._versions:
             self._prepare()
+        return self._run(x, state)
+
+    def _run(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         spec0 = self.specs[0]
-        if self.native and spec0 is not None and spec0.name in ONE_CALL:
+        if self.native and spec0 is not None and spec0.name in ONE_CALL:  # every layer's kernel, in one call
+            # a raw kernel: no autograd records it, so no no_grad() (a microsecond a token) is needed
             x = x.detach() if x.requires_grad else x
             state = tuple(s.detach() for s in state) if any(s.requires_grad for s in state) else state
             return tuple(_step(spec0.name, x, state, self.flat_packed, self.configs[0], self.zone))
@@ -187,7 +182,8 @@ class Stepper:
 def kept_stepper(owner: Any, layer: Recurrent) -> Stepper | None:
     """``layer``'s stepper, made on ``owner``'s first call and kept on it (as ``_stepper_cache``); ``None``
     where the layer cannot be stepped (the caller then runs the layer itself). For models that decode one
-    token at a time: :class:`~rnnkit.models.LanguageModel`, the translation decoder."""
+    token at a time: :class:`~rnnkit.models.LanguageModel`, the translation decoder, and a layer called one step
+    at a time without a gradient (the fused engine; then ``owner`` is the layer)."""
     kept = owner.__dict__
     if "_stepper_cache" not in kept:
         try:
