@@ -30,8 +30,9 @@ class WeightAverage:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"the weight average's decay must be in (0, 1), e.g. 0.999, got {decay!r}")
         self.decay = decay
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
-        self.params = [p for p in model.parameters() if p.requires_grad]  # same order as names
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
         self.average = [p.detach().clone() for p in self.params]
 
     @torch.no_grad()
