@@ -226,3 +226,34 @@ def test_bf16_packing_of_any_layout(ngates: int, H: int, K: int, units: int, lay
     kmult = 32 if torch.ops.rnnkit_c.bf16_mode() == 2 else 2
     got = torch.ops.rnnkit_c.pack_bf16(view, ngates, units)
     assert torch.equal(got.view(torch.int16), packed_reference(W, ngates, units, kmult).view(torch.int16))
+
+
+@pytest.mark.skipif(not bf16_kernels(), reason="this CPU has no AVX512_BF16")
+@pytest.mark.parametrize("H", [32, 37])
+def test_lstm_backward_writes_dpre_in_bf16_as_torch_rounds(H: int) -> None:
+    """With bf16 products the LSTM backward writes dPre only in bf16, rounded in registers. Its last step has no
+    product behind it (nothing flows back from later steps), so there it must equal the float32 kernel's dPre
+    rounded by torch, bit for bit: ragged unit blocks, an ended sequence (zeros) and a NaN included."""
+    from rnnkit.engines.fused.specs import ACT_CODES
+
+    torch.manual_seed(5)
+    T, B = 3, 5
+    G = torch.cat([torch.rand(T, B, H), torch.rand(T, B, H), torch.rand(T, B, H) * 2 - 1, torch.rand(T, B, H)], -1)
+    Cs, W_hh = torch.randn(T + 1, B, H), torch.randn(4 * H, H) / 6
+    gHs = torch.randn(T + 1, B, H)
+    gHs[-1, 0, 3] = float("nan")
+    lengths = torch.tensor([3, 3, 1, 3, 2])
+    none = torch.empty(0)
+
+    def run(bf16: bool):
+        return torch.ops.rnnkit_c.lstm_bwd(G, Cs, none, W_hh, None, None, lengths, gHs, None, None,
+                                           ACT_CODES["tanh"], ACT_CODES["sigmoid"], True, bf16, None, None)  # fmt: skip
+
+    dPre = run(False)[0]
+    dPre_bf16 = run(True)[6]
+    assert dPre_bf16.dtype == torch.bfloat16 and dPre_bf16.shape == (T, B, 4 * H)
+    expected = dPre[-1].bfloat16()
+    nan = expected.isnan()
+    assert nan.any() and torch.equal(dPre_bf16[-1].isnan(), nan) and (dPre_bf16[-1, 2] == 0).all()
+    # (a NaN's sign and payload depend on the order of operands, which differs between the two builds of the step)
+    assert torch.equal(dPre_bf16[-1][~nan].view(torch.int16), expected[~nan].view(torch.int16))

@@ -185,10 +185,10 @@ class LSTMSpec:
         dPre, dh0, dc0, db, dpeep, dHt, dPre_bf16 = _k.lstm_bwd(
             G, Cs, M, W_hh, W_hr, stacked, lengths, gHs, gCs, gG, config[0], config[1], needs[1], bf16, zone, rmask
         )
-        T, B, H4 = dPre.shape
-        # with bf16 products the kernel also wrote dPre in bf16 (its own next product's operand): the products
+        T, B, H4 = G.shape
+        # with bf16 products the kernel wrote dPre only in bf16 (its own next product's operand): the products
         # below take it as it is
-        dPre2 = (dPre_bf16 if bf16 else dPre).view(T * B, H4)
+        dPre2 = (dPre_bf16 if bf16 else dPre).reshape(T * B, H4)
         mm = _mm_bf16 if bf16 else _mm
         dx, dW_ih = _input_grads([needs[0], needs[3]], dPre2, x, W_ih, mm)
         grads_p = [dW_ih, mm(dPre2.t(), _prev(Hs, rmask))]  # dW_hh = Σ_t dPre_tᵀ h_{t-1}

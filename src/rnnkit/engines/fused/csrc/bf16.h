@@ -135,6 +135,22 @@ RK_BF16 static void rk_store_bf16(uint16_t *p, const float *src, long n) {
     _mm256_mask_storeu_epi16(p, m, h);
 }
 
+/* The first n (≤ 16) values of v rounded to bf16 (nearest even, NaN kept a quiet NaN: torch's .bfloat16()) at p, in
+   plain AVX-512F/BW integer steps: unlike the bf16 conversion instruction, which needs its own target attribute,
+   this inlines into the sequence kernels, so the backward writes its bf16 dPre straight from the registers. */
+static inline __attribute__((always_inline)) void rk_vstore_bf16(uint16_t *p, __m512 v, long n) {
+    const __m512i u = _mm512_castps_si512(v), one = _mm512_set1_epi32(1);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    const __m256i h = _mm512_cvtepi32_epi16(r);
+    if (n >= 16)
+        _mm256_storeu_si256((__m256i *)p, h);
+    else
+        _mm256_mask_storeu_epi16(p, (__mmask16)((1u << n) - 1), h);
+}
+
 /* Units [lo, hi) of the B rows of src (row stride lds) in bf16 into dst (row stride ldd): under recurrent dropout,
    the next step's product operand m ⊙ h_t from the float32 ring reg.h keeps. */
 RK_BF16 static void rk_store_bf16_rows(uint16_t *dst, long ldd, const float *src, long lds, long B, long lo, long hi) {

@@ -169,14 +169,16 @@ static void RK(lstm_fwd_entry)(const rk_lstm_fwd_args *a) {
 
 /* The backward of lstm_cell for one row: g = the saved gates, cp/cn = c_{t-1}, c_t, dm = dL/dm_t, gg and gc
    the gradients reaching the gates and c_t from outside (or NULL); dc holds dL/dc_t from step t + 1 and
-   becomes dL/dc_{t-1}; dp = dPre_t's row; db and dpeep (with peep, all at the row's units, stride H between
-   gates) accumulate Σ dPre and the peephole gradients. With zoneout on c (zc not NULL) the cell's c̃_t is
-   recomputed from the gates, (1 − d) of dL/dc_t reaches it and d of it passes to c_{t-1}. */
+   becomes dL/dc_{t-1}; dp = dPre_t's row, or dq its bf16 row instead (bf16 products), all at the row's units,
+   stride H between gates; sum[0..3] accumulate dPre (the bias gradient) and, with peepholes (dpeep set),
+   sum[4..6] the peephole gradients. With zoneout on c (zc not NULL) the cell's c̃_t is recomputed from the gates,
+   (1 − d) of dL/dc_t reaches it and d of it passes to c_{t-1}. */
 static inline __attribute__((always_inline)) void RK(lstm_cell_bwd)(const long nu, long H, const REAL *g,
                                                                      const REAL *cp, const REAL *cn, const vec dm,
                                                                      const REAL *gg, const REAL *gc, REAL *dc,
-                                                                     REAL *dp, const REAL *peep, REAL *db, REAL *dpeep,
-                                                                     const vec *zc, const int act, const int rec) {
+                                                                     REAL *dp, uint16_t *dq, const REAL *peep, vec *sum,
+                                                                     const int dpeep, const vec *zc, const int act,
+                                                                     const int rec) {
     vec pw[3] = {{0}, {0}, {0}}, e[4] = {{0}, {0}, {0}, {0}}; /* w_ci, w_cf, w_co; outside gradients of i, f, g, o */
     for (int k = 0; peep && k < 3; k++) pw[k] = RK(vload_n)(peep + k * H, nu);
     for (int k = 0; gg && k < 4; k++) e[k] = RK(vload_n)(gg + k * H, nu);
@@ -201,12 +203,18 @@ static inline __attribute__((always_inline)) void RK(lstm_cell_bwd)(const long n
     RK(vstore_n)(dc, dcp, nu);
     const vec d[4] = {dpi, dpf, dpg, dpo};
     for (int k = 0; k < 4; k++) {
-        RK(vstore_n)(dp + k * H, d[k], nu);
-        RK(vstore_n)(db + k * H, RK(vload_n)(db + k * H, nu) + d[k], nu);
+#if RK_BF16_HERE
+        if (dq) /* bf16 products: only the bf16 dPre is read later (the products' operand) */
+            rk_vstore_bf16(dq + k * H, (__m512)d[k], nu);
+        else
+#endif
+            RK(vstore_n)(dp + k * H, d[k], nu);
+        sum[k] += d[k];
     }
     if (dpeep) {
-        const vec dw[3] = {dpi * c_prev, dpf * c_prev, dpo * c};
-        for (int k = 0; k < 3; k++) RK(vstore_n)(dpeep + k * H, RK(vload_n)(dpeep + k * H, nu) + dw[k], nu);
+        sum[4] += dpi * c_prev;
+        sum[5] += dpf * c_prev;
+        sum[6] += dpo * c;
     }
 }
 
@@ -242,7 +250,8 @@ static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
     for (long t = a->T - 1; t >= 0; t--) {
         const REAL *gt = G + t * B * 4 * H, *cp = Cs + t * B * H, *cn = Cs + (t + 1) * B * H;
         const REAL *go = gout + t * B * S;
-        REAL *dp = dPre + t * B * 4 * H, *dh = P ? dHt + t * B * P : NULL;
+        REAL *dp = dPre ? dPre + t * B * 4 * H : NULL, *dh = P ? dHt + t * B * P : NULL;
+        uint16_t *dq = a->bf16 ? (uint16_t *)a->dpb + t * B * a->K4 : NULL; /* dPre_t in bf16, or NULL */
         if (P) { /* dL/dh_t, whole, then dL/dm_t = dL/dh_t · W_hr for own units */
             for (long b = 0; b < B; b++)
                 for (long v = v_lo; v < v_hi; v++) dh[b * P + v] = cur[b * P + v] + go[b * P + v];
@@ -252,14 +261,20 @@ static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
                 for (long u = u_lo; u < u_hi; u++) dm[b * H + u] = 0;
             RK(add_rows_product)(B, P, dh, P, a->Whr, a->ldr, u_lo, u_hi, dm, H);
         }
-        for (long b = 0; b < B; b++) /* row by row: each row's own units are contiguous in every buffer */
-            for (long p = p_lo; p < p_hi; p++) {
-                const long u = p * VL, nu = H - u < VL ? H - u : VL, s = b * H + u;
-                REAL *dpb = dp + b * 4 * H + u;
+        for (long p = p_lo; p < p_hi; p++) { /* block by block, so that the sums over the batch stay in registers */
+            const long u = p * VL, nu = H - u < VL ? H - u : VL;
+            vec sum[7] = {{0}, {0}, {0}, {0}, {0}, {0}, {0}}; /* Σ_b dPre (4 gates), Σ_b of the peepholes' gradients */
+            for (long b = 0; b < B; b++) {
+                const long s = b * H + u;
+                REAL *dpb = dp ? dp + b * 4 * H + u : NULL;
+                uint16_t *dqb = dq ? dq + b * a->K4 + u : NULL;
                 const REAL *gc = gC ? gC + t * B * H + s : NULL, *gg = gG ? gG + (t * B + b) * 4 * H + u : NULL;
                 if (a->len && t >= a->len[b]) { /* ended: no gradient into the step; dh, dc pass through */
-                    const vec zero = {0};
-                    for (int k = 0; k < 4; k++) RK(vstore_n)(dpb + k * H, zero, nu);
+                    for (int k = 0; k < 4; k++)
+                        if (dqb)
+                            memset(dqb + k * H, 0, nu * sizeof *dqb);
+                        else
+                            memset(dpb + k * H, 0, nu * sizeof *dpb);
                     if (gc) RK(vstore_n)(dc + s, RK(vload_n)(dc + s, nu) + RK(vload_n)(gc, nu), nu);
                     continue;
                 }
@@ -269,34 +284,30 @@ static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
                 const vec *zc = NULL;
                 if (RK(zone_on)(g, 1)) zcv = RK(zone_d)(g, 1, t, B, b, H, u, nu), zc = &zcv;
                 if (nu == VL)
-                    RK_LSTM_CELL_BWD(VL, H, gt + b * 4 * H + u, cp + s, cn + s, dmv, gg, gc, dc + s, dpb,
-                                     peep ? peep + u : NULL, db + u, dpeep ? dpeep + u : NULL, zc);
+                    RK_LSTM_CELL_BWD(VL, H, gt + b * 4 * H + u, cp + s, cn + s, dmv, gg, gc, dc + s, dpb, dqb,
+                                     peep ? peep + u : NULL, sum, dpeep != NULL, zc);
                 else
-                    RK_LSTM_CELL_BWD(nu, H, gt + b * 4 * H + u, cp + s, cn + s, dmv, gg, gc, dc + s, dpb,
-                                     peep ? peep + u : NULL, db + u, dpeep ? dpeep + u : NULL, zc);
+                    RK_LSTM_CELL_BWD(nu, H, gt + b * 4 * H + u, cp + s, cn + s, dmv, gg, gc, dc + s, dpb, dqb,
+                                     peep ? peep + u : NULL, sum, dpeep != NULL, zc);
             }
+            for (int k = 0; k < 4; k++) RK(vstore_n)(db + k * H + u, RK(vload_n)(db + k * H + u, nu) + sum[k], nu);
+            for (int k = 0; dpeep && k < 3; k++)
+                RK(vstore_n)(dpeep + k * H + u, RK(vload_n)(dpeep + k * H + u, nu) + sum[4 + k], nu);
+        }
         /* nxt starts as the part of dL/dh_t that skips the step (ended sequences), then gets dPre_t · W_hh */
         for (long b = 0; b < B; b++) {
             const int ended = a->len && t >= a->len[b];
             for (long v = v_lo; v < v_hi; v++)
                 nxt[b * S + v] = !ended ? 0 : P ? dh[b * P + v] : cur[b * S + v] + go[b * S + v];
         }
-#if RK_BF16_HERE
-        const long K4 = a->K4;                                                  /* 4H, padded */
-        uint16_t *dpb = a->bf16 ? (uint16_t *)a->dpb + t * B * K4 : NULL; /* dPre_t in bf16 */
-        for (long b = 0; dpb && b < B; b++)
-            for (int k = 0; k < 4; k++)
-                for (long u = u_lo; u < u_hi; u += VL)
-                    rk_store_bf16(dpb + b * K4 + k * H + u, dp + b * 4 * H + k * H + u, u_hi - u < VL ? u_hi - u : VL);
-#endif
         rk_barrier_wait(&j->bar, nth, &sense);
         if (t > 0 || a->need_dh0) {
 #if RK_BF16_HERE
-            if (dpb) {
+            if (dq) {
                 if (a->bf16 == 2)
-                    rk_amx_add_rows_product(B, K4, dpb, K4, a->Wtp, v_lo, v_hi, nxt, S);
+                    rk_amx_add_rows_product(B, a->K4, dq, a->K4, a->Wtp, v_lo, v_hi, nxt, S);
                 else
-                    rk_add_rows_product_bf16(B, K4 / 2, dpb, K4, a->Wtp, v_lo, v_hi, nxt, S);
+                    rk_add_rows_product_bf16(B, a->K4 / 2, dq, a->K4, a->Wtp, v_lo, v_hi, nxt, S);
             } else
 #endif
                 RK(add_rows_product)(B, 4 * H, dp, 4 * H, a->W, a->ldw, v_lo, v_hi, nxt, S);

@@ -516,7 +516,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const Tensor gCs = opt(gCs_, G, "the gradient of Cs", {T + 1, B, H}), gG = opt(gG_, G, "the gradient of G", {T, B, 4 * H});
     Tensor dh = at::zeros({B, S}, G.options()), dc = at::zeros({B, H}, G.options());
     Tensor dh2 = at::empty({B, S}, G.options()), dm = at::empty({B, H}, G.options());
-    Tensor dPre = at::empty({T, B, 4 * H}, G.options()), db = at::zeros({4 * H}, G.options());
+    // with bf16 products the kernel writes dPre only in bf16 (all that the weight gradients read)
+    Tensor dPre = bf16 ? none_like(G) : at::empty({T, B, 4 * H}, G.options()), db = at::zeros({4 * H}, G.options());
     Tensor dpeep = peep.defined() ? at::zeros({3, H}, G.options()) : none_like(G);
     Tensor dHt = proj ? at::empty({T, B, P}, G.options()) : none_like(G);
     Tensor Wtp, dpb;

@@ -60,7 +60,7 @@ typedef struct {
    a sequence has ended). Backward: Cs is (T + 1, B, H) = c_0 … c_T; gout (T, B, S) = dL/dh_t from outside the
    recurrence (the outputs, and the final state at t = T); gC (T, B, H) and gG (T, B, 4H) the same for c_t and
    the gates, or NULL. Out: dh (B, S) = dL/dh_0, dc (B, H) = dL/dc_0 (both start at zero), dPre (T, B, 4H) =
-   dL/d(pre-activations), db (4H) and dpeep (3, H) accumulated; with P > 0 also dHt (T, B, P) = dL/dh_t. */
+   dL/d(pre-activations) (NULL with bf16 products: then only dpb holds it), db (4H) and dpeep (3, H) accumulated; with P > 0 also dHt (T, B, P) = dL/dh_t. */
 typedef struct {
     long T, B, H, P, F;
     int act, rec_act;
