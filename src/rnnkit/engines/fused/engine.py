@@ -177,11 +177,14 @@ def run_by_operator(
         # the output rows and final states come with gradient paths of their own (ops.op_outputs); the gates are
         # views of the buffers
         out, finals, buffers = call(spec.name, config, inp, list(state), params, lengths, keep, low, **extra)
-        gates = spec.outputs(config, buffers)[2]
-        if mask is not None:  # outputs (and gates) past a sequence's end are zero
+        if mask is not None:  # outputs past a sequence's end are zero
             out = torch.where(mask, out, 0.0)
-            gates = [torch.where(mask, g, 0.0) for g in gates]
-        named = dict(zip(cell.gate_names, gates, strict=True)) if return_gates else None
+        named = None
+        if return_gates:  # views of the buffers, made only when asked for (a dozen views cost ~20 µs a call)
+            gates = spec.outputs(config, buffers)[2]
+            if mask is not None:  # and so are the gates
+                gates = [torch.where(mask, g, 0.0) for g in gates]
+            named = dict(zip(cell.gate_names, gates, strict=True))
         return out, tuple(finals), named
 
     return run_stack(layer, x, hx, lengths, return_gates, one)
