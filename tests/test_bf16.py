@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from torch import Tensor
 
 import rnnkit
 from rnnkit.engines.fused import build
@@ -228,32 +229,43 @@ def test_bf16_packing_of_any_layout(ngates: int, H: int, K: int, units: int, lay
     assert torch.equal(got.view(torch.int16), packed_reference(W, ngates, units, kmult).view(torch.int16))
 
 
+def assert_rounded_by_torch(got: Tensor, exact: Tensor) -> None:
+    """``got`` (bf16) is ``exact`` (float32) rounded as torch rounds, bit for bit; NaN where it is NaN (a NaN's
+    sign and payload depend on the order of operands, which differs between the kernels' two builds of a step)."""
+    expected = exact.bfloat16()
+    nan = expected.isnan()
+    assert got.dtype == torch.bfloat16 and torch.equal(got.isnan(), nan)
+    assert torch.equal(got[~nan].view(torch.int16), expected[~nan].view(torch.int16))
+
+
 @pytest.mark.skipif(not bf16_kernels(), reason="this CPU has no AVX512_BF16")
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("H", [32, 37])
-def test_lstm_backward_writes_dpre_in_bf16_as_torch_rounds(H: int) -> None:
-    """With bf16 products the LSTM backward writes dPre only in bf16, rounded in registers. Its last step has no
-    product behind it (nothing flows back from later steps), so there it must equal the float32 kernel's dPre
-    rounded by torch, bit for bit: ragged unit blocks, an ended sequence (zeros) and a NaN included."""
+def test_backward_writes_its_bf16_gradients_as_torch_rounds(kind: str, H: int) -> None:
+    """With bf16 products the LSTM and GRU backward write dPre (and the GRU dHH) only in bf16, rounded in
+    registers. The last step has no product behind it (nothing flows back from later steps), so there they must
+    equal the float32 kernel's, rounded by torch: ragged unit blocks, an ended sequence (zeros) and a NaN
+    included."""
     from rnnkit.engines.fused.specs import ACT_CODES
 
     torch.manual_seed(5)
-    T, B = 3, 5
-    G = torch.cat([torch.rand(T, B, H), torch.rand(T, B, H), torch.rand(T, B, H) * 2 - 1, torch.rand(T, B, H)], -1)
-    Cs, W_hh = torch.randn(T + 1, B, H), torch.randn(4 * H, H) / 6
+    T, B, NG = 3, 5, 4 if kind == "lstm" else 3
+    G = torch.cat([torch.rand(T, B, H) * (2 if k == 2 else 1) - (1 if k == 2 else 0) for k in range(NG)], -1)
+    S, W_hh = torch.randn(T + 1, B, H), torch.randn(NG * H, H) / 6  # c_0 … c_T (LSTM), h_0 … h_T (GRU)
     gHs = torch.randn(T + 1, B, H)
     gHs[-1, 0, 3] = float("nan")
     lengths = torch.tensor([3, 3, 1, 3, 2])
-    none = torch.empty(0)
+    codes = ACT_CODES["tanh"], ACT_CODES["sigmoid"]
+    HN = torch.randn(T, B, H)  # the GRU's W_hn h + b_hn
 
-    def run(bf16: bool):
-        return torch.ops.rnnkit_c.lstm_bwd(G, Cs, none, W_hh, None, None, lengths, gHs, None, None,
-                                           ACT_CODES["tanh"], ACT_CODES["sigmoid"], True, bf16, None, None)  # fmt: skip
+    def run(bf16: bool) -> list[Tensor]:
+        if kind == "lstm":
+            out = torch.ops.rnnkit_c.lstm_bwd(G, S, torch.empty(0), W_hh, None, None, lengths, gHs, None, None,
+                                              *codes, True, bf16, None, None)  # fmt: skip
+            return [out[6 if bf16 else 0]]
+        out = torch.ops.rnnkit_c.gru_bwd(G, HN, S, W_hh, lengths, gHs, None, *codes, True, True, bf16, None, None)
+        return [out[0], out[5 if bf16 else 1]]  # dPre, dHH
 
-    dPre = run(False)[0]
-    dPre_bf16 = run(True)[6]
-    assert dPre_bf16.dtype == torch.bfloat16 and dPre_bf16.shape == (T, B, 4 * H)
-    expected = dPre[-1].bfloat16()
-    nan = expected.isnan()
-    assert nan.any() and torch.equal(dPre_bf16[-1].isnan(), nan) and (dPre_bf16[-1, 2] == 0).all()
-    # (a NaN's sign and payload depend on the order of operands, which differs between the two builds of the step)
-    assert torch.equal(dPre_bf16[-1][~nan].view(torch.int16), expected[~nan].view(torch.int16))
+    for got, exact in zip(run(True), run(False), strict=True):
+        assert got.shape == (T, B, NG * H) and got[-1, 0].isnan().any() and (got[-1, 2] == 0).all()
+        assert_rounded_by_torch(got[-1], exact[-1])

@@ -279,10 +279,9 @@ class GRUSpec:
             G, HN, Hs, W_hh, lengths, gHs, gG, config[0], config[1], bool(config[3]), needs[1], bf16, zone, rmask
         )
         T, B, H3 = dPre.shape
+        # with bf16 products the kernel wrote dPre and dHH in bf16 only (the products below take them as they are)
         dPre2, Hp = dPre.view(T * B, H3), _prev(Hs, rmask)
         mm = _mm_bf16 if bf16 else _mm
-        if bf16:  # converted once for dx and dW_ih, not once per product
-            dPre2 = dPre2.bfloat16()
         dx, dW_ih = _input_grads([needs[0], needs[2]], dPre2, x, W_ih, mm)
         if config[3]:  # reset after: dW_hh = Σ_t dHH_tᵀ h_{t-1} (with bf16 products, the kernel's bf16 dHH)
             dW_hh = mm((dHH_bf16 if bf16 else dHH).view(T * B, H3).t(), Hp)

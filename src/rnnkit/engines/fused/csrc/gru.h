@@ -230,19 +230,24 @@ static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
     REAL *acc = nxt; /* where the products through W_h* add up: nxt, or with recurrent dropout g->dhd (then masked) */
     for (long t = a->T - 1; t >= 0; t--) {
         const REAL *gt = G + t * B * 3 * H, *HNt = HN + t * B * H, *hp = Hs + t * B * H, *go = gout + t * B * H;
-        REAL *dp = dPre + t * B * 3 * H, *dq = after ? dHH + t * B * 3 * H : NULL;
+        REAL *dp = dPre ? dPre + t * B * 3 * H : NULL, *dq = after && dHH ? dHH + t * B * 3 * H : NULL;
+        /* with bf16 products, dPre_t and dHH_t only in bf16 (xq, hq): what the products read */
+        uint16_t *xq = a->bf16 ? (uint16_t *)a->dpx + t * B * 3 * H : NULL;
+        uint16_t *hq = a->bf16 ? (uint16_t *)a->dpb + t * B * a->K3 : NULL;
         acc = rmask ? (REAL *)g->dhd : nxt;
         for (long p = p_lo; p < p_hi; p++) {
             const long u = p * VL, nu = H - u < VL ? H - u : VL;
             vec s_r = zero, s_z = zero, s_n = zero, s_hn = zero;
             for (long b = 0; b < B; b++) {
                 const long s = b * H + u;
-                REAL *dpb = dp + b * 3 * H + u;
+                REAL *dpb = dp ? dp + b * 3 * H + u : NULL, *dqb = dq ? dq + b * 3 * H + u : NULL;
+                uint16_t *xqb = xq ? xq + b * 3 * H + u : NULL, *hqb = hq ? hq + b * a->K3 + u : NULL;
                 const vec dt = RK(vload_n)(cur + s, nu) + RK(vload_n)(go + s, nu); /* dL/dh_t */
                 if (a->len && t >= a->len[b]) { /* ended: dL/dh_t passes to h_{t-1} */
-                    for (int k = 0; k < 3; k++) RK(vstore_n)(dpb + k * H, zero, nu);
-                    if (after)
-                        for (int k = 0; k < 3; k++) RK(vstore_n)(dq + b * 3 * H + u + k * H, zero, nu);
+                    for (int k = 0; k < 3; k++) {
+                        RK(vstore_either)(dpb, xqb, k * H, zero, nu);
+                        if (after) RK(vstore_either)(dqb, hqb, k * H, zero, nu);
+                    }
                     RK(vstore_n)(nxt + s, dt, nu);
                     continue;
                 }
@@ -254,18 +259,17 @@ static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
                 const vec r_ = RK(vload_n)(gb, nu), z_ = RK(vload_n)(gb + H, nu), n_ = RK(vload_n)(gb + 2 * H, nu);
                 const vec dpn = (d - d * z_ + e[2]) * RK(act_grad)(act, n_);
                 const vec dpz = (d * (RK(vload_n)(hp + s, nu) - n_) + e[1]) * RK(act_grad)(rec, z_);
-                RK(vstore_n)(dpb + H, dpz, nu);
-                RK(vstore_n)(dpb + 2 * H, dpn, nu);
+                RK(vstore_either)(dpb, xqb, H, dpz, nu);
+                RK(vstore_either)(dpb, xqb, 2 * H, dpn, nu);
                 /* the direct path; the products below add the rest */
                 RK(vstore_n)(nxt + s, RK(zone_on)(g, 0) ? d * z_ + zd * dt : d * z_, nu);
                 s_z += dpz, s_n += dpn;
                 if (after) {
                     const vec dpr = (dpn * RK(vload_n)(HNt + s, nu) + e[0]) * RK(act_grad)(rec, r_);
-                    REAL *dqb = dq + b * 3 * H + u;
-                    RK(vstore_n)(dpb, dpr, nu);
-                    RK(vstore_n)(dqb, dpr, nu);
-                    RK(vstore_n)(dqb + H, dpz, nu);
-                    RK(vstore_n)(dqb + 2 * H, dpn * r_, nu);
+                    RK(vstore_either)(dpb, xqb, 0, dpr, nu);
+                    RK(vstore_either)(dqb, hqb, 0, dpr, nu);
+                    RK(vstore_either)(dqb, hqb, H, dpz, nu);
+                    RK(vstore_either)(dqb, hqb, 2 * H, dpn * r_, nu);
                     s_r += dpr, s_hn += dpn * r_;
                 }
             }
@@ -283,25 +287,17 @@ static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
                 }
             }
         }
-#if RK_BF16_HERE
-        const long K3 = a->K3;                                                       /* 3H, padded */
-        uint16_t *dpb = a->bf16 && after ? (uint16_t *)a->dpb + t * B * K3 : NULL; /* dHH_t in bf16 */
-        for (long b = 0; dpb && b < B; b++)
-            for (int k = 0; k < 3; k++)
-                for (long u = u_lo; u < u_hi; u += VL)
-                    rk_store_bf16(dpb + b * K3 + k * H + u, dq + b * 3 * H + k * H + u, u_hi - u < VL ? u_hi - u : VL);
-#endif
         rk_barrier_wait(&j->bar, nth, &sense);
 #if RK_BF16_HERE
-        if (dpb) {
+        if (hq) {
             if (t > 0 || a->need_dh0) { /* into acc, as below: masked into nxt at the end under recurrent dropout */
                 if (acc != nxt)
                     for (long b = 0; b < B; b++)
                         for (long u = u_lo; u < u_hi; u++) acc[b * H + u] = 0;
                 if (a->bf16 == 2)
-                    rk_amx_add_rows_product(B, K3, dpb, K3, a->Wtp, u_lo, u_hi, acc, H);
+                    rk_amx_add_rows_product(B, a->K3, hq, a->K3, a->Wtp, u_lo, u_hi, acc, H);
                 else
-                    rk_add_rows_product_bf16(B, K3 / 2, dpb, K3, a->Wtp, u_lo, u_hi, acc, H);
+                    rk_add_rows_product_bf16(B, a->K3 / 2, hq, a->K3, a->Wtp, u_lo, u_hi, acc, H);
             }
         } else
 #endif

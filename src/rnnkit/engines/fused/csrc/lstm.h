@@ -16,6 +16,18 @@
    first: the same arithmetic, without writing and re-reading a (T, B, 4H) buffer.
    Lengths: where t ≥ len[b], sequence b has ended and its state is carried unchanged. */
 
+/* v's first nu values at p + off (float) or, where q is set (bf16 products: a gradient only ever read as a bf16
+   operand), at q + off rounded to bf16 instead; the LSTM's and the GRU's backward write their dPre through it. */
+static inline __attribute__((always_inline)) void RK(vstore_either)(REAL *p, uint16_t *q, long off, vec v, long nu) {
+#if RK_BF16_HERE
+    if (q) {
+        rk_vstore_bf16(q + off, (__m512)v, nu);
+        return;
+    }
+#endif
+    RK(vstore_n)(p + off, v, nu);
+}
+
 typedef struct {
     const rk_lstm_fwd_args *f;
     const rk_lstm_bwd_args *b;
@@ -203,12 +215,7 @@ static inline __attribute__((always_inline)) void RK(lstm_cell_bwd)(const long n
     RK(vstore_n)(dc, dcp, nu);
     const vec d[4] = {dpi, dpf, dpg, dpo};
     for (int k = 0; k < 4; k++) {
-#if RK_BF16_HERE
-        if (dq) /* bf16 products: only the bf16 dPre is read later (the products' operand) */
-            rk_vstore_bf16(dq + k * H, (__m512)d[k], nu);
-        else
-#endif
-            RK(vstore_n)(dp + k * H, d[k], nu);
+        RK(vstore_either)(dp, dq, k * H, d[k], nu); /* bf16: read only as the products' operand */
         sum[k] += d[k];
     }
     if (dpeep) {

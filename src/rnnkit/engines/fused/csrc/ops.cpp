@@ -617,8 +617,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor 
     const Tensor gG = opt(gG_, G, "the gradient of G", {T, B, 3 * H});
     const Tensor len = lengths(len_, T, B);
     Tensor dh = at::zeros({B, H}, G.options()), dh2 = at::empty({B, H}, G.options());
-    Tensor dPre = at::empty({T, B, 3 * H}, G.options());
-    Tensor dHH = reset_after ? at::empty({T, B, 3 * H}, G.options()) : none_like(G);
+    // with bf16 products the kernel writes dPre and dHH only in bf16 (all that the products and weight gradients read)
+    Tensor dPre = bf16 ? at::empty({T, B, 3 * H}, G.options().dtype(at::kBFloat16)) : at::empty({T, B, 3 * H}, G.options());
+    Tensor dHH = reset_after && !bf16 ? at::empty({T, B, 3 * H}, G.options()) : none_like(G);
     Tensor db_ih = at::zeros({3 * H}, G.options()), db_hh = at::zeros({3 * H}, G.options());
     Tensor drh = at::empty({B, H}, G.options());
     Tensor Wtp, dpb;
@@ -631,9 +632,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor 
     const Reg reg = regularisers(zone, rmask, G, B, H, nullptr, true);
     rk_gru_bwd_args a = {T, B, H, (int)act, (int)rec, (int)reset_after, (int)need_dh0, ptr(G), ptr(HN), ptr(Hs),
                                ptr(W), W.size(1), lptr(len), gHs.rows,
-                               ptr(gG), mptr(dh), mptr(dh2), mptr(dPre), mptr(dHH), mptr(db_ih), mptr(db_hh), mptr(drh),
-                               step_threads(B * 3 * H * H), bf16 ? (int)bf16_mode() : 0, ptr(Wtp), mptr(dpb),
-                               bf16 ? kpad(3 * H) : 0};
+                               ptr(gG), mptr(dh), mptr(dh2), bf16 ? nullptr : mptr(dPre), mptr(dHH), mptr(db_ih),
+                               mptr(db_hh), mptr(drh), step_threads(B * 3 * H * H), bf16 ? (int)bf16_mode() : 0,
+                               ptr(Wtp), mptr(dpb), bf16 ? kpad(3 * H) : 0, bf16 ? mptr(dPre) : nullptr};
     a.reg = reg.ptr();
     if (T > 0 && B > 0) timed(kernels(G), a.nth, [&] { kernels(G).gru_bwd(&a); });
     add_first(dh, gHs);

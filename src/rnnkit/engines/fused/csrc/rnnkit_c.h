@@ -134,11 +134,13 @@ typedef struct {
     const void *gout, *gG;
     void *dh, *dh2, *dPre, *dHH, *db_ih, *db_hh, *drh;
     int nth;
-    /* bf16 products (reset after only), as the LSTM's: Wtp = W_hhᵀ packed, dpb (T, B, K3) every step's dHH_t */
+    /* bf16 products (reset after only), as the LSTM's: Wtp = W_hhᵀ packed, dpb (T, B, K3) every step's dHH_t and
+       dpx (T, B, 3H) its dPre_t, both in bf16 — then dPre and dHH are NULL */
     int bf16;
     const void *Wtp;
     void *dpb;
     long K3;
+    void *dpx;
     const rk_reg_args *reg; /* or NULL */
 } rk_gru_bwd_args;
 
