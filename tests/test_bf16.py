@@ -269,3 +269,22 @@ def test_backward_writes_its_bf16_gradients_as_torch_rounds(kind: str, H: int) -
     for got, exact in zip(run(True), run(False), strict=True):
         assert got.shape == (T, B, NG * H) and got[-1, 0].isnan().any() and (got[-1, 2] == 0).all()
         assert_rounded_by_torch(got[-1], exact[-1])
+
+
+@pytest.mark.skipif(not bf16_kernels(), reason="this CPU has no AVX512_BF16")
+@pytest.mark.parametrize("K,M,N", [(70, 1024, 28), (33, 100, 64), (7, 37, 19), (1, 5, 3), (0, 4, 4), (9, 200, 70)])
+def test_weight_gradients_from_bf16_operands(K: int, M: int, N: int) -> None:
+    """``weight_grads_bf16(d, xs)`` = [dᵀ x] in float32 from bf16-rounded operands (the weight gradients under bf16
+    products): equal to the float64 product of the rounded operands to float32 accumulation; odd K (a last pair
+    completed by zeros), ragged M and N, float32 or bf16 operands, a row-strided d."""
+    torch.manual_seed(6)
+    d_full, x = torch.randn(K, M + 6), torch.randn(K, N)
+    d = d_full[:, :M]  # row stride M + 6, as the kernels' padded bf16 rows
+    for d_in, x_in in [(d, x), (d.bfloat16(), x), (d.bfloat16(), x.bfloat16())]:
+        got = torch.ops.rnnkit_c.weight_grads_bf16(d_in, [x_in, x_in[:, : N // 2 + 1]])
+        exact = d.bfloat16().double().t() @ x.bfloat16().double()
+        assert got[0].dtype == torch.float32 and got[0].shape == (M, N)
+        torch.testing.assert_close(got[0].double(), exact, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got[1].double(), exact[:, : N // 2 + 1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="rows like d"):
+        torch.ops.rnnkit_c.weight_grads_bf16(d, [torch.randn(K + 1, N)])

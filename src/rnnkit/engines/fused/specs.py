@@ -29,6 +29,7 @@ The equations are the cells' (:mod:`rnnkit.cells`); the C files (``csrc/``) rest
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -77,6 +78,21 @@ def _mm_bf16(a: Tensor, b: Tensor) -> Tensor:
     for the weight gradients under autocast, as autocast computes a Linear layer's. (An operand already in bf16
     is used as it is.)"""
     return torch.mm(a.bfloat16(), b.bfloat16()).float()
+
+
+@functools.cache
+def _own_bf16_gemm() -> bool:
+    """Whether the weight gradients under bf16 products run on rnnkit's kernel (``weight_grads_bf16``: vdpbf16ps,
+    float32 results): where the products do. With AMX, torch's bf16 GEMM does (oneDNN's, on the tile unit)."""
+    return _k.bf16_mode() == 1
+
+
+def _weight_grads(d: Tensor, xs: list[Tensor], bf16: bool) -> list[Tensor]:
+    """``[dᵀ x for x in xs]`` in float32: weight gradients, sums over the T·B rows (``d`` = dPre). With bf16
+    products on rnnkit's kernel, which lays ``d`` out once for all of them (or torch's bf16 GEMM, see above)."""
+    if bf16 and _own_bf16_gemm():
+        return list(_k.weight_grads_bf16(d, xs))
+    return [_weight_grad(d, x, _mm_bf16 if bf16 else _mm) for x in xs]
 
 
 def _weight_grad(d: Tensor, x2: Tensor, mm: Any = _mm) -> Tensor:
@@ -189,9 +205,10 @@ class LSTMSpec:
         # with bf16 products the kernel wrote dPre only in bf16 (its own next product's operand): the products
         # below take it as it is
         dPre2 = (dPre_bf16 if bf16 else dPre).reshape(T * B, H4)
-        mm = _mm_bf16 if bf16 else _mm
-        dx, dW_ih = _input_grads([needs[0], needs[3]], dPre2, x, W_ih, mm)
-        grads_p = [dW_ih, mm(dPre2.t(), _prev(Hs, rmask))]  # dW_hh = Σ_t dPre_tᵀ h_{t-1}
+        dx = (_mm_bf16 if bf16 else _mm)(dPre2, W_ih).view(T, B, -1) if needs[0] else None
+        # dW_ih = Σ_t dPre_tᵀ x_t (if asked for), dW_hh = Σ_t dPre_tᵀ h_{t-1}
+        *dW_ih, dW_hh = _weight_grads(dPre2, [x.reshape(T * B, -1)] * needs[3] + [_prev(Hs, rmask)], bf16)
+        grads_p = [dW_ih[0] if dW_ih else None, dW_hh]
         grads_p += [db, db.clone()] if b_ih is not None else []
         grads_p += [_mm(dHt.view(T * B, -1).t(), M.view(T * B, -1))] if W_hr is not None else []  # Σ dh_tᵀ m_t
         grads_p += [d.clone() for d in dpeep.unbind(0)] if peep is not None else []  # outputs must not alias
@@ -281,10 +298,10 @@ class GRUSpec:
         T, B, H3 = dPre.shape
         # with bf16 products the kernel wrote dPre and dHH in bf16 only (the products below take them as they are)
         dPre2, Hp = dPre.view(T * B, H3), _prev(Hs, rmask)
-        mm = _mm_bf16 if bf16 else _mm
-        dx, dW_ih = _input_grads([needs[0], needs[2]], dPre2, x, W_ih, mm)
+        dx = (_mm_bf16 if bf16 else _mm)(dPre2, W_ih).view(T, B, -1) if needs[0] else None
+        dW_ih = _weight_grads(dPre2, [x.reshape(T * B, -1)], bf16)[0] if needs[2] else None
         if config[3]:  # reset after: dW_hh = Σ_t dHH_tᵀ h_{t-1} (with bf16 products, the kernel's bf16 dHH)
-            dW_hh = mm((dHH_bf16 if bf16 else dHH).view(T * B, H3).t(), Hp)
+            dW_hh = _weight_grads((dHH_bf16 if bf16 else dHH).view(T * B, H3), [Hp], bf16)[0]
         else:  # reset before: the r, z rows see h_{t-1}, the n rows r ⊙ h_{t-1} (both masked: HN is r ⊙ m ⊙ h)
             H = H3 // 3
             dW_hh = torch.cat([_mm(dPre2[:, : 2 * H].t(), Hp), _mm(dPre2[:, 2 * H :].t(), HN.view(T * B, H))])

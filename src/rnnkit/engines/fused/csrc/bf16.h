@@ -119,11 +119,12 @@ static void rk_pack_bf16_entry(const rk_pack_args *a) {
     rk_parallel(rk_pack_bf16_task, &j, (double)a->NG * a->H * a->K < 1e5 ? 1 : a->nth);
 }
 
-/* out (R rows × NV vectors of 16 floats, row stride 4 vectors) = A[rows] · B: A rows of KK bf16 pairs (row
-   stride lda), B's pair kk and vector v at b + kk·ldb + v·vstride. */
+/* out (R rows × NV vectors of 16 floats, row stride 4 vectors) = A[rows] · B: A's pair kk of row r at
+   a + r·lda + kk·ldk (ldk = 2: rows of pairs), B's pair kk and vector v at b + kk·ldb + v·vstride. */
 static inline __attribute__((always_inline)) RK_BF16 void rk_mk_bf16(const int R, const int NV, long KK,
-                                                                    const uint16_t *a, long lda, const uint16_t *b,
-                                                                    long ldb, long vstride, float *out) {
+                                                                    const uint16_t *a, long lda, long ldk,
+                                                                    const uint16_t *b, long ldb, long vstride,
+                                                                    float *out) {
     __m512 acc[MR_MAX][4];
     for (int r = 0; r < R; r++)
         for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
@@ -132,7 +133,7 @@ static inline __attribute__((always_inline)) RK_BF16 void rk_mk_bf16(const int R
         for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_si512(b + kk * ldb + v * vstride);
         for (int r = 0; r < R; r++) {
             int32_t pair;
-            memcpy(&pair, a + r * lda + 2 * kk, 4);
+            memcpy(&pair, a + r * lda + kk * ldk, 4);
             const __m512i av = _mm512_set1_epi32(pair);
             for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)av, (__m512bh)bv[v]);
         }
@@ -141,11 +142,11 @@ static inline __attribute__((always_inline)) RK_BF16 void rk_mk_bf16(const int R
         for (int v = 0; v < NV; v++) _mm512_storeu_ps(out + (r * 4 + v) * 16, acc[r][v]);
 }
 
-typedef void (*rk_mk_bf16_fn)(long, const uint16_t *, long, const uint16_t *, long, long, float *);
+typedef void (*rk_mk_bf16_fn)(long, const uint16_t *, long, long, const uint16_t *, long, long, float *);
 #define MKB_DEF(R, NV)                                                                                        \
-    RK_BF16 static void rk_mkb_##R##_##NV(long KK, const uint16_t *a, long lda, const uint16_t *b, long ldb, \
-                                          long vs, float *o) {                                                \
-        rk_mk_bf16(R, NV, KK, a, lda, b, ldb, vs, o);                                                         \
+    RK_BF16 static void rk_mkb_##R##_##NV(long KK, const uint16_t *a, long lda, long ldk, const uint16_t *b,   \
+                                          long ldb, long vs, float *o) {                                      \
+        rk_mk_bf16(R, NV, KK, a, lda, ldk, b, ldb, vs, o);                                                    \
     }
 #define MKB_ROW(R) MKB_DEF(R, 1) MKB_DEF(R, 2) MKB_DEF(R, 3) MKB_DEF(R, 4)
 MKB_ROW(1) MKB_ROW(2) MKB_ROW(3) MKB_ROW(4) MKB_ROW(5) MKB_ROW(6) MKB_ROW(7) MKB_ROW(8)
@@ -158,7 +159,73 @@ static const rk_mk_bf16_fn rk_mkb_table[MR_MAX][4] = {MKB_ENTRY(1), MKB_ENTRY(2)
 
 static inline void rk_tile_bf16(int R, int NV, long KK, const uint16_t *a, long lda, const uint16_t *b, long ldb,
                                 long vstride, float *out) {
-    rk_mkb_table[R - 1][NV - 1](KK, a, lda, b, ldb, vstride, out);
+    rk_mkb_table[R - 1][NV - 1](KK, a, lda, 2, b, ldb, vstride, out);
+}
+
+/* ---- weight gradients: dW = Dᵀ X over all T·B rows, on the same microkernel ----
+   torch's bf16 GEMM (oneDNN) returns bf16, which then costs a conversion to float32 (and its rounding); for the
+   narrow dW_ih (K × 28 one-hot features) it reached a third of the products' speed here. These run the reduction
+   over rows k as pairs: rk_rowpairs puts rows 2kk and 2kk + 1 of a K × N matrix side by side in bf16, in panels
+   of P columns (out[n / P][kk][n % P] = the pair; Np = N padded to a multiple of P, an odd K's last pair completed
+   by zeros). One panel (P = Np) is a plain row layout. */
+RK_BF16 static void rk_rowpairs_task(void *ctx, int tid, int nth) {
+    const rk_rowpairs_args *j = ctx;
+    const long KK = (j->K + 1) / 2;
+    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                           21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    long lo, hi;
+    rk_share(KK, tid, nth, &lo, &hi);
+    for (long kk = lo; kk < hi; kk++) {
+        const int odd_end = 2 * kk + 1 >= j->K; /* the last row of an odd K pairs with zeros */
+        for (long n = 0; n < j->Np; n += 16) {
+            uint16_t *dst = j->out + (n / j->P) * KK * 2 * j->P + kk * 2 * j->P + 2 * (n % j->P);
+            const __mmask16 m = j->N - n >= 16 ? (__mmask16)0xffff : j->N > n ? (__mmask16)((1u << (j->N - n)) - 1) : 0;
+            __m512i ab; /* row 2kk's 16 values, then row 2kk + 1's, in bf16 */
+            if (j->bf16) {
+                const uint16_t *s = (const uint16_t *)j->src + 2 * kk * j->ld + n;
+                const __m256i a = _mm256_maskz_loadu_epi16(m, s);
+                const __m256i c = odd_end ? _mm256_setzero_si256() : _mm256_maskz_loadu_epi16(m, s + j->ld);
+                ab = _mm512_inserti64x4(_mm512_castsi256_si512(a), c, 1);
+            } else {
+                const float *s = (const float *)j->src + 2 * kk * j->ld + n;
+                const __m512 a = _mm512_maskz_loadu_ps(m, s);
+                const __m512 c = odd_end ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, s + j->ld);
+                ab = (__m512i)_mm512_cvtne2ps_pbh(c, a);
+            }
+            _mm512_storeu_si512(dst, _mm512_permutexvar_epi16(order, ab)); /* pairs (row 2kk, row 2kk + 1) */
+        }
+    }
+}
+
+static void rk_rowpairs_entry(const rk_rowpairs_args *a) {
+    rk_parallel(rk_rowpairs_task, (void *)a, (double)a->K * a->Np < 1e5 ? 1 : a->nth);
+}
+
+/* C (M × N floats, row stride ldc) = Dᵀ X from their rowpairs (rk_rowpairs: D (K × M) in panels of 64 columns, X
+   (K × N) in one), computed as Xᵀ D: a tile is up to 6 columns n of C (X's pairs, the A operand: X's rowpairs are
+   small enough to stay in L2, where its strided reads hit) × the 64 rows m of one of D's panels (the B operand,
+   read in order), written into C transposed. Threads take D's panels; each stays in L2 while every tile of it
+   passes. (D as the A operand would stride 4 KB a pair through a matrix that lives in L3: three times slower.) */
+RK_BF16 static void rk_gemm_pairs_task(void *ctx, int tid, int nth) {
+    const rk_gemm_pairs_args *j = ctx;
+    float tile[MR_MAX * 4 * 16] __attribute__((aligned(64)));
+    const long nb = (j->M + 63) / 64, nt = (j->N + 5) / 6, ldk = 2 * j->Np;
+    long lo, hi;
+    rk_share(nb, tid, nth, &lo, &hi);
+    for (long blk = lo; blk < hi; blk++) {
+        const long m0 = blk * 64, mm = j->M - m0 < 64 ? j->M - m0 : 64;
+        const int NV = (int)((mm + 15) / 16);
+        for (long i = 0; i < nt; i++) {
+            const long n0 = j->N * i / nt, R = j->N * (i + 1) / nt - n0; /* ≤ 6 columns: 24 accumulators + 4 of D */
+            rk_mkb_table[R - 1][NV - 1](j->KK, j->X + 2 * n0, 2, ldk, j->D + blk * j->KK * 128, 128, 32, tile);
+            for (long m = 0; m < mm; m++)
+                for (long r = 0; r < R; r++) j->C[(m0 + m) * j->ldc + n0 + r] = tile[r * 64 + m];
+        }
+    }
+}
+
+static void rk_gemm_pairs_entry(const rk_gemm_pairs_args *a) {
+    rk_parallel(rk_gemm_pairs_task, (void *)a, (double)a->M * a->N * a->KK < 1e5 ? 1 : a->nth);
 }
 
 /* the first n (≤ 16) floats of v, rounded to bf16, at p */

@@ -28,6 +28,13 @@ static const rk_kernels RK(table) = {
     RK(indrnn_bwd_entry),
     RK(ln_fwd_entry),
     RK(ln_bwd_entry),
+#if RK_BF16_HERE
+    rk_rowpairs_entry,
+    rk_gemm_pairs_entry,
+#else
+    NULL,
+    NULL,
+#endif
 };
 #undef RK_BF16_HERE
 #undef UP

@@ -364,6 +364,48 @@ Tensor pack_bf16(const Tensor &W, int64_t ngates, int64_t units) {
     return Wp;
 }
 
+// `t` (K × N, float32 or bf16, unit column stride) as rows of bf16 pairs in panels of `panel` columns (0: one
+// panel) (rk_rowpairs_args).
+Tensor rowpairs(const rk_kernels &k, const Tensor &t, const char *what, int64_t panel) {
+    TORCH_CHECK_VALUE(t.dim() == 2 && t.device().is_cpu() &&
+                          (t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16),
+                      "rnnkit kernels: weight_grads_bf16 takes 2-D float32 or bf16 CPU matrices, got ", what, " of ",
+                      t.scalar_type(), " ", t.sizes(), " on ", t.device());
+    const Tensor c = t.stride(1) == 1 && t.stride(0) >= t.size(1) ? t : t.contiguous();
+    const int64_t K = c.size(0), N = c.size(1), P = panel ? panel : std::max<int64_t>((N + 15) / 16 * 16, 16);
+    const int64_t Np = (N + P - 1) / P * P;
+    Tensor out = at::empty({(K + 1) / 2 * 2 * Np}, c.options().dtype(at::kBFloat16));
+    const rk_rowpairs_args a = {K, N, Np, P, c.stride(0), c.scalar_type() == at::kBFloat16, c.data_ptr(),
+                                (uint16_t *)out.data_ptr(), threads()};
+    k.rowpairs(&a);
+    return out;
+}
+
+// dᵀ x (float32) for each x: the weight gradients under bf16 products, rows k = the T·B steps and batch rows, on
+// rnnkit's vdpbf16ps microkernel with float32 results (bf16.h). d (K × M) and every x (K × N): float32 or bf16.
+std::vector<Tensor> weight_grads_bf16(const Tensor &d, at::TensorList xs) {
+    check_bf16_products();
+    const rk_kernels &k = kernels(at::empty({0}));
+    const Tensor D = rowpairs(k, d, "d", 64);
+    const int64_t K = d.size(0), M = d.size(1), KK = (K + 1) / 2;
+    std::vector<Tensor> out;
+    for (const Tensor &x : xs) {
+        TORCH_CHECK_VALUE(x.dim() == 2 && x.size(0) == K, "rnnkit kernels: weight_grads_bf16 needs x with ", K,
+                          " rows like d, got ", x.sizes());
+        const Tensor X = rowpairs(k, x, "x", 0);
+        const int64_t N = x.size(1);
+        const auto f32 = d.options().dtype(at::kFloat);
+        Tensor C = K > 0 ? at::empty({M, N}, f32) : at::zeros({M, N}, f32);  // every value written, or none
+        if (K > 0 && M > 0 && N > 0) {
+            const rk_gemm_pairs_args a = {M, N, KK, X.numel() / (2 * KK), (const uint16_t *)D.data_ptr(),
+                                          (const uint16_t *)X.data_ptr(), C.data_ptr<float>(), N, threads()};
+            k.gemm_pairs(&a);
+        }
+        out.push_back(C);
+    }
+    return out;
+}
+
 // `t` (…, K) as bf16 with K padded by zeros (kpad): the row layout the bf16 products read.
 Tensor to_bf16_pairs(const Tensor &t) {
     const int64_t K = t.size(-1);
@@ -956,6 +998,7 @@ TORCH_LIBRARY(rnnkit_c, m) {
     m.def("pack(Tensor W, int ngates, bool wide) -> Tensor", &pack);
     m.def("pack_bf16(Tensor W, int ngates, int units) -> Tensor", &pack_bf16);
     m.def("gemm(Tensor a, Tensor b, Tensor? bias=None) -> Tensor", &gemm);
+    m.def("weight_grads_bf16(Tensor d, Tensor[] xs) -> Tensor[]", &weight_grads_bf16);
     m.def("dropout(Tensor x, float p, int seed) -> Tensor", &dropout);
     m.def("lstm_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? Whrp, Tensor? bias, Tensor? peep, Tensor? lengths, "
           "Tensor h0, Tensor c0, int act, int rec_act, bool keep, bool bf16=False, Tensor? zone=None, Tensor? rmask=None) "

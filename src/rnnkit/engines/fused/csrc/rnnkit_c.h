@@ -260,6 +260,25 @@ typedef struct {
     int nth;
 } rk_dropout_args;
 
+/* Weight gradients in bf16 (bf16.h): rowpairs lays a K × N matrix (float or bf16, row stride ld) out as KK = ⌈K/2⌉
+   rows of bf16 pairs (rows 2kk, 2kk + 1) in panels of P columns, N padded to Np (a multiple of P, P of 16);
+   gemm_pairs computes C (M × N floats) = Dᵀ X from D (K × M) in panels of 64 and X (K × N) in one panel (Np). */
+typedef struct {
+    long K, N, Np, P, ld;
+    int bf16; /* src holds bf16 (else float) */
+    const void *src;
+    uint16_t *out;
+    int nth;
+} rk_rowpairs_args;
+
+typedef struct {
+    long M, N, KK, Np;
+    const uint16_t *D, *X;
+    float *C;
+    long ldc;
+    int nth;
+} rk_gemm_pairs_args;
+
 typedef struct {
     const char *isa;
     int vector_bytes; /* bytes per vector: the width of a block of units (VL = vector_bytes / sizeof(real)) */
@@ -281,6 +300,8 @@ typedef struct {
     void (*indrnn_bwd)(const rk_indrnn_bwd_args *);
     void (*ln_fwd)(const rk_ln_fwd_args *);   /* layer-normalised LSTM and GRU (lnorm.h) */
     void (*ln_bwd)(const rk_ln_bwd_args *);
+    void (*rowpairs)(const rk_rowpairs_args *); /* bf16 weight gradients (bf16.h); NULL as pack_bf16 */
+    void (*gemm_pairs)(const rk_gemm_pairs_args *);
 } rk_kernels;
 
 /* One per compiled instruction set: [0] float, [1] double. */
