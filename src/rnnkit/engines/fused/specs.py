@@ -205,9 +205,9 @@ class LSTMSpec:
         # with bf16 products the kernel wrote dPre only in bf16 (its own next product's operand): the products
         # below take it as it is
         dPre2 = (dPre_bf16 if bf16 else dPre).reshape(T * B, H4)
-        dx = (_mm_bf16 if bf16 else _mm)(dPre2, W_ih).view(T, B, -1) if needs[0] else None
+        dx = (_mm_bf16 if bf16 else _mm)(dPre2, W_ih).view(x.shape) if needs[0] else None
         # dW_ih = Σ_t dPre_tᵀ x_t (if asked for), dW_hh = Σ_t dPre_tᵀ h_{t-1}
-        *dW_ih, dW_hh = _weight_grads(dPre2, [x.reshape(T * B, -1)] * needs[3] + [_prev(Hs, rmask)], bf16)
+        *dW_ih, dW_hh = _weight_grads(dPre2, [x.reshape(T * B, x.shape[-1])] * needs[3] + [_prev(Hs, rmask)], bf16)
         grads_p = [dW_ih[0] if dW_ih else None, dW_hh]
         grads_p += [db, db.clone()] if b_ih is not None else []
         grads_p += [_mm(dHt.view(T * B, -1).t(), M.view(T * B, -1))] if W_hr is not None else []  # Σ dh_tᵀ m_t
@@ -298,8 +298,8 @@ class GRUSpec:
         T, B, H3 = dPre.shape
         # with bf16 products the kernel wrote dPre and dHH in bf16 only (the products below take them as they are)
         dPre2, Hp = dPre.view(T * B, H3), _prev(Hs, rmask)
-        dx = (_mm_bf16 if bf16 else _mm)(dPre2, W_ih).view(T, B, -1) if needs[0] else None
-        dW_ih = _weight_grads(dPre2, [x.reshape(T * B, -1)], bf16)[0] if needs[2] else None
+        dx = (_mm_bf16 if bf16 else _mm)(dPre2, W_ih).view(x.shape) if needs[0] else None
+        dW_ih = _weight_grads(dPre2, [x.reshape(T * B, x.shape[-1])], bf16)[0] if needs[2] else None
         if config[3]:  # reset after: dW_hh = Σ_t dHH_tᵀ h_{t-1} (with bf16 products, the kernel's bf16 dHH)
             dW_hh = _weight_grads((dHH_bf16 if bf16 else dHH).view(T * B, H3), [Hp], bf16)[0]
         else:  # reset before: the r, z rows see h_{t-1}, the n rows r ⊙ h_{t-1} (both masked: HN is r ⊙ m ⊙ h)
