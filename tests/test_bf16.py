@@ -288,3 +288,19 @@ def test_weight_gradients_from_bf16_operands(K: int, M: int, N: int) -> None:
         torch.testing.assert_close(got[1].double(), exact[:, : N // 2 + 1], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="rows like d"):
         torch.ops.rnnkit_c.weight_grads_bf16(d, [torch.randn(K + 1, N)])
+
+
+@pytest.mark.skipif(not bf16_kernels(), reason="this CPU has no AVX512_BF16")
+def test_weight_gradients_take_torchs_gemm_past_the_kernels_sizes() -> None:
+    """Per x, rnnkit's kernel where its panels fit a core's L2, torch's bf16 GEMM past that (its result is rounded
+    to bf16): both in the order asked for, both the product of the rounded operands."""
+    from rnnkit.engines.fused.specs import _own_fits, _weight_grads
+
+    torch.manual_seed(7)
+    d, wide, narrow = torch.randn(1024, 40).bfloat16(), torch.randn(1024, 1100), torch.randn(1024, 8)
+    assert not _own_fits(1024, 1100) and _own_fits(1024, 8)
+    got = _weight_grads(d, [wide, narrow, wide], bf16=True)
+    for g, x in zip(got, [wide, narrow, wide], strict=True):
+        exact = d.double().t() @ x.bfloat16().double()
+        assert g.dtype == torch.float32 and g.shape == exact.shape
+        torch.testing.assert_close(g.double(), exact, rtol=1e-2, atol=0.1)  # bf16-rounded sums past the kernel's

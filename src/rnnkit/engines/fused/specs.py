@@ -87,12 +87,23 @@ def _own_bf16_gemm() -> bool:
     return _k.bf16_mode() == 1
 
 
+def _own_fits(K: int, N: int) -> bool:
+    """Whether rnnkit's bf16 weight-gradient kernel suits a sum over K rows of ``dᵀ x`` with N columns of x. It keeps
+    a 64-column panel of d (K · 128 bytes) and all of x's rows (K · N · 2 bytes) in a core's L2, without blocking
+    the sum: measured on a Zen 4 box (1 MiB of L2 per core; see docs/benchmarks.md), it beat torch's bf16 GEMM
+    up to K = 4096, N = 256 (8.0 against 8.8 ms), tied at K = 2048, N = 512, and took twice as long at K = 6400,
+    N = 1024 (the large benchmark). Past these sizes, torch's."""
+    return K <= 4096 and K * N <= 1 << 20
+
+
 def _weight_grads(d: Tensor, xs: list[Tensor], bf16: bool) -> list[Tensor]:
     """``[dᵀ x for x in xs]`` in float32: weight gradients, sums over the T·B rows (``d`` = dPre). With bf16
-    products on rnnkit's kernel, which lays ``d`` out once for all of them (or torch's bf16 GEMM, see above)."""
-    if bf16 and _own_bf16_gemm():
-        return list(_k.weight_grads_bf16(d, xs))
-    return [_weight_grad(d, x, _mm_bf16 if bf16 else _mm) for x in xs]
+    products on rnnkit's kernel where it suits the sizes (one pass lays ``d`` out for all of them), else on
+    torch's bf16 GEMM (see above)."""
+    mm = _mm_bf16 if bf16 else _mm
+    own = [bf16 and _own_bf16_gemm() and _own_fits(d.shape[0], x.shape[1]) for x in xs]
+    done = iter(_k.weight_grads_bf16(d, [x for x, o in zip(xs, own) if o]) if any(own) else [])
+    return [next(done) if o else _weight_grad(d, x, mm) for x, o in zip(xs, own)]
 
 
 def _weight_grad(d: Tensor, x2: Tensor, mm: Any = _mm) -> Tensor:
