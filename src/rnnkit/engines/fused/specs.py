@@ -114,12 +114,15 @@ def _weight_grad(d: Tensor, x2: Tensor, mm: Any = _mm) -> Tensor:
     return mm(x2.t(), d).t().contiguous()
 
 
-def _input_grads(needs: list[bool], dPre2: Tensor, x: Tensor, W_ih: Tensor, mm: Any = _mm) -> tuple[Any, Any]:
-    """dL/dx = dPre W_ih (T, B, F) and dL/dW_ih = dPreᵀ X, each only if asked for."""
+def _input_grads(
+    needs: list[bool], dPre2: Tensor, x: Tensor, W_ih: Tensor, bf16: bool = False, more: tuple[Tensor, ...] = ()
+) -> tuple[Any, Any, list[Tensor]]:
+    """dL/dx = dPre W_ih (T, B, F) and dL/dW_ih = dPreᵀ X, each only if asked for, then dPreᵀ m for each m of
+    ``more`` (the recurrent weights' gradient from h_{t-1}): the weight gradients in one call of _weight_grads."""
     T, B, F = x.shape
-    dx = mm(dPre2, W_ih).view(T, B, F) if needs[0] else None
-    dW = _weight_grad(dPre2, x.reshape(T * B, F), mm) if needs[1] else None
-    return dx, dW
+    dx = (_mm_bf16 if bf16 else _mm)(dPre2, W_ih).view(T, B, F) if needs[0] else None
+    grads = _weight_grads(dPre2, ([x.reshape(T * B, F)] if needs[1] else []) + list(more), bf16)
+    return dx, grads.pop(0) if needs[1] else None, grads
 
 
 def _prev(S: Tensor, rmask: Tensor | None = None) -> Tensor:
@@ -216,10 +219,8 @@ class LSTMSpec:
         # with bf16 products the kernel wrote dPre only in bf16 (its own next product's operand): the products
         # below take it as it is
         dPre2 = (dPre_bf16 if bf16 else dPre).reshape(T * B, H4)
-        dx = (_mm_bf16 if bf16 else _mm)(dPre2, W_ih).view(x.shape) if needs[0] else None
-        # dW_ih = Σ_t dPre_tᵀ x_t (if asked for), dW_hh = Σ_t dPre_tᵀ h_{t-1}
-        *dW_ih, dW_hh = _weight_grads(dPre2, [x.reshape(T * B, x.shape[-1])] * needs[3] + [_prev(Hs, rmask)], bf16)
-        grads_p = [dW_ih[0] if dW_ih else None, dW_hh]
+        dx, dW_ih, (dW_hh,) = _input_grads([needs[0], needs[3]], dPre2, x, W_ih, bf16, (_prev(Hs, rmask),))
+        grads_p = [dW_ih, dW_hh]  # dW_hh = Σ_t dPre_tᵀ h_{t-1}
         grads_p += [db, db.clone()] if b_ih is not None else []
         grads_p += [_mm(dHt.view(T * B, -1).t(), M.view(T * B, -1))] if W_hr is not None else []  # Σ dh_tᵀ m_t
         grads_p += [d.clone() for d in dpeep.unbind(0)] if peep is not None else []  # outputs must not alias
@@ -309,8 +310,7 @@ class GRUSpec:
         T, B, H3 = dPre.shape
         # with bf16 products the kernel wrote dPre and dHH in bf16 only (the products below take them as they are)
         dPre2, Hp = dPre.view(T * B, H3), _prev(Hs, rmask)
-        dx = (_mm_bf16 if bf16 else _mm)(dPre2, W_ih).view(x.shape) if needs[0] else None
-        dW_ih = _weight_grads(dPre2, [x.reshape(T * B, x.shape[-1])], bf16)[0] if needs[2] else None
+        dx, dW_ih, _ = _input_grads([needs[0], needs[2]], dPre2, x, W_ih, bf16)
         if config[3]:  # reset after: dW_hh = Σ_t dHH_tᵀ h_{t-1} (with bf16 products, the kernel's bf16 dHH)
             dW_hh = _weight_grads((dHH_bf16 if bf16 else dHH).view(T * B, H3), [Hp], bf16)[0]
         else:  # reset before: the r, z rows see h_{t-1}, the n rows r ⊙ h_{t-1} (both masked: HN is r ⊙ m ⊙ h)
@@ -380,7 +380,7 @@ class ElmanSpec:
         dPre, dh0, db = _k.elman_bwd(Hs, params[1], lengths, gHs, config[0], needs[1], zone, rmask)
         T, B, H = dPre.shape
         dPre2 = dPre.view(T * B, H)
-        dx, dW_ih = _input_grads([needs[0], needs[2]], dPre2, x, params[0])
+        dx, dW_ih, _ = _input_grads([needs[0], needs[2]], dPre2, x, params[0])
         return [dx, dh0, dW_ih, _mm(dPre2.t(), _prev(Hs, rmask)), *([db, db.clone()] if config[1] else [])]
 
     @staticmethod
@@ -455,7 +455,7 @@ class JordanSpec:
         )
         T, B, H = dPre.shape
         dPre2 = dPre.view(T * B, H)
-        dx, dW_ih = _input_grads([needs[0], needs[2]], dPre2, x, W_ih)
+        dx, dW_ih, _ = _input_grads([needs[0], needs[2]], dPre2, x, W_ih)
         dW_yh = _mm(dPre2.t(), _prev(Ys, rmask))  # Σ_t dPre_tᵀ y_{t-1}
         dW_hy = _mm(dPreY.view(T * B, -1).t(), Hh.view(T * B, H))  # Σ_t dPreY_tᵀ h_t
         return [dx, dy0, dW_ih, dW_yh, dW_hy, *([db, db.clone(), db_hy] if config[2] else [])]
@@ -522,7 +522,7 @@ class IndRNNSpec:
         gHs = torch.zeros_like(Hs) if gHs is None else gHs
         dPre, dh0, du = _k.indrnn_bwd(Hs, params[1], lengths, gHs, config[0])
         T, B, H = dPre.shape
-        dx, dW_ih = _input_grads([needs[0], needs[2]], dPre.view(T * B, H), x, params[0])
+        dx, dW_ih, _ = _input_grads([needs[0], needs[2]], dPre.view(T * B, H), x, params[0])
         db = dPre.sum((0, 1))
         return [dx, dh0, dW_ih, du, *([db, db.clone()] if config[1] else [])]
 
@@ -687,7 +687,7 @@ class LayerNormLSTMSpec:
         dZx, dZ, dh0, dc0, sums = _k.ln_bwd(G, Yh, Rh, Hs, Cs, Mc, Rc, Zx, Mx, Rx, W_hh, a_x, b_hh, a_h, a_c, b_c,
                                             lengths, gHs, gCs, gG, config[0], config[1], needs[1])  # fmt: skip
         T, B, GH = dZx.shape
-        dx, dW_ih = _input_grads([needs[0], needs[1 + cls.n_state]], dZx.view(T * B, GH), x, W_ih)
+        dx, dW_ih, _ = _input_grads([needs[0], needs[1 + cls.n_state]], dZx.view(T * B, GH), x, W_ih)
         grads_p = [dW_ih, _mm(dZ.view(T * B, GH).t(), _prev(Hs))]  # dW_hh = Σ_t dZ_tᵀ h_{t-1}
         da_x, db_x, da_h, db_h, da_c, db_c = (s.clone() for s in sums.unbind(0))  # outputs must not alias
         grads_p += [db_x, db_h] if config[2] else []  # β_x, β_h
