@@ -228,16 +228,10 @@ static void rk_gemm_pairs_entry(const rk_gemm_pairs_args *a) {
     rk_parallel(rk_gemm_pairs_task, (void *)a, (double)a->M * a->N * a->KK < 1e5 ? 1 : a->nth);
 }
 
-/* the first n (≤ 16) floats of v, rounded to bf16, at p */
-RK_BF16 static void rk_store_bf16(uint16_t *p, const float *src, long n) {
-    const __mmask16 m = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
-    const __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src));
-    _mm256_mask_storeu_epi16(p, m, h);
-}
-
 /* The first n (≤ 16) values of v rounded to bf16 (nearest even, NaN kept a quiet NaN: torch's .bfloat16()) at p, in
    plain AVX-512F/BW integer steps: unlike the bf16 conversion instruction, which needs its own target attribute,
-   this inlines into the sequence kernels, so the backward writes its bf16 dPre straight from the registers. */
+   this inlines into the sequence kernels (the forward's h_t for its next product, the backward's dPre straight
+   from the registers). */
 static inline __attribute__((always_inline)) void rk_vstore_bf16(uint16_t *p, __m512 v, long n) {
     const __m512i u = _mm512_castps_si512(v), one = _mm512_set1_epi32(1);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
@@ -249,6 +243,11 @@ static inline __attribute__((always_inline)) void rk_vstore_bf16(uint16_t *p, __
         _mm256_storeu_si256((__m256i *)p, h);
     else
         _mm256_mask_storeu_epi16(p, (__mmask16)((1u << n) - 1), h);
+}
+
+/* the first n (≤ 16) floats at src, rounded to bf16, at p */
+static inline __attribute__((always_inline)) void rk_store_bf16(uint16_t *p, const float *src, long n) {
+    rk_vstore_bf16(p, _mm512_maskz_loadu_ps(n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1), src), n);
 }
 
 /* Units [lo, hi) of the B rows of src (row stride lds) in bf16 into dst (row stride ldd): under recurrent dropout,
