@@ -29,11 +29,11 @@ static inline __attribute__((always_inline)) void RK(gru_cell)(const long nu, lo
     const vec n = RK(act)(act, RK(vload)(ax + 2 * VL) + bw[2] + r * hh);
     const vec h = n + z * (h_prev - n);
     RK(vstore_n)(hn, zh ? RK(zone_mix)(*zh, h_prev, h) : h, nu);
-    if (gb) {
-        RK(vstore_n)(gb, r, nu);
-        RK(vstore_n)(gb + H, z, nu);
-        RK(vstore_n)(gb + 2 * H, n, nu);
-        RK(vstore_n)(hnb, hh, nu);
+    if (gb) { /* read again only by the backward: around the caches (vmath.h) */
+        RK(vstream_n)(gb, r, nu);
+        RK(vstream_n)(gb + H, z, nu);
+        RK(vstream_n)(gb + 2 * H, n, nu);
+        RK(vstream_n)(hnb, hh, nu);
     }
 }
 
@@ -193,6 +193,7 @@ static void RK(gru_fwd_task)(void *ctx, int tid, int nth) {
         RK(reg_store_hd)(g, t, B, H, u_lo, u_hi, hn);
         rk_barrier_wait(&j->bar, nth, &sense);
     }
+    rk_stream_fence(); /* the gates, before the backward reads them */
 #if RK_BF16_HERE
     if (rows) rk_amx_release();
 #endif
@@ -242,6 +243,11 @@ static void RK(gru_bwd_task)(void *ctx, int tid, int nth) {
                 const long s = b * H + u;
                 REAL *dpb = dp ? dp + b * 3 * H + u : NULL, *dqb = dq ? dq + b * 3 * H + u : NULL;
                 uint16_t *xqb = xq ? xq + b * 3 * H + u : NULL, *hqb = hq ? hq + b * a->K3 + u : NULL;
+                if (t > 0) { /* this row of step t − 1 a step ahead (its gates come from memory: RK(vstream_n)) */
+                    for (int k = 0; k < 3; k++) __builtin_prefetch(gt - B * 3 * H + b * 3 * H + u + k * H, 0, 2);
+                    __builtin_prefetch(HNt - B * H + s, 0, 2);
+                    __builtin_prefetch(hp - B * H + s, 0, 2); /* h_{t−2} */
+                }
                 const vec dt = RK(vload_n)(cur + s, nu) + RK(vload_n)(go + s, nu); /* dL/dh_t */
                 if (a->len && t >= a->len[b]) { /* ended: dL/dh_t passes to h_{t-1} */
                     for (int k = 0; k < 3; k++) {

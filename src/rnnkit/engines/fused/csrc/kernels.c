@@ -10,7 +10,7 @@
 
 #include "rnnkit_c.h"
 #include "pool.h"
-#if defined(__AVX512F__)
+#if defined(__SSE2__) /* x86: AVX-512 where built for it, the non-temporal stores (vmath.h) everywhere */
 #include <immintrin.h>
 #endif
 

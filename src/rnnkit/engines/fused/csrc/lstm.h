@@ -54,11 +54,11 @@ static inline __attribute__((always_inline)) void RK(lstm_cell)(const long nu, l
     RK(vstore_n)(cn, zc ? RK(zone_mix)(*zc, c_prev, c) : c, nu);
     const vec m = o * RK(act)(act, c);
     RK(vstore_n)(mn, zh ? RK(zone_mix)(*zh, RK(vload_n)(hp, nu), m) : m, nu);
-    if (gb) {
-        RK(vstore_n)(gb, i, nu);
-        RK(vstore_n)(gb + H, f, nu);
-        RK(vstore_n)(gb + 2 * H, g, nu);
-        RK(vstore_n)(gb + 3 * H, o, nu);
+    if (gb) { /* read again only by the backward: around the caches */
+        RK(vstream_n)(gb, i, nu);
+        RK(vstream_n)(gb + H, f, nu);
+        RK(vstream_n)(gb + 2 * H, g, nu);
+        RK(vstream_n)(gb + 3 * H, o, nu);
     }
 }
 
@@ -168,6 +168,7 @@ static void RK(lstm_fwd_task)(void *ctx, int tid, int nth) {
             rk_barrier_wait(&j->bar, nth, &sense);
         }
     }
+    rk_stream_fence(); /* the gates, before the backward reads them */
 #if RK_BF16_HERE
     if (rows) rk_amx_release();
 #endif
@@ -284,6 +285,10 @@ static void RK(lstm_bwd_task)(void *ctx, int tid, int nth) {
                             memset(dpb + k * H, 0, nu * sizeof *dpb);
                     if (gc) RK(vstore_n)(dc + s, RK(vload_n)(dc + s, nu) + RK(vload_n)(gc, nu), nu);
                     continue;
+                }
+                if (t > 0) { /* this row of step t − 1 a step ahead (its gates come from memory: RK(vstream_n)) */
+                    for (int k = 0; k < 4; k++) __builtin_prefetch(gt - B * 4 * H + b * 4 * H + u + k * H, 0, 2);
+                    __builtin_prefetch(cp - B * H + s, 0, 2); /* c_{t−2} */
                 }
                 vec dmv = P ? RK(vload_n)(dm + s, nu) : RK(vload_n)(cur + s, nu) + RK(vload_n)(go + s, nu);
                 if (!P && RK(zone_on)(g, 0)) dmv *= (REAL)1 - RK(zone_d)(g, 0, t, B, b, H, u, nu); /* to the candidate */
