@@ -19,7 +19,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #define rk_relax() __builtin_ia32_pause()
-#define rk_stream_fence() __builtin_ia32_sfence() /* non-temporal stores (RK(vstream)) ordered before what follows */
+#define rk_stream_fence() __builtin_ia32_sfence() /* non-temporal stores (RK(vstream_n), vmath.h) ordered before what follows */
 #else
 #define rk_relax() ((void)0)
 #define rk_stream_fence() __atomic_thread_fence(__ATOMIC_SEQ_CST)

@@ -44,11 +44,20 @@ static inline void RK(vstore_n)(REAL *p, vec v, long n) {
    calls rk_stream_fence() before the buffer is read. */
 static inline void RK(vstream_n)(REAL *p, vec v, long n) {
 #if defined(__AVX512F__) && RK_VBYTES == 64
-    if (n == VL && !((uintptr_t)p & 63)) return _mm512_stream_si512((void *)p, (__m512i)v);
+    if (n == VL && !((uintptr_t)p & 63)) {
+        _mm512_stream_si512((void *)p, (__m512i)v);
+        return;
+    }
 #elif defined(__AVX__) && RK_VBYTES == 32
-    if (n == VL && !((uintptr_t)p & 31)) return _mm256_stream_si256((__m256i *)p, (__m256i)v);
+    if (n == VL && !((uintptr_t)p & 31)) {
+        _mm256_stream_si256((__m256i *)p, (__m256i)v);
+        return;
+    }
 #elif defined(__SSE2__) && RK_VBYTES == 16
-    if (n == VL && !((uintptr_t)p & 15)) return _mm_stream_si128((__m128i *)p, (__m128i)v);
+    if (n == VL && !((uintptr_t)p & 15)) {
+        _mm_stream_si128((__m128i *)p, (__m128i)v);
+        return;
+    }
 #endif
     RK(vstore_n)(p, v, n);
 }
