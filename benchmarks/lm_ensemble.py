@@ -1,6 +1,6 @@
 """Perplexity of an ensemble of language-model checkpoints: the average of their next-token probabilities.
 
-    RNNKIT_DATA_DIR=../shared/data PYTHONPATH=src python benchmarks/lm_ensemble.py runs/a runs/b runs/c [--split val]
+    RNNKIT_DATA_DIR=path/to/corpora PYTHONPATH=src python benchmarks/lm_ensemble.py runs/a runs/b runs/c [--split val]
 
 Each checkpoint (a run directory of ``rnnkit train``; its best checkpoint) reads its training corpus' split as one
 stream with a carried state, as ``rnnkit evaluate`` does by default; all of them must share the vocabulary and the
