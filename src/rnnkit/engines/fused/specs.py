@@ -212,13 +212,13 @@ class LSTMSpec:
         gHs = torch.zeros_like(Hs) if gHs is None else gHs
         stacked = None if peep is None else torch.stack(peep)
         zone, rmask = _reg(reg)
-        dPre, dh0, dc0, db, dpeep, dHt, dPre_bf16 = _k.lstm_bwd(
+        dPre, dh0, dc0, db, dpeep, dHt = _k.lstm_bwd(
             G, Cs, M, W_hh, W_hr, stacked, lengths, gHs, gCs, gG, config[0], config[1], needs[1], bf16, zone, rmask
         )
         T, B, H4 = G.shape
         # with bf16 products the kernel wrote dPre only in bf16 (its own next product's operand): the products
         # below take it as it is
-        dPre2 = (dPre_bf16 if bf16 else dPre).reshape(T * B, H4)
+        dPre2 = dPre.reshape(T * B, H4)
         dx, dW_ih, (dW_hh,) = _input_grads([needs[0], needs[3]], dPre2, x, W_ih, bf16, (_prev(Hs, rmask),))
         grads_p = [dW_ih, dW_hh]  # dW_hh = Σ_t dPre_tᵀ h_{t-1}
         grads_p += [db, db.clone()] if b_ih is not None else []
@@ -304,7 +304,7 @@ class GRUSpec:
         gHs, gG, _ = (_grad_or_none(g) for g in grads)
         gHs = torch.zeros_like(Hs) if gHs is None else gHs
         zone, rmask = _reg(reg)
-        dPre, dHH, dh0, db_ih, db_hh, dHH_bf16 = _k.gru_bwd(
+        dPre, dHH, dh0, db_ih, db_hh = _k.gru_bwd(
             G, HN, Hs, W_hh, lengths, gHs, gG, config[0], config[1], bool(config[3]), needs[1], bf16, zone, rmask
         )
         T, B, H3 = dPre.shape
@@ -312,7 +312,7 @@ class GRUSpec:
         dPre2, Hp = dPre.view(T * B, H3), _prev(Hs, rmask)
         dx, dW_ih, _ = _input_grads([needs[0], needs[2]], dPre2, x, W_ih, bf16)
         if config[3]:  # reset after: dW_hh = Σ_t dHH_tᵀ h_{t-1} (with bf16 products, the kernel's bf16 dHH)
-            dW_hh = _weight_grads((dHH_bf16 if bf16 else dHH).view(T * B, H3), [Hp], bf16)[0]
+            dW_hh = _weight_grads(dHH.view(T * B, H3), [Hp], bf16)[0]
         else:  # reset before: the r, z rows see h_{t-1}, the n rows r ⊙ h_{t-1} (both masked: HN is r ⊙ m ⊙ h)
             H = H3 // 3
             dW_hh = torch.cat([_mm(dPre2[:, : 2 * H].t(), Hp), _mm(dPre2[:, 2 * H :].t(), HN.view(T * B, H))])

@@ -531,7 +531,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_fwd(const Tensor &x, const Tenso
     return lstm_fwd_into(x, Wxp, Wp, Whrp, bias, peep, len, h0, c0, act, rec, keep, bf16, zone, rmask, nullptr);
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
+// dPre (T, B, 4H) first: float32, or with bf16 products the kernel's bf16 rows (all it wrote), as gru_bwd does.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const Tensor &G_, const Tensor &Cs_, const Tensor &M_, const Tensor &W_hh, const optional<Tensor> &W_hr,
     const optional<Tensor> &peep_, const optional<Tensor> &len_, const Tensor &gHs_, const optional<Tensor> &gCs_,
     const optional<Tensor> &gG_, int64_t act, int64_t rec, bool need_dh0, bool bf16, const optional<Tensor> &zone,
@@ -581,7 +582,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     if (T > 0 && B > 0) timed(kernels(G), a.nth, [&] { kernels(G).lstm_bwd(&a); });
     add_first(dh, gHs);
     if (gCs.defined()) dc.add_(gCs.select(0, 0));
-    return {dPre, dh, dc, db, dpeep, dHt, bf16 ? dpb.narrow(-1, 0, 4 * H) : none_like(G)};
+    return {bf16 ? dpb.narrow(-1, 0, 4 * H) : dPre, dh, dc, db, dpeep, dHt};
 }
 
 std::tuple<Tensor, Tensor, Tensor> gru_fwd_into(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp,
@@ -641,7 +642,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_fwd(const Tensor &x, const Tensor &Wxp, c
     return gru_fwd_into(x, Wxp, Wp, Wnp, bih, bhh, len, h0, act, rec, reset_after, keep, bf16, zone, rmask, nullptr);
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, const Tensor &HN_, const Tensor &Hs_,
+// dPre and dHH (T, B, 3H) first: float32, or with bf16 products the kernel's bf16 rows (all it wrote).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor &G_, const Tensor &HN_, const Tensor &Hs_,
                                                            const Tensor &W_hh, const optional<Tensor> &len_,
                                                            const Tensor &gHs_, const optional<Tensor> &gG_, int64_t act,
                                                            int64_t rec, bool reset_after, bool need_dh0, bool bf16,
@@ -680,7 +682,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor 
     a.reg = reg.ptr();
     if (T > 0 && B > 0) timed(kernels(G), a.nth, [&] { kernels(G).gru_bwd(&a); });
     add_first(dh, gHs);
-    return {dPre, dHH, dh, db_ih, db_hh, bf16 ? dpb.narrow(-1, 0, 3 * H) : none_like(G)};
+    return {dPre, bf16 ? dpb.narrow(-1, 0, 3 * H) : dHH, dh, db_ih, db_hh};
 }
 
 Tensor elman_fwd_into(const Tensor &x_, const Tensor &Wxp, const Tensor &Wp, const optional<Tensor> &bias_,
@@ -1007,7 +1009,7 @@ TORCH_LIBRARY(rnnkit_c, m) {
     m.def("lstm_bwd(Tensor G, Tensor Cs, Tensor M, Tensor W_hh, Tensor? W_hr, Tensor? peep, Tensor? lengths, "
           "Tensor gHs, Tensor? gCs, Tensor? gG, int act, int rec_act, bool need_dh0, bool bf16=False, Tensor? zone=None, "
           "Tensor? rmask=None) "
-          "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+          "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
           &lstm_bwd);
     m.def("gru_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? Wnp, Tensor? b_ih, Tensor? b_hh, Tensor? lengths, "
           "Tensor h0, int act, int rec_act, bool reset_after, bool keep, bool bf16=False, Tensor? zone=None, "
@@ -1015,7 +1017,7 @@ TORCH_LIBRARY(rnnkit_c, m) {
           &gru_fwd);
     m.def("gru_bwd(Tensor G, Tensor HN, Tensor Hs, Tensor W_hh, Tensor? lengths, Tensor gHs, Tensor? gG, int act, "
           "int rec_act, bool reset_after, bool need_dh0, bool bf16=False, Tensor? zone=None, Tensor? rmask=None) "
-          "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+          "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
           &gru_bwd);
     m.def("elman_fwd(Tensor x, Tensor Wxp, Tensor Wp, Tensor? bias, Tensor? lengths, Tensor h0, int act, "
           "Tensor? zone=None, Tensor? rmask=None) -> Tensor",
